@@ -1,0 +1,89 @@
+// splitseg serve: the HTTP API over one model, with one background encode thread. Everything
+// lives under --data-dir by default: the SQLite job database, uploaded images and a disk cache of
+// embedding bundles.
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <thread>
+
+#include "cli/commands.h"
+#include "service/api.h"
+#include "service/server.h"
+#include "store/sqlite_job_queue.h"
+#include "store/store_spec.h"
+
+namespace splitseg::cli {
+
+int cmd_serve(const std::vector<std::string>& argv) {
+    Args args(argv, {});
+    args.allow_only({"host", "port", "data-dir", "model", "store", "threads", "api-keys",
+                     "cors-origin", "max-body-mb", "max-points"});
+    const std::string data_dir = args.get("data-dir").value_or("./splitseg-data");
+    std::filesystem::create_directories(data_dir);
+    const std::string jobs_path = data_dir + "/jobs.db";
+
+    ApiOptions api;
+    api.data_dir = data_dir;
+    api.cache = std::make_shared<EmbeddingCache>(open_store(
+        args.get("store").value_or("mem:?max_bytes=256M,disk:" + data_dir + "/bundles")));
+    api.jobs = open_sqlite_job_queue(jobs_path);
+    api.max_body_bytes = static_cast<size_t>(args.get_int("max-body-mb", 32, 1, 4096)) << 20;
+    api.max_points = static_cast<size_t>(args.get_int("max-points", 64, 1, 4096));
+    api.cors_origin = args.get("cors-origin").value_or("*");
+    const char* env_model = std::getenv("SPLITSEG_MODEL");
+    const std::optional<std::string> model_path = args.get("model") ? args.get("model")
+                                                  : env_model
+                                                      ? std::optional<std::string>(env_model)
+                                                      : std::nullopt;
+    if (model_path) {
+        api.model = Segmenter::load(*model_path);
+        std::fprintf(stderr, "splitseg serve: model %s\n", api.model->describe().c_str());
+    } else {
+        std::fprintf(stderr,
+                     "splitseg serve: no model (--model or SPLITSEG_MODEL): image "
+                     "routes answer 503 no_model\n");
+    }
+    if (auto keys = args.get("api-keys")) {
+        api.api_keys = load_api_keys(*keys);
+    } else {
+        std::fprintf(stderr,
+                     "splitseg serve: warning: no --api-keys: the API is open to anyone "
+                     "who can reach it (tenant \"default\")\n");
+    }
+
+    ServerOptions server_options;
+    server_options.host = args.get("host").value_or("127.0.0.1");
+    server_options.port = static_cast<uint16_t>(args.get_int("port", 8080, 0, 65535));
+    server_options.threads = args.get_int("threads", 4, 1, 256);
+    server_options.body_limit = api.max_body_bytes;
+    server_options.stop_on_signals = true;
+
+    Api service(api);
+    Server server(service, server_options);
+
+    // One encode thread with its own database connection; it finishes its current job on
+    // shutdown and leaves the queued ones for the next start.
+    std::unique_ptr<JobQueue> worker_queue;
+    std::unique_ptr<EncodeWorker> worker;
+    std::thread worker_thread;
+    if (api.model) {
+        worker_queue = open_sqlite_job_queue(jobs_path);
+        worker = std::make_unique<EncodeWorker>(
+            *worker_queue, [&service](JobLease& lease) { service.encode_job(lease); });
+        worker_thread = std::thread([&worker] { worker->run(); });
+    }
+
+    server.start();
+    std::printf("splitseg serve: listening on http://%s:%u (data in %s)\n",
+                server_options.host.c_str(), server.port(), data_dir.c_str());
+    std::fflush(stdout);
+    server.wait();
+    std::fprintf(stderr, "splitseg serve: stopping\n");
+    if (worker) {
+        worker->stop();
+        worker_thread.join();
+    }
+    return 0;
+}
+
+}  // namespace splitseg::cli

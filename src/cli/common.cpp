@@ -1,0 +1,22 @@
+#include <cstdio>
+#include <cstring>
+
+#include "cli/commands.h"
+#include "engine/ops.h"
+
+namespace splitseg::cli {
+
+void apply_threads(const Args& args) { set_num_threads(args.get_int("threads", 0, 0, 1024)); }
+
+double peak_rss_mib() {
+    FILE* f = std::fopen("/proc/self/status", "r");
+    if (!f) return 0;
+    char line[256];
+    double kib = 0;
+    while (std::fgets(line, sizeof line, f))
+        if (std::strncmp(line, "VmHWM:", 6) == 0) kib = std::atof(line + 6);
+    std::fclose(f);
+    return kib / 1024.0;
+}
+
+}  // namespace splitseg::cli

@@ -1,0 +1,24 @@
+// Element types of stored tensors (checkpoints, bundles) and conversions to float32.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+namespace splitseg {
+
+enum class DType { F32, F16, BF16, F64, I64, I32, I16, I8, U8, BOOL };
+
+size_t dtype_size(DType t);
+const char* dtype_name(DType t);  // safetensors spelling: "F32", "F16", "BF16", ...
+bool dtype_from_name(const std::string& name, DType* out);
+
+float f16_to_f32(uint16_t h);
+uint16_t f32_to_f16(float f);  // round to nearest even
+float bf16_to_f32(uint16_t b);
+uint16_t f32_to_bf16(float f);  // round to nearest even
+
+// Converts n elements of type t at src to float32 (integers and bools by value).
+void convert_to_f32(DType t, const void* src, size_t n, float* dst);
+
+}  // namespace splitseg

@@ -1,0 +1,868 @@
+// SAM / MobileSAM / SAM 2.1 prompt encoder and mask decoder.
+//
+// decode(): prompts -> sparse tokens (random Fourier features + learned embeddings) and a dense
+// prompt (downscaled mask or no_mask_embed) -> two-way transformer between the tokens and the
+// 64x64 image tokens -> upscaled image features (SAM 2: plus the high-resolution features) ->
+// one mask per mask token through its hypernetwork, IoU head (SAM 2: object-score head).
+//
+// Layouts: tokens are [T, C] rows; the image side stays [C, HW] (the embedding's own layout)
+// from the embedding to the masks, so nothing is transposed per click. What depends on the image
+// only (layer 0's projections without a mask prompt, SAM 2's high-resolution terms) is computed
+// once per image by prepare(), what depends on the model only (the dense positional encoding) at
+// load.
+#include "engine/models/sam_decoder.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <functional>
+#include <numbers>
+#include <stdexcept>
+
+#include <omp.h>
+
+#include "engine/ops.h"
+
+namespace splitseg {
+
+namespace {
+
+constexpr float kLayerNormEps = 1e-5f;    // nn.LayerNorm in the transformer
+constexpr float kLayerNorm2dEps = 1e-6f;  // LayerNorm2d in the mask convolutions
+
+struct Linear {
+    Tensor w, b;  // [out, in], [out]
+    Tensor operator()(const Tensor& x) const { return linear(x, w, b); }
+};
+
+struct Norm {
+    Tensor w, b;
+};
+
+struct Conv {
+    Tensor w, b;
+};
+
+// Linear layers with ReLU between them (the references' MLP and MLPBlock).
+struct Mlp {
+    std::vector<Linear> layers;
+    Tensor operator()(Tensor x) const {
+        for (size_t i = 0; i < layers.size(); ++i) {
+            x = layers[i](x);
+            if (i + 1 < layers.size()) relu(x);
+        }
+        return x;
+    }
+};
+
+struct Attention {
+    Linear q, k, v, out;
+};
+
+struct TwoWayLayer {
+    Attention self_attn, token_to_image, image_to_token;
+    Norm norm1, norm2, norm3, norm4;
+    Mlp mlp;
+};
+
+}  // namespace
+
+struct SamDecoderWeights {
+    // Prompt encoder.
+    Tensor pe_gaussian;                 // [2, C/2] random Fourier frequencies
+    std::array<Tensor, 4> point_embed;  // [1, C] each: background, foreground, box corner 0 and 1
+    Tensor not_a_point;                 // [1, C] padding token
+    Tensor no_mask;                     // [1, C] dense prompt when no mask is given
+    Conv mask_conv1, mask_conv2, mask_conv3;
+    Norm mask_norm1, mask_norm2;
+    // Mask decoder.
+    Tensor output_tokens;  // [S + 1 + M, C]: (SAM 2: object score,) IoU, M mask tokens
+    std::vector<TwoWayLayer> layers;
+    Attention final_attn;
+    Norm final_norm;
+    Conv upscale1, upscale2;  // ConvTranspose2d, kernel 2, stride 2
+    Norm upscale_norm;
+    std::vector<Mlp> hypernetworks;  // one per mask token: token -> [C/8] mask weights
+    Mlp iou_head;
+    Mlp obj_head;  // SAM 2
+};
+
+namespace {
+
+// ---------------------------------------------------------------------------------------------
+// Loading. One routine names every tensor; it reads from a checkpoint or lists names and shapes.
+
+using TensorSource = std::function<Tensor(const std::string& name, const Shape& shape)>;
+
+struct Prefixes {
+    std::string prompt, decoder;
+};
+
+Prefixes prefixes(DecoderVariant v) {
+    if (v == DecoderVariant::Sam) return {"prompt_encoder.", "mask_decoder."};
+    return {"sam_prompt_encoder.", "sam_mask_decoder."};
+}
+
+Linear load_linear(const TensorSource& get, const std::string& name, int64_t in, int64_t out) {
+    return {get(name + ".weight", {out, in}), get(name + ".bias", {out})};
+}
+
+Norm load_norm(const TensorSource& get, const std::string& name, int64_t dim) {
+    return {get(name + ".weight", {dim}), get(name + ".bias", {dim})};
+}
+
+Conv load_conv(const TensorSource& get, const std::string& name, Shape weight_shape,
+               int64_t bias_dim) {
+    return {get(name + ".weight", weight_shape), get(name + ".bias", {bias_dim})};
+}
+
+// The references' MLP: name.layers.<i>, `depth` linear layers.
+Mlp load_mlp(const TensorSource& get, const std::string& name, int64_t in, int64_t hidden,
+             int64_t out, int depth) {
+    Mlp m;
+    for (int i = 0; i < depth; ++i)
+        m.layers.push_back(load_linear(get, name + ".layers." + std::to_string(i),
+                                       i == 0 ? in : hidden, i + 1 == depth ? out : hidden));
+    return m;
+}
+
+Attention load_attention(const TensorSource& get, const std::string& name, int64_t dim,
+                         int64_t inner) {
+    return {load_linear(get, name + ".q_proj", dim, inner),
+            load_linear(get, name + ".k_proj", dim, inner),
+            load_linear(get, name + ".v_proj", dim, inner),
+            load_linear(get, name + ".out_proj", inner, dim)};
+}
+
+Tensor concat_rows(const std::vector<const Tensor*>& parts) {
+    int64_t rows = 0;
+    const int64_t cols = parts.front()->dim(-1);
+    for (const Tensor* p : parts) rows += p->numel() / cols;
+    Tensor out({rows, cols});
+    float* dst = out.data();
+    for (const Tensor* p : parts) {
+        if (p->numel()) std::memcpy(dst, p->data(), p->numel() * sizeof(float));
+        dst += p->numel();
+    }
+    return out;
+}
+
+SamDecoderWeights load_weights(const SamDecoderConfig& c, const TensorSource& get) {
+    const auto [pe, md] = prefixes(c.variant);
+    const bool sam2 = c.variant == DecoderVariant::Sam2;
+    const int64_t C = c.embed_dim, Cm = c.mask_in_chans, M = c.num_mask_tokens;
+    SamDecoderWeights w;
+
+    w.pe_gaussian = get(pe + "pe_layer.positional_encoding_gaussian_matrix", {2, C / 2});
+    for (int i = 0; i < 4; ++i)
+        w.point_embed[i] = get(pe + "point_embeddings." + std::to_string(i) + ".weight", {1, C});
+    w.not_a_point = get(pe + "not_a_point_embed.weight", {1, C});
+    w.mask_conv1 = load_conv(get, pe + "mask_downscaling.0", {Cm / 4, 1, 2, 2}, Cm / 4);
+    w.mask_norm1 = load_norm(get, pe + "mask_downscaling.1", Cm / 4);
+    w.mask_conv2 = load_conv(get, pe + "mask_downscaling.3", {Cm, Cm / 4, 2, 2}, Cm);
+    w.mask_norm2 = load_norm(get, pe + "mask_downscaling.4", Cm);
+    w.mask_conv3 = load_conv(get, pe + "mask_downscaling.6", {C, Cm, 1, 1}, C);
+    w.no_mask = get(pe + "no_mask_embed.weight", {1, C});
+
+    const std::string tf = md + "transformer.";
+    for (int i = 0; i < c.depth; ++i) {
+        const std::string p = tf + "layers." + std::to_string(i) + ".";
+        TwoWayLayer l;
+        l.self_attn = load_attention(get, p + "self_attn", C, C);
+        l.norm1 = load_norm(get, p + "norm1", C);
+        l.token_to_image = load_attention(get, p + "cross_attn_token_to_image", C, c.attn_dim);
+        l.norm2 = load_norm(get, p + "norm2", C);
+        if (sam2)  // SAM 2 uses its generic MLP, SAM an MLPBlock (lin1, lin2)
+            l.mlp = load_mlp(get, p + "mlp", C, c.mlp_dim, C, 2);
+        else
+            l.mlp.layers = {load_linear(get, p + "mlp.lin1", C, c.mlp_dim),
+                            load_linear(get, p + "mlp.lin2", c.mlp_dim, C)};
+        l.norm3 = load_norm(get, p + "norm3", C);
+        l.norm4 = load_norm(get, p + "norm4", C);
+        l.image_to_token = load_attention(get, p + "cross_attn_image_to_token", C, c.attn_dim);
+        w.layers.push_back(std::move(l));
+    }
+    w.final_attn = load_attention(get, tf + "final_attn_token_to_image", C, c.attn_dim);
+    w.final_norm = load_norm(get, tf + "norm_final_attn", C);
+
+    const Tensor iou_token = get(md + "iou_token.weight", {1, C});
+    const Tensor mask_tokens = get(md + "mask_tokens.weight", {M, C});
+    if (sam2) {
+        const Tensor obj_token = get(md + "obj_score_token.weight", {1, C});
+        w.output_tokens = concat_rows({&obj_token, &iou_token, &mask_tokens});
+    } else {
+        w.output_tokens = concat_rows({&iou_token, &mask_tokens});
+    }
+
+    w.upscale1 = load_conv(get, md + "output_upscaling.0", {C, C / 4, 2, 2}, C / 4);
+    w.upscale_norm = load_norm(get, md + "output_upscaling.1", C / 4);
+    w.upscale2 = load_conv(get, md + "output_upscaling.3", {C / 4, C / 8, 2, 2}, C / 8);
+    for (int i = 0; i < M; ++i)
+        w.hypernetworks.push_back(load_mlp(get,
+                                           md + "output_hypernetworks_mlps." + std::to_string(i), C,
+                                           C, C / 8, c.hyper_depth));
+    w.iou_head = load_mlp(get, md + "iou_prediction_head", C, c.iou_head_dim, M, c.iou_head_depth);
+    if (sam2) {
+        if (c.obj_head_depth == 1)
+            w.obj_head.layers = {load_linear(get, md + "pred_obj_score_head", C, 1)};
+        else
+            w.obj_head = load_mlp(get, md + "pred_obj_score_head", C, C, 1, c.obj_head_depth);
+    }
+    return w;
+}
+
+int64_t dim_of(const WeightFile& w, const std::string& name, int i) {
+    const TensorRef& r = w.ref(name);
+    if (r.shape.size() <= static_cast<size_t>(i))
+        throw FormatError(w.path() + ": " + name + " has shape " + shape_str(r.shape));
+    return r.shape[i];
+}
+
+// How many of prefix<i>suffix exist, for i = 0, 1, ...
+int count_indexed(const WeightFile& w, const std::string& prefix, const std::string& suffix) {
+    int n = 0;
+    while (w.has(prefix + std::to_string(n) + suffix)) ++n;
+    return n;
+}
+
+SamDecoderConfig infer_config(const WeightFile& w, DecoderVariant v) {
+    const auto [pe, md] = prefixes(v);
+    SamDecoderConfig c = SamDecoderConfig::full_size(v);
+    const std::string layer0 = md + "transformer.layers.0.";
+    c.embed_dim = static_cast<int>(dim_of(w, pe + "no_mask_embed.weight", 1));
+    c.mask_in_chans = static_cast<int>(dim_of(w, pe + "mask_downscaling.3.weight", 0));
+    c.depth = count_indexed(w, md + "transformer.layers.", ".norm1.weight");
+    c.mlp_dim = static_cast<int>(dim_of(
+        w, layer0 + (v == DecoderVariant::Sam ? "mlp.lin1.weight" : "mlp.layers.0.weight"), 0));
+    c.attn_dim = static_cast<int>(dim_of(w, layer0 + "cross_attn_token_to_image.q_proj.weight", 0));
+    c.num_mask_tokens = static_cast<int>(dim_of(w, md + "mask_tokens.weight", 0));
+    c.hyper_depth = count_indexed(w, md + "output_hypernetworks_mlps.0.layers.", ".weight");
+    c.iou_head_dim = static_cast<int>(dim_of(w, md + "iou_prediction_head.layers.0.weight", 0));
+    c.iou_head_depth = count_indexed(w, md + "iou_prediction_head.layers.", ".weight");
+    if (v == DecoderVariant::Sam2)
+        c.obj_head_depth = w.has(md + "pred_obj_score_head.weight")
+                               ? 1
+                               : count_indexed(w, md + "pred_obj_score_head.layers.", ".weight");
+
+    const bool ok = c.embed_dim > 0 && c.embed_dim % 8 == 0 && c.embed_dim % c.num_heads == 0 &&
+                    c.attn_dim > 0 && c.attn_dim % c.num_heads == 0 && c.depth > 0 &&
+                    c.mask_in_chans >= 4 && c.mask_in_chans % 4 == 0 && c.num_mask_tokens >= 2 &&
+                    c.hyper_depth > 0 && c.iou_head_depth > 0 && c.obj_head_depth > 0;
+    if (!ok)
+        throw FormatError(w.path() + ": unsupported prompt decoder sizes (embed " +
+                          std::to_string(c.embed_dim) + ", cross-attention " +
+                          std::to_string(c.attn_dim) + ", depth " + std::to_string(c.depth) +
+                          ", mask tokens " + std::to_string(c.num_mask_tokens) + ")");
+    return c;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Small tensor helpers.
+
+Tensor plus(const Tensor& a, const Tensor& b) {
+    Tensor r = a;
+    add_(r, b);
+    return r;
+}
+
+// out = a + b, reusing out's buffer when it has the size.
+void sum_into(Tensor& out, const Tensor& a, const Tensor& b) {
+    if (out.numel() != a.numel()) out = Tensor(a.shape());
+    float* o = out.data();
+    const float *x = a.data(), *y = b.data();
+    const int64_t n = a.numel();
+#pragma omp parallel for if (n > 65536)
+    for (int64_t i = 0; i < n; ++i) o[i] = x[i] + y[i];
+}
+
+// x [C, ...] += bias[c] on every element of channel c.
+void add_channel_bias(Tensor& x, const float* bias) {
+    const int64_t C = x.dim(0), n = x.numel() / C;
+    float* d = x.data();
+#pragma omp parallel for if (x.numel() > 65536)
+    for (int64_t c = 0; c < C; ++c)
+        for (int64_t i = 0; i < n; ++i) d[c * n + i] += bias[c];
+}
+
+// Fills every row of x [rows, cols] with `row`.
+void fill_rows(float* x, int64_t rows, int64_t cols, const float* row) {
+    for (int64_t r = 0; r < rows; ++r) std::memcpy(x + r * cols, row, cols * sizeof(float));
+}
+
+// gemm() for the short, wide products of the image side (M ~ 50-250 rows, N = 4096+ columns),
+// with the columns split across the threads: the GEMM library parallelises these shapes poorly.
+void gemm_wide(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha,
+               const float* A, int64_t lda, const float* B, int64_t ldb, float beta, float* C,
+               int64_t ldc) {
+#pragma omp parallel
+    {
+        const int64_t threads = omp_get_num_threads(), t = omp_get_thread_num();
+        const int64_t chunk = (N + threads * 16 - 1) / (threads * 16) * 16;
+        const int64_t n0 = std::min(N, t * chunk), n1 = std::min(N, n0 + chunk);
+        if (n1 > n0)
+            gemm(trans_a, trans_b, M, n1 - n0, K, alpha, A, lda, B + (trans_b ? n0 * ldb : n0), ldb,
+                 beta, C + n0, ldc);
+    }
+}
+
+Tensor row_of(const Tensor& x, int64_t r) {
+    return Tensor::from({1, x.dim(1)}, x.data() + r * x.dim(1));
+}
+
+// Random Fourier features of a point in [0, 1]^2: sin and cos of 2*pi * G^T (2p - 1), written to
+// out[k * stride] for k < C.
+void fourier_features(const Tensor& gaussian, float u, float v, float* out, int64_t stride) {
+    const int64_t F = gaussian.dim(1);
+    const float* g = gaussian.data();
+    const float x = 2.0f * u - 1.0f, y = 2.0f * v - 1.0f;
+    const float two_pi = 2.0f * std::numbers::pi_v<float>;
+    for (int64_t k = 0; k < F; ++k) {
+        const float a = two_pi * (x * g[k] + y * g[F + k]);
+        out[k * stride] = std::sin(a);
+        out[(F + k) * stride] = std::cos(a);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Attention between T tokens (output tokens + prompts, ~10) and the HW = 4096 image tokens.
+// The image side is either projected ([D, HW] queries, keys or values: layer 0, whose projections
+// are cached per image when no mask is given) or raw ([C, HW]): the image projections are then
+// folded into the token side, so the image is read by products of width heads*T instead of
+// being projected to D (2 * heads*T < 2 * D for up to 15 tokens, and there are no D x HW
+// intermediates).
+
+// Multi-head attention among the tokens: q/k input [T, C], v input [T, C] -> [T, C].
+Tensor self_attention(const Attention& a, const Tensor& qk_in, const Tensor& v_in, int heads) {
+    const Tensor q = a.q(qk_in), k = a.k(qk_in), v = a.v(v_in);  // [T, D]
+    const int64_t T = q.dim(0), D = q.dim(1);
+    Tensor o({T, D});
+    attention(q.data(), D, k.data(), D, v.data(), D, o.data(), D, T, T, heads, D / heads);
+    return a.out(o);
+}
+
+// W x + b over image tokens x [C, HW] -> [D, HW].
+Tensor project_image(const Linear& l, const Tensor& x) {
+    const int64_t D = l.w.dim(0), C = l.w.dim(1), HW = x.numel() / C;
+    Tensor y({D, HW});
+    for (int64_t r = 0; r < D; ++r) std::fill(y.data() + r * HW, y.data() + (r + 1) * HW, l.b[r]);
+    gemm_wide(false, false, D, HW, C, 1.0f, l.w.data(), C, x.data(), HW, 1.0f, y.data(), HW);
+    return y;
+}
+
+float attention_scale(const Attention& a, int heads) {
+    return 1.0f / std::sqrt(static_cast<float>(a.q.w.dim(0) / heads));
+}
+
+// Tokens attend to the image's projected keys and values [D, HW]. queries [T, C] -> [T, C].
+Tensor tokens_to_projected_image(const Attention& a, const Tensor& queries, const Tensor& keys,
+                                 const Tensor& values, int heads) {
+    const Tensor q = a.q(queries);  // [T, D]
+    const int64_t T = q.dim(0), D = q.dim(1), d = D / heads, HW = keys.dim(1);
+    Tensor p({heads * T, HW});
+    Tensor o({T, D});
+#pragma omp parallel for
+    for (int h = 0; h < heads; ++h) {
+        float* ph = p.data() + h * T * HW;
+        gemm(false, false, T, HW, d, attention_scale(a, heads), q.data() + h * d, D,
+             keys.data() + h * d * HW, HW, 0.0f, ph, HW);
+        softmax_rows(ph, T, HW);
+        gemm(false, true, T, d, HW, 1.0f, ph, HW, values.data() + h * d * HW, HW, 0.0f,
+             o.data() + h * d, D);
+    }
+    return a.out(o);
+}
+
+// Tokens attend to the raw image. queries [T, C] (positional encoding added), image_keys
+// [C, HW] (positional encoding added), image_values [C, HW] -> [T, C]. Per head h, x the image:
+//   scores_h = q_h (Wk_h x + bk_h) = (q_h Wk_h) x + const, and the constant cancels in softmax;
+//   out_h = P_h (Wv_h x + bv_h)^T = (P_h x^T) Wv_h^T + bv_h, as the rows of P_h sum to 1.
+Tensor tokens_to_image(const Attention& a, const Tensor& queries, const Tensor& image_keys,
+                       const Tensor& image_values, int heads) {
+    const Tensor q = a.q(queries);  // [T, D]
+    const int64_t T = q.dim(0), D = q.dim(1), d = D / heads, HT = heads * T;
+    const int64_t C = queries.dim(1), HW = image_keys.numel() / C;
+    Tensor qk({HT, C});  // scale * q_h Wk_h, heads stacked
+    for (int h = 0; h < heads; ++h)
+        gemm(false, false, T, C, d, attention_scale(a, heads), q.data() + h * d, D,
+             a.k.w.data() + h * d * C, C, 0.0f, qk.data() + h * T * C, C);
+    Tensor p({HT, HW});
+    gemm_wide(false, false, HT, HW, C, 1.0f, qk.data(), C, image_keys.data(), HW, 0.0f, p.data(),
+              HW);
+    softmax_rows(p.data(), HT, HW);
+    Tensor px({HT, C});  // P_h x^T
+    gemm_wide(false, true, HT, C, HW, 1.0f, p.data(), HW, image_values.data(), HW, 0.0f, px.data(),
+              C);
+    Tensor o({T, D});
+    fill_rows(o.data(), T, D, a.v.b.data());
+    for (int h = 0; h < heads; ++h)
+        gemm(false, true, T, d, C, 1.0f, px.data() + h * T * C, C, a.v.w.data() + h * d * C, C,
+             1.0f, o.data() + h * d, D);
+    return a.out(o);
+}
+
+// image [C, HW] += Wo [P_h v_h]_h + bo, the image's attention output over the token values
+// v [T, D] with probabilities p [heads, T, HW]. Folds Wo into the values: sum_h (Wo_h v_h^T) P_h.
+void add_attention_output(const Attention& a, const Tensor& v, const Tensor& p, int heads,
+                          Tensor& image) {
+    const int64_t T = v.dim(0), D = v.dim(1), d = D / heads, HT = heads * T;
+    const int64_t C = image.dim(0), HW = image.numel() / C;
+    Tensor vo({HT, C});  // v_h Wo_h^T, with Wo_h the columns of head h
+    for (int h = 0; h < heads; ++h)
+        gemm(false, true, T, C, d, 1.0f, v.data() + h * d, D, a.out.w.data() + h * d, D, 0.0f,
+             vo.data() + h * T * C, C);
+    add_channel_bias(image, a.out.b.data());
+    gemm_wide(true, false, C, HW, HT, 1.0f, vo.data(), C, p.data(), HW, 1.0f, image.data(), HW);
+}
+
+// The image's projected queries [D, HW] attend to the tokens; the result is added to image
+// [C, HW]. token_keys [T, C] (positional encoding added), token_values [T, C].
+void add_projected_image_to_tokens(const Attention& a, const Tensor& queries,
+                                   const Tensor& token_keys, const Tensor& token_values, int heads,
+                                   Tensor& image) {
+    const Tensor k = a.k(token_keys), v = a.v(token_values);  // [T, D]
+    const int64_t T = k.dim(0), D = k.dim(1), d = D / heads, HW = queries.dim(1);
+    Tensor p({heads * T, HW});  // scores, then probabilities, [heads, T, HW]
+#pragma omp parallel for
+    for (int h = 0; h < heads; ++h)
+        gemm(false, false, T, HW, d, attention_scale(a, heads), k.data() + h * d, D,
+             queries.data() + h * d * HW, HW, 0.0f, p.data() + h * T * HW, HW);
+    for (int h = 0; h < heads; ++h) softmax_columns(p.data() + h * T * HW, T, HW);
+    add_attention_output(a, v, p, heads, image);
+}
+
+// The raw image attends to the tokens; the result is added to image [C, HW]. image_queries
+// [C, HW] (positional encoding added), token_keys and token_values [T, C]. Per head h:
+//   scores_h = k_h (Wq_h x + bq_h) = (k_h Wq_h) x + k_h bq_h.
+void add_image_to_tokens(const Attention& a, const Tensor& image_queries, const Tensor& token_keys,
+                         const Tensor& token_values, int heads, Tensor& image) {
+    const Tensor k = a.k(token_keys), v = a.v(token_values);  // [T, D]
+    const int64_t T = k.dim(0), D = k.dim(1), d = D / heads, HT = heads * T;
+    const int64_t C = token_keys.dim(1), HW = image.numel() / C;
+    const float scale = attention_scale(a, heads);
+    Tensor kq({HT, C});  // scale * k_h Wq_h
+    Tensor p({HT, HW});  // scores, then probabilities, [heads, T, HW]
+    for (int h = 0; h < heads; ++h) {
+        gemm(false, false, T, C, d, scale, k.data() + h * d, D, a.q.w.data() + h * d * C, C, 0.0f,
+             kq.data() + h * T * C, C);
+        for (int64_t t = 0; t < T; ++t) {
+            float bias = 0.0f;  // scale * k_h bq_h
+            for (int64_t i = 0; i < d; ++i) bias += k[t * D + h * d + i] * a.q.b[h * d + i];
+            float* row = p.data() + (h * T + t) * HW;
+            std::fill(row, row + HW, scale * bias);
+        }
+    }
+    gemm_wide(false, false, HT, HW, C, 1.0f, kq.data(), C, image_queries.data(), HW, 1.0f, p.data(),
+              HW);
+    for (int h = 0; h < heads; ++h) softmax_columns(p.data() + h * T * HW, T, HW);
+    add_attention_output(a, v, p, heads, image);
+}
+
+// Layer 0's image-side projections [D, HW]: token->image keys and values, image->token queries.
+struct Layer0Projections {
+    Tensor keys, values, queries;
+};
+
+// keys [C, HW] are layer 0's image tokens, keys_pe the same plus the dense positional encoding.
+Layer0Projections project_layer0(const TwoWayLayer& l, const Tensor& keys, const Tensor& keys_pe) {
+    return {project_image(l.token_to_image.k, keys_pe), project_image(l.token_to_image.v, keys),
+            project_image(l.image_to_token.q, keys_pe)};
+}
+
+struct Layer0View {
+    const Tensor &keys, &values, &queries;
+};
+
+// The two-way transformer: the tokens [T, C] (their initial values are also their positional
+// encoding) and the image tokens keys [C, HW] attend to each other. Returns the tokens; keys and
+// keys_pe (keys + dense_pe) are updated.
+Tensor two_way_transformer(const SamDecoderWeights& w, int heads, const Tensor& tokens,
+                           const Layer0View& layer0, const Tensor& dense_pe, Tensor& keys,
+                           Tensor& keys_pe) {
+    Tensor queries = tokens;
+    for (size_t i = 0; i < w.layers.size(); ++i) {
+        const TwoWayLayer& l = w.layers[i];
+        if (i == 0) {  // the first layer replaces the tokens: no positional encoding, no residual
+            queries = self_attention(l.self_attn, queries, queries, heads);
+        } else {
+            add_(queries, self_attention(l.self_attn, plus(queries, tokens), queries, heads));
+        }
+        layer_norm(queries, l.norm1.w, l.norm1.b, kLayerNormEps);
+        add_(queries, i == 0 ? tokens_to_projected_image(l.token_to_image, plus(queries, tokens),
+                                                         layer0.keys, layer0.values, heads)
+                             : tokens_to_image(l.token_to_image, plus(queries, tokens), keys_pe,
+                                               keys, heads));
+        layer_norm(queries, l.norm2.w, l.norm2.b, kLayerNormEps);
+        add_(queries, l.mlp(queries));
+        layer_norm(queries, l.norm3.w, l.norm3.b, kLayerNormEps);
+        if (i == 0)
+            add_projected_image_to_tokens(l.image_to_token, layer0.queries, plus(queries, tokens),
+                                          queries, heads, keys);
+        else
+            add_image_to_tokens(l.image_to_token, keys_pe, plus(queries, tokens), queries, heads,
+                                keys);
+        layer_norm_channels(keys, l.norm4.w, l.norm4.b, kLayerNormEps);
+        sum_into(keys_pe, keys, dense_pe);
+    }
+    add_(queries, tokens_to_image(w.final_attn, plus(queries, tokens), keys_pe, keys, heads));
+    layer_norm(queries, w.final_norm.w, w.final_norm.b, kLayerNormEps);
+    return queries;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Output upscaling: two 2x2 stride-2 transposed convolutions (each a GEMM over the pixels) with
+// LayerNorm2d + GELU between them and GELU after, then the mask product. Every output pixel
+// depends on one image token only, so the work runs in independent blocks of image tokens
+// without full-size intermediates, and the pixels stay in the order the GEMMs produce them,
+// [sub-pixel][image token]; the masks are put in image order at the end.
+
+// For each pixel of the upscaling order after `levels` transposed convolutions of a g x g grid,
+// its index in the (g << levels)^2 image.
+std::vector<int32_t> upscaled_pixel_order(int64_t g, int levels) {
+    std::vector<int32_t> order(g * g);
+    for (int64_t i = 0; i < g * g; ++i) order[i] = static_cast<int32_t>(i);
+    for (int l = 0; l < levels; ++l, g *= 2) {
+        std::vector<int32_t> next(4 * order.size());
+        const int64_t n = static_cast<int64_t>(order.size());
+        for (int64_t k = 0; k < 4; ++k)  // sub-pixel (ky, kx)
+            for (int64_t q = 0; q < n; ++q) {
+                const int64_t y = order[q] / g, x = order[q] % g;
+                next[k * n + q] = static_cast<int32_t>((2 * y + k / 2) * 2 * g + 2 * x + k % 2);
+            }
+        order = std::move(next);
+    }
+    return order;
+}
+
+// features [C, S, S] -> [C, S*S] in the upscaling order, plus bias[c].
+Tensor to_upscaled_order(const Tensor& features, const std::vector<int32_t>& order,
+                         const Tensor& bias) {
+    const int64_t C = features.dim(0), n = static_cast<int64_t>(order.size());
+    Tensor y({C, n});
+#pragma omp parallel for
+    for (int64_t c = 0; c < C; ++c)
+        for (int64_t q = 0; q < n; ++q) y[c * n + q] = features[c * n + order[q]] + bias[c];
+    return y;
+}
+
+// y [O, S * nb]: S sub-pixel segments of the nb image tokens from p0 on (of n0), per channel.
+// Adds SAM 2's high-resolution term (upscaling order, [O, S * n0], bias included) or the bias.
+void add_block_terms(Tensor& y, int64_t S, int64_t nb, const Tensor& terms, int64_t p0, int64_t n0,
+                     const Tensor& bias) {
+    const int64_t O = y.dim(0);
+    for (int64_t o = 0; o < O; ++o)
+        for (int64_t s = 0; s < S; ++s) {
+            float* row = y.data() + (o * S + s) * nb;
+            if (terms.empty()) {
+                for (int64_t j = 0; j < nb; ++j) row[j] += bias[o];
+            } else {
+                const float* t = terms.data() + (o * S + s) * n0 + p0;
+                for (int64_t j = 0; j < nb; ++j) row[j] += t[j];
+            }
+        }
+}
+
+// keys [C, g*g] and the mask weights hyper [M, C/8] -> masks [M, 4g, 4g]. terms_1, terms_2:
+// SAM 2's high-resolution terms in the upscaling order (DecoderImage), or empty.
+Tensor upscale_to_masks(const SamDecoderWeights& w, const Tensor& keys, const Tensor& hyper,
+                        const Tensor& terms_1, const Tensor& terms_2,
+                        const std::vector<int32_t>& order, int64_t g) {
+    const int64_t C = keys.dim(0), n0 = g * g, M = hyper.dim(0);
+    const int64_t O1 = w.upscale1.w.dim(1), O2 = w.upscale2.w.dim(1);
+    int64_t nb = 512;  // tokens per block: the largest power of two <= 512 dividing g*g
+    while (n0 % nb) nb /= 2;
+    const int64_t blocks = n0 / nb;
+    Tensor masks({M, 4 * g, 4 * g});
+#pragma omp parallel
+    {
+        Tensor y1({O1, 4 * nb});   // [o1][k1][token]
+        Tensor y2({O2, 16 * nb});  // [o2][k2][k1][token]
+        Tensor m({M, 16 * nb});    // [mask][k2][k1][token]
+#pragma omp for schedule(static)
+        for (int64_t b = 0; b < blocks; ++b) {
+            const int64_t p0 = b * nb;
+            gemm(true, false, O1 * 4, nb, C, 1.0f, w.upscale1.w.data(), O1 * 4, keys.data() + p0,
+                 n0, 0.0f, y1.data(), nb);
+            add_block_terms(y1, 4, nb, terms_1, p0, n0, w.upscale1.b);
+            layer_norm_channels(y1, w.upscale_norm.w, w.upscale_norm.b, kLayerNorm2dEps);
+            gelu(y1);
+            gemm(true, false, O2 * 4, 4 * nb, O1, 1.0f, w.upscale2.w.data(), O2 * 4, y1.data(),
+                 4 * nb, 0.0f, y2.data(), 4 * nb);
+            add_block_terms(y2, 16, nb, terms_2, p0, n0, w.upscale2.b);
+            gelu(y2);
+            for (int64_t k2 = 0; k2 < 4; ++k2)
+                gemm(false, false, M, 4 * nb, O2, 1.0f, hyper.data(), O2, y2.data() + k2 * 4 * nb,
+                     16 * nb, 0.0f, m.data() + k2 * 4 * nb, 16 * nb);
+            for (int64_t i = 0; i < M; ++i)
+                for (int64_t s = 0; s < 16; ++s) {  // s = 4 * k2 + k1
+                    const float* src = m.data() + (i * 16 + s) * nb;
+                    const int32_t* pos = order.data() + s * n0 + p0;
+                    float* dst = masks.data() + i * 16 * n0;
+                    for (int64_t j = 0; j < nb; ++j) dst[pos[j]] = src[j];
+                }
+        }
+    }
+    return masks;
+}
+
+// Stability of a mask: IoU of its masks thresholded at +delta and -delta.
+float stability_score(const float* logits, int64_t n, float delta) {
+    int64_t inner = 0, outer = 0;
+    for (int64_t i = 0; i < n; ++i) {
+        inner += logits[i] > delta;
+        outer += logits[i] > -delta;
+    }
+    return outer > 0 ? static_cast<float>(inner) / static_cast<float>(outer) : 1.0f;
+}
+
+void check_prompt(const Prompt& p) {
+    for (const PromptPoint& pt : p.points) {
+        if (!std::isfinite(pt.x) || !std::isfinite(pt.y))
+            throw std::invalid_argument("prompt point has a non-finite coordinate");
+        if (pt.label != 0 && pt.label != 1)
+            throw std::invalid_argument(
+                "prompt point label must be 0 (background) or 1 "
+                "(foreground), got " +
+                std::to_string(pt.label));
+    }
+    if (p.box)
+        for (float v : *p.box)
+            if (!std::isfinite(v))
+                throw std::invalid_argument("prompt box has a non-finite coordinate");
+}
+
+// t as [C, H, W]: accepts that shape or [1, C, H, W]; throws std::invalid_argument otherwise.
+Tensor as_chw(Tensor t, const Shape& chw, const char* what) {
+    if (t.numel() == shape_numel(chw) && (t.shape() == chw || (t.ndim() == 4 && t.dim(0) == 1))) {
+        t.reshape(chw);
+        return t;
+    }
+    throw std::invalid_argument(std::string(what) + " must be " + shape_str(chw) + ", got " +
+                                shape_str(t.shape()));
+}
+
+}  // namespace
+
+// -------------------------------------------------------------------------------------------------
+
+SamDecoderConfig SamDecoderConfig::full_size(DecoderVariant variant) {
+    SamDecoderConfig c;
+    c.variant = variant;
+    c.iou_sigmoid = variant == DecoderVariant::Sam2;
+    return c;
+}
+
+SamDecoder::SamDecoder() = default;
+SamDecoder::SamDecoder(SamDecoder&&) noexcept = default;
+SamDecoder& SamDecoder::operator=(SamDecoder&&) noexcept = default;
+SamDecoder::~SamDecoder() = default;
+
+static bool has_variant(const WeightFile& w, DecoderVariant v) {
+    const auto [pe, md] = prefixes(v);
+    return w.has(pe + "pe_layer.positional_encoding_gaussian_matrix") &&
+           w.has(md + "iou_token.weight");
+}
+
+bool SamDecoder::detect(const WeightFile& w) {
+    return has_variant(w, DecoderVariant::Sam) || has_variant(w, DecoderVariant::Sam2);
+}
+
+SamDecoder SamDecoder::load(const WeightFile& w) {
+    DecoderVariant v;
+    if (has_variant(w, DecoderVariant::Sam))
+        v = DecoderVariant::Sam;
+    else if (has_variant(w, DecoderVariant::Sam2))
+        v = DecoderVariant::Sam2;
+    else
+        throw FormatError(w.path() + ": no SAM prompt encoder / mask decoder tensors");
+    SamDecoder d;
+    d.cfg_ = infer_config(w, v);
+    d.w_ = std::make_unique<SamDecoderWeights>(load_weights(
+        d.cfg_, [&](const std::string& name, const Shape& shape) { return w.get(name, shape); }));
+
+    // Positional encoding of the embedding grid: the same for every image.
+    const int64_t g = d.cfg_.grid;
+    d.dense_pe_ = Tensor({d.cfg_.embed_dim, g, g});
+    for (int64_t i = 0; i < g; ++i)
+        for (int64_t j = 0; j < g; ++j)
+            fourier_features(d.w_->pe_gaussian, (j + 0.5f) / g, (i + 0.5f) / g,
+                             d.dense_pe_.data() + i * g + j, g * g);
+    d.upscale_order_1_ = upscaled_pixel_order(g, 1);
+    d.upscale_order_2_ = upscaled_pixel_order(g, 2);
+    return d;
+}
+
+DecoderImage SamDecoder::prepare(Tensor image_embed, Tensor high_res_0, Tensor high_res_1) const {
+    const int64_t C = cfg_.embed_dim, g = cfg_.grid;
+    const SamDecoderWeights& w = *w_;
+    DecoderImage d;
+    d.image_embed = as_chw(std::move(image_embed), {C, g, g}, "image_embed");
+    if (cfg_.variant == DecoderVariant::Sam2) {
+        d.upscale_add_1 =
+            to_upscaled_order(as_chw(std::move(high_res_1), {C / 4, 2 * g, 2 * g}, "high_res_1"),
+                              upscale_order_1_, w.upscale1.b);
+        d.upscale_add_2 =
+            to_upscaled_order(as_chw(std::move(high_res_0), {C / 8, 4 * g, 4 * g}, "high_res_0"),
+                              upscale_order_2_, w.upscale2.b);
+    } else if (!high_res_0.empty() || !high_res_1.empty()) {
+        throw std::invalid_argument("the SAM decoder takes no high-resolution features");
+    }
+    Tensor keys = d.image_embed;  // layer 0's image tokens without a mask
+    add_channel_bias(keys, w.no_mask.data());
+    Layer0Projections p = project_layer0(w.layers.front(), keys, plus(keys, dense_pe_));
+    d.layer0_keys = std::move(p.keys);
+    d.layer0_values = std::move(p.values);
+    d.layer0_queries = std::move(p.queries);
+    return d;
+}
+
+Tensor SamDecoder::embed_prompt(const Prompt& p) const {
+    struct Labeled {
+        float x, y;
+        int label;  // -1 padding, 0 background, 1 foreground, 2 and 3 box corners
+    };
+    const bool sam2 = cfg_.variant == DecoderVariant::Sam2;
+    std::vector<Labeled> seq;
+    auto add_box = [&] {
+        if (!p.box) return;
+        const auto& b = *p.box;
+        seq.push_back({b[0], b[1], 2});
+        seq.push_back({b[2], b[3], 3});
+    };
+    // SAM 2's predictor passes the box as two points before the clicks, so it always pads;
+    // SAM embeds the box after the clicks and pads only clicks without a box.
+    if (sam2) add_box();
+    for (const PromptPoint& pt : p.points) seq.push_back({pt.x, pt.y, pt.label});
+    if (sam2 ? !seq.empty() : !p.points.empty() && !p.box) seq.push_back({0.0f, 0.0f, -1});
+    if (!sam2) add_box();
+
+    const int64_t C = cfg_.embed_dim;
+    const float size = static_cast<float>(cfg_.image_size);
+    Tensor out({static_cast<int64_t>(seq.size()), C});
+    for (size_t i = 0; i < seq.size(); ++i) {
+        float* row = out.data() + i * C;
+        if (seq[i].label < 0) {
+            std::memcpy(row, w_->not_a_point.data(), C * sizeof(float));
+            continue;
+        }
+        // +0.5: the centre of the pixel.
+        fourier_features(w_->pe_gaussian, (seq[i].x + 0.5f) / size, (seq[i].y + 0.5f) / size, row,
+                         1);
+        const float* e = w_->point_embed[seq[i].label].data();
+        for (int64_t c = 0; c < C; ++c) row[c] += e[c];
+    }
+    return out;
+}
+
+Tensor SamDecoder::embed_mask(const Tensor& mask) const {
+    const int64_t S = cfg_.mask_size();
+    if (mask.numel() != S * S)
+        throw std::invalid_argument("mask_input must be [1, " + std::to_string(S) + ", " +
+                                    std::to_string(S) + "], got " + shape_str(mask.shape()));
+    for (int64_t i = 0; i < mask.numel(); ++i)
+        if (!std::isfinite(mask[i])) throw std::invalid_argument("mask_input holds NaN or inf");
+    const SamDecoderWeights& w = *w_;
+    Tensor x = Tensor::from({1, S, S}, mask.data());
+    x = conv2d(x, w.mask_conv1.w, w.mask_conv1.b, 2, 0);  // [Cm/4, S/2, S/2]
+    layer_norm_channels(x, w.mask_norm1.w, w.mask_norm1.b, kLayerNorm2dEps);
+    gelu(x);
+    x = conv2d(x, w.mask_conv2.w, w.mask_conv2.b, 2, 0);  // [Cm, S/4, S/4]
+    layer_norm_channels(x, w.mask_norm2.w, w.mask_norm2.b, kLayerNorm2dEps);
+    gelu(x);
+    return conv2d(x, w.mask_conv3.w, w.mask_conv3.b, 1, 0);  // [C, S/4, S/4]
+}
+
+DecoderOutput SamDecoder::decode(const DecoderImage& image, const Prompt& prompt,
+                                 bool multimask) const {
+    check_prompt(prompt);
+    const SamDecoderWeights& w = *w_;
+    const bool sam2 = cfg_.variant == DecoderVariant::Sam2;
+    const int64_t C = cfg_.embed_dim, g = cfg_.grid, M = cfg_.num_mask_tokens;
+    const int heads = cfg_.num_heads;
+    if (image.image_embed.shape() != Shape{C, g, g} || image.layer0_keys.empty() ||
+        sam2 != !image.upscale_add_1.empty())
+        throw std::invalid_argument("decode: the image was not prepared by this decoder");
+
+    // Prompt encoder. Tokens: the decoder's output tokens, then the sparse prompt; their initial
+    // values are also their positional encoding in every attention.
+    const Tensor prompt_tokens = embed_prompt(prompt);
+    const Tensor tokens = concat_rows({&w.output_tokens, &prompt_tokens});  // [T, C]
+    Tensor keys = image.image_embed;  // image tokens [C, g, g]: embedding + dense prompt
+    Tensor keys_pe;                   // keys + dense positional encoding
+    Layer0Projections with_mask;      // layer 0's projections depend on the click with a mask
+    if (prompt.mask_input) {
+        add_(keys, embed_mask(*prompt.mask_input));
+        sum_into(keys_pe, keys, dense_pe_);
+        with_mask = project_layer0(w.layers.front(), keys, keys_pe);
+    } else {
+        add_channel_bias(keys, w.no_mask.data());
+    }
+    const Layer0View layer0 =
+        prompt.mask_input
+            ? Layer0View{with_mask.keys, with_mask.values, with_mask.queries}
+            : Layer0View{image.layer0_keys, image.layer0_values, image.layer0_queries};
+
+    const Tensor queries = two_way_transformer(w, heads, tokens, layer0, dense_pe_, keys, keys_pe);
+
+    // Masks: each mask token's hypernetwork gives the weights of its mask over the upscaled
+    // image's channels; SAM 2 adds its high-resolution features in the upscaling.
+    const int64_t first_token = sam2 ? 1 : 0;  // SAM 2's object-score token comes first
+    const int64_t Cu = w.upscale2.w.dim(1);
+    Tensor hyper({M, Cu});
+    for (int64_t m = 0; m < M; ++m) {
+        const Tensor h = w.hypernetworks[m](row_of(queries, first_token + 1 + m));
+        std::memcpy(hyper.data() + m * Cu, h.data(), Cu * sizeof(float));
+    }
+    const Tensor masks = upscale_to_masks(w, keys, hyper, image.upscale_add_1, image.upscale_add_2,
+                                          upscale_order_2_, g);
+    const int64_t HWu = masks.numel() / M;
+    Tensor iou = w.iou_head(row_of(queries, first_token));  // [1, M]
+    if (cfg_.iou_sigmoid)
+        for (int64_t m = 0; m < M; ++m) iou[m] = 1.0f / (1.0f + std::exp(-iou[m]));
+
+    // Which masks to return: the multimask tokens, or the single-mask token, which SAM 2 may
+    // replace by the multimask output with the best predicted IoU when it is unstable.
+    std::vector<int64_t> picks;
+    if (multimask) {
+        for (int64_t m = 1; m < M; ++m) picks.push_back(m);
+    } else if (cfg_.dynamic_multimask &&
+               stability_score(masks.data(), HWu, cfg_.stability_delta) < cfg_.stability_thresh) {
+        picks.push_back(std::max_element(iou.data() + 1, iou.data() + M) - iou.data());
+    } else {
+        picks.push_back(0);
+    }
+
+    DecoderOutput out;
+    const int64_t side = cfg_.mask_size();
+    out.low_res_logits = Tensor({static_cast<int64_t>(picks.size()), side, side});
+    for (size_t i = 0; i < picks.size(); ++i) {
+        std::memcpy(out.low_res_logits.data() + i * HWu, masks.data() + picks[i] * HWu,
+                    HWu * sizeof(float));
+        out.iou.push_back(iou[picks[i]]);
+    }
+    if (sam2) out.object_score_logit = w.obj_head(row_of(queries, 0))[0];
+    return out;
+}
+
+std::vector<std::pair<std::string, Shape>> sam_decoder_tensor_shapes(const SamDecoderConfig& cfg) {
+    std::vector<std::pair<std::string, Shape>> out;
+    load_weights(cfg, [&](const std::string& name, const Shape& shape) {
+        out.emplace_back(name, shape);
+        return Tensor::zeros(shape);
+    });
+    if (cfg.variant == DecoderVariant::Sam2) {
+        // The high-resolution projections: in the mask decoder's namespace, run by the encoder.
+        const int64_t C = cfg.embed_dim;
+        const std::string md = prefixes(cfg.variant).decoder;
+        out.emplace_back(md + "conv_s0.weight", Shape{C / 8, C, 1, 1});
+        out.emplace_back(md + "conv_s0.bias", Shape{C / 8});
+        out.emplace_back(md + "conv_s1.weight", Shape{C / 4, C, 1, 1});
+        out.emplace_back(md + "conv_s1.bias", Shape{C / 4});
+    }
+    return out;
+}
+
+std::vector<std::pair<std::string, Shape>> sam_decoder_tensor_shapes(DecoderVariant variant) {
+    return sam_decoder_tensor_shapes(SamDecoderConfig::full_size(variant));
+}
+
+}  // namespace splitseg

@@ -1,0 +1,402 @@
+// SAM ViT image encoder (segment-anything's ImageEncoderViT, after ViTDet):
+//   patch embed (conv P x P, stride P) -> [G, G, C] tokens + absolute positions
+//   depth x { x += proj(attn(norm1(x)));  x += lin2(gelu(lin1(norm2(x)))) }
+//     attention is windowed (S x S, padded) or global, with decomposed relative positions
+//   neck: conv 1x1 -> LayerNorm2d -> conv 3x3 -> LayerNorm2d -> [out, G, G]
+#include "engine/models/sam_vit.h"
+
+#include <algorithm>
+#include <cstring>
+#include <stdexcept>
+
+#include "engine/ops.h"
+
+namespace splitseg {
+
+namespace {
+
+constexpr float kLayerNormEps = 1e-6f;  // every LayerNorm of the encoder (build_sam.py)
+
+std::string block_prefix(const std::string& prefix, int i) {
+    return prefix + "blocks." + std::to_string(i) + ".";
+}
+
+[[noreturn]] void bad_shape(const std::string& name, const Shape& shape, const std::string& why) {
+    throw FormatError("SAM ViT encoder: " + name + " has shape " + shape_str(shape) + ", " + why);
+}
+
+const Shape& shape_of(const std::map<std::string, Shape>& shapes, const std::string& name,
+                      size_t rank) {
+    auto it = shapes.find(name);
+    if (it == shapes.end()) throw FormatError("SAM ViT encoder: missing tensor " + name);
+    if (it->second.size() != rank)
+        bad_shape(name, it->second, "expected " + std::to_string(rank) + " dimensions");
+    return it->second;
+}
+
+// Gathers the q, k, v of the S x S tokens at (y0, x0) of the G x G grid from qkv rows
+// [N, parts, D] into head-major [parts, S * S, D], where attention reads each head contiguously
+// (its products run about twice as fast as on rows strided through qkv). Tokens beyond the grid,
+// the padding of windows, take `pad` [parts, D].
+void gather_heads(const float* qkv, int64_t G, int64_t y0, int64_t x0, int64_t S, int64_t parts,
+                  int64_t D, const float* pad, float* out) {
+    const int64_t L = S * S;
+#pragma omp parallel for if (L * parts * D > 65536)
+    for (int64_t p = 0; p < parts; ++p)
+        for (int64_t t = 0; t < L; ++t) {
+            const int64_t y = y0 + t / S, x = x0 + t % S;
+            const float* src = y < G && x < G ? qkv + ((y * G + x) * parts + p) * D : pad + p * D;
+            std::memcpy(out + (p * L + t) * D, src, D * sizeof(float));
+        }
+}
+
+// Decomposed relative positions (MViTv2; SAM's add_decomposed_rel_pos) for one head attending
+// within an S x S grid of tokens (a window, or the whole image), q [S * S, D] unscaled:
+//   score[q, k] += q . rel_h[qy - ky + S - 1] + q . rel_w[qx - kx + S - 1]
+// One small product per table gives a block of queries against every offset at once, so the
+// [L, L] bias is never formed.
+ScoreBias rel_pos_bias(const float* q, int64_t D, int64_t S, const Tensor& rel_h,
+                       const Tensor& rel_w) {
+    return [=, &rel_h, &rel_w](int, int64_t q0, int64_t q1, float* scores) {
+        const int64_t n = q1 - q0, offsets = 2 * S - 1;
+        std::vector<float> by_h(n * offsets), by_w(n * offsets), row_w(S);
+        gemm(false, true, n, offsets, D, 1.0f, q + q0 * D, D, rel_h.data(), D, 0.0f, by_h.data(),
+             offsets);
+        gemm(false, true, n, offsets, D, 1.0f, q + q0 * D, D, rel_w.data(), D, 0.0f, by_w.data(),
+             offsets);
+        for (int64_t i = 0; i < n; ++i) {
+            const int64_t qy = (q0 + i) / S, qx = (q0 + i) % S;
+            const float* h = by_h.data() + i * offsets + qy + S - 1;  // h[-ky]
+            const float* w = by_w.data() + i * offsets + qx + S - 1;  // w[-kx]
+            for (int64_t kx = 0; kx < S; ++kx) row_w[kx] = w[-kx];
+            float* row = scores + i * S * S;
+            for (int64_t ky = 0; ky < S; ++ky, row += S) {
+                const float hy = h[-ky];
+                for (int64_t kx = 0; kx < S; ++kx) row[kx] += hy + row_w[kx];
+            }
+        }
+    };
+}
+
+// Single-head attention with relative positions for every head of a head-major [3 * heads, L, D]
+// q, k, v (L = S * S tokens); out [L, heads * D] with row stride ldo.
+void attend_heads(const float* qkv_heads, int64_t heads, int64_t S, int64_t D, const Tensor& rel_h,
+                  const Tensor& rel_w, float* out, int64_t ldo) {
+    const int64_t L = S * S, part = L * D;
+    for (int64_t h = 0; h < heads; ++h) {
+        const float* q = qkv_heads + h * part;
+        const float* k = q + heads * part;
+        const float* v = k + heads * part;
+        attention(q, D, k, D, v, D, out + h * D, ldo, L, L, 1, D,
+                  rel_pos_bias(q, D, S, rel_h, rel_w));
+    }
+}
+
+}  // namespace
+
+bool SamVitConfig::is_global(int block) const {
+    return std::find(global_blocks.begin(), global_blocks.end(), block) != global_blocks.end();
+}
+
+SamVitConfig sam_vit_preset(const std::string& arch) {
+    struct Size {
+        const char* name;
+        int dim, depth, heads;
+        std::vector<int> global;
+    };
+    // build_sam.py: every size uses 16 x 16 patches, 1024 x 1024 input, 14 x 14 windows.
+    static const Size sizes[] = {
+        {"vit_b", 768, 12, 12, {2, 5, 8, 11}},
+        {"vit_l", 1024, 24, 16, {5, 11, 17, 23}},
+        {"vit_h", 1280, 32, 16, {7, 15, 23, 31}},
+    };
+    for (const Size& s : sizes) {
+        if (arch != s.name) continue;
+        SamVitConfig cfg;
+        cfg.embed_dim = s.dim;
+        cfg.depth = s.depth;
+        cfg.num_heads = s.heads;
+        cfg.mlp_dim = 4 * s.dim;
+        cfg.patch_size = 16;
+        cfg.image_size = 1024;
+        cfg.window_size = 14;
+        cfg.out_chans = 256;
+        cfg.global_blocks = s.global;
+        return cfg;
+    }
+    throw std::invalid_argument("unknown SAM ViT size '" + arch + "' (vit_b, vit_l, vit_h)");
+}
+
+std::vector<std::pair<std::string, Shape>> sam_vit_tensor_shapes(const SamVitConfig& cfg,
+                                                                 const std::string& prefix) {
+    const int64_t C = cfg.embed_dim, P = cfg.patch_size, G = cfg.grid(), D = cfg.head_dim();
+    const int64_t M = cfg.mlp_dim, O = cfg.out_chans;
+    std::vector<std::pair<std::string, Shape>> t = {
+        {prefix + "pos_embed", {1, G, G, C}},
+        {prefix + "patch_embed.proj.weight", {C, 3, P, P}},
+        {prefix + "patch_embed.proj.bias", {C}},
+    };
+    for (int i = 0; i < cfg.depth; ++i) {
+        const std::string b = block_prefix(prefix, i);
+        const int64_t offsets = 2 * (cfg.is_global(i) ? G : cfg.window_size) - 1;
+        t.insert(t.end(), {
+                              {b + "norm1.weight", {C}},
+                              {b + "norm1.bias", {C}},
+                              {b + "attn.rel_pos_h", {offsets, D}},
+                              {b + "attn.rel_pos_w", {offsets, D}},
+                              {b + "attn.qkv.weight", {3 * C, C}},
+                              {b + "attn.qkv.bias", {3 * C}},
+                              {b + "attn.proj.weight", {C, C}},
+                              {b + "attn.proj.bias", {C}},
+                              {b + "norm2.weight", {C}},
+                              {b + "norm2.bias", {C}},
+                              {b + "mlp.lin1.weight", {M, C}},
+                              {b + "mlp.lin1.bias", {M}},
+                              {b + "mlp.lin2.weight", {C, M}},
+                              {b + "mlp.lin2.bias", {C}},
+                          });
+    }
+    t.insert(t.end(), {
+                          {prefix + "neck.0.weight", {O, C, 1, 1}},
+                          {prefix + "neck.1.weight", {O}},
+                          {prefix + "neck.1.bias", {O}},
+                          {prefix + "neck.2.weight", {O, O, 3, 3}},
+                          {prefix + "neck.3.weight", {O}},
+                          {prefix + "neck.3.bias", {O}},
+                      });
+    return t;
+}
+
+SamVitConfig infer_sam_vit_config(const std::map<std::string, Shape>& shapes,
+                                  const std::string& prefix) {
+    SamVitConfig cfg;
+    const std::string patch_name = prefix + "patch_embed.proj.weight";
+    const Shape& patch = shape_of(shapes, patch_name, 4);  // [C, 3, P, P]
+    if (patch[2] != patch[3] || patch[2] <= 0) bad_shape(patch_name, patch, "patches not square");
+    cfg.embed_dim = static_cast<int>(patch[0]);
+    cfg.patch_size = static_cast<int>(patch[2]);
+
+    const std::string pos_name = prefix + "pos_embed";
+    const Shape& pos = shape_of(shapes, pos_name, 4);  // [1, G, G, C]
+    if (pos[1] != pos[2] || pos[1] <= 0 || pos[3] != cfg.embed_dim)
+        bad_shape(pos_name, pos, "expected [1, G, G, " + std::to_string(cfg.embed_dim) + "]");
+    const int64_t G = pos[1];
+    cfg.image_size = static_cast<int>(G * cfg.patch_size);
+
+    while (shapes.count(block_prefix(prefix, cfg.depth) + "norm1.weight")) ++cfg.depth;
+    if (cfg.depth == 0) throw FormatError("SAM ViT encoder: no blocks under " + prefix + "blocks.");
+
+    // Relative-position tables are [2S - 1, head_dim]: S is the grid a block attends over, the
+    // whole image for global blocks. Taking S from the table means each table fits its block,
+    // so the reference's get_rel_pos interpolation (for tables of another size) never applies.
+    // (A window as large as the image is attention over the whole image: it counts as global.)
+    for (int i = 0; i < cfg.depth; ++i) {
+        const std::string name = block_prefix(prefix, i) + "attn.rel_pos_h";
+        const Shape& rel = shape_of(shapes, name, 2);
+        if (i == 0) {
+            if (rel[1] <= 0 || cfg.embed_dim % rel[1] != 0)
+                bad_shape(name, rel, "head dim does not divide " + std::to_string(cfg.embed_dim));
+            cfg.num_heads = static_cast<int>(cfg.embed_dim / rel[1]);
+        } else if (rel[1] != cfg.head_dim()) {
+            bad_shape(name, rel,
+                      "head dim differs from block 0's " + std::to_string(cfg.head_dim()));
+        }
+        if (rel[0] == 2 * G - 1) {
+            cfg.global_blocks.push_back(i);
+            continue;
+        }
+        if (rel[0] <= 0 || rel[0] % 2 == 0) bad_shape(name, rel, "expected 2 * window - 1 rows");
+        const int window = static_cast<int>((rel[0] + 1) / 2);
+        if (cfg.window_size != 0 && window != cfg.window_size)
+            bad_shape(name, rel, "window differs from " + std::to_string(cfg.window_size));
+        cfg.window_size = window;
+    }
+    cfg.mlp_dim = static_cast<int>(shape_of(shapes, prefix + "blocks.0.mlp.lin1.weight", 2)[0]);
+    cfg.out_chans = static_cast<int>(shape_of(shapes, prefix + "neck.0.weight", 4)[0]);
+    return cfg;
+}
+
+SamVitEncoder SamVitEncoder::build(const SamVitConfig& cfg, const TensorSource& source,
+                                   const std::string& prefix) {
+    std::map<std::string, Tensor> t;
+    for (const auto& [name, shape] : sam_vit_tensor_shapes(cfg, prefix))
+        t.emplace(name, source(name, shape));
+    auto take = [&](const std::string& name) { return std::move(t.at(prefix + name)); };
+
+    const int64_t C = cfg.embed_dim, G = cfg.grid();
+    SamVitEncoder enc;
+    enc.cfg_ = cfg;
+    enc.patch_w_ = take("patch_embed.proj.weight");
+    enc.patch_w_.reshape({C, -1});
+    enc.patch_b_ = take("patch_embed.proj.bias");
+    enc.pos_embed_ = take("pos_embed");
+    enc.pos_embed_.reshape({G, G, C});
+    for (int i = 0; i < cfg.depth; ++i) {
+        const std::string p = "blocks." + std::to_string(i) + ".";
+        Block b;
+        b.window = cfg.is_global(i) ? 0 : cfg.window_size;
+        b.norm1_w = take(p + "norm1.weight");
+        b.norm1_b = take(p + "norm1.bias");
+        b.qkv_w = take(p + "attn.qkv.weight");
+        b.qkv_b = take(p + "attn.qkv.bias");
+        b.rel_pos_h = take(p + "attn.rel_pos_h");
+        b.rel_pos_w = take(p + "attn.rel_pos_w");
+        b.proj_w = take(p + "attn.proj.weight");
+        b.proj_b = take(p + "attn.proj.bias");
+        b.norm2_w = take(p + "norm2.weight");
+        b.norm2_b = take(p + "norm2.bias");
+        b.lin1_w = take(p + "mlp.lin1.weight");
+        b.lin1_b = take(p + "mlp.lin1.bias");
+        b.lin2_w = take(p + "mlp.lin2.weight");
+        b.lin2_b = take(p + "mlp.lin2.bias");
+        enc.blocks_.push_back(std::move(b));
+    }
+    enc.neck_conv1_w_ = take("neck.0.weight");
+    enc.neck_norm1_w_ = take("neck.1.weight");
+    enc.neck_norm1_b_ = take("neck.1.bias");
+    enc.neck_conv2_w_ = take("neck.2.weight");
+    enc.neck_norm2_w_ = take("neck.3.weight");
+    enc.neck_norm2_b_ = take("neck.3.bias");
+    return enc;
+}
+
+SamVitEncoder SamVitEncoder::load(const WeightFile& w, const std::string& prefix) {
+    std::map<std::string, Shape> shapes;
+    for (const std::string& name : w.names())
+        if (name.starts_with(prefix)) shapes.emplace(name, w.ref(name).shape);
+    SamVitConfig cfg;
+    try {
+        cfg = infer_sam_vit_config(shapes, prefix);
+    } catch (const FormatError& e) {
+        throw FormatError(w.path() + ": " + e.what());
+    }
+    return build(
+        cfg, [&](const std::string& name, const Shape& shape) { return w.get(name, shape); },
+        prefix);
+}
+
+SamVitEncoder SamVitEncoder::from_tensors(std::map<std::string, Tensor> tensors,
+                                          const std::string& prefix) {
+    std::map<std::string, Shape> shapes;
+    for (const auto& [name, t] : tensors) shapes.emplace(name, t.shape());
+    auto source = [&](const std::string& name, const Shape& shape) {
+        auto it = tensors.find(name);
+        if (it == tensors.end()) throw FormatError("SAM ViT encoder: missing tensor " + name);
+        if (it->second.shape() != shape)
+            bad_shape(name, it->second.shape(), "expected " + shape_str(shape));
+        return std::move(it->second);
+    };
+    return build(infer_sam_vit_config(shapes, prefix), source, prefix);
+}
+
+bool SamVitEncoder::detect(const WeightFile& w, const std::string& prefix) {
+    return w.has(prefix + "patch_embed.proj.weight") && w.has(prefix + "blocks.0.attn.rel_pos_h");
+}
+
+SamVitEncoder::Workspace::Workspace(const SamVitConfig& cfg) {
+    const int64_t N = static_cast<int64_t>(cfg.grid()) * cfg.grid(), C = cfg.embed_dim;
+    normed = Tensor({N, C});
+    qkv = Tensor({N, 3 * C});
+    heads = Tensor({3 * C * (cfg.global_blocks.empty() ? 0 : N)});
+    hidden = Tensor({N, cfg.mlp_dim});
+}
+
+Tensor SamVitEncoder::encode(const Tensor& image, const Trace& trace) const {
+    const int64_t S = cfg_.image_size;
+    if (image.shape() != Shape{3, S, S})
+        throw std::invalid_argument("SAM ViT encoder: image is " + shape_str(image.shape()) +
+                                    ", expected " + shape_str({3, S, S}));
+    Tensor x = patch_embed(image);  // [G, G, C]
+    add_(x, pos_embed_);
+    trace("enc.embed", x);
+    Workspace ws(cfg_);
+    for (size_t i = 0; i < blocks_.size(); ++i) {
+        run_block(blocks_[i], x, ws);
+        trace("enc.block" + std::to_string(i), x);
+    }
+    return neck(x);
+}
+
+// The P x P, stride P convolution as one product: each patch becomes a row of its (channel, y, x)
+// pixels, so the result comes out as tokens in HWC order.
+Tensor SamVitEncoder::patch_embed(const Tensor& image) const {
+    const int64_t P = cfg_.patch_size, G = cfg_.grid(), S = cfg_.image_size, K = 3 * P * P;
+    Tensor patches({G * G, K});
+#pragma omp parallel for
+    for (int64_t py = 0; py < G; ++py)
+        for (int64_t px = 0; px < G; ++px) {
+            float* row = patches.data() + (py * G + px) * K;
+            for (int64_t c = 0; c < 3; ++c)
+                for (int64_t y = 0; y < P; ++y)
+                    std::memcpy(row + (c * P + y) * P,
+                                image.data() + (c * S + py * P + y) * S + px * P,
+                                P * sizeof(float));
+        }
+    Tensor x = linear(patches, patch_w_, patch_b_);  // [G * G, C]
+    x.reshape({G, G, cfg_.embed_dim});
+    return x;
+}
+
+void SamVitEncoder::run_block(const Block& b, Tensor& x, Workspace& ws) const {
+    const int64_t C = cfg_.embed_dim, N = x.numel() / C, M = cfg_.mlp_dim;
+    float* normed = ws.normed.data();
+
+    // x += proj(attention(norm1(x)))
+    layer_norm(x.data(), normed, N, C, b.norm1_w.data(), b.norm1_b.data(), kLayerNormEps);
+    linear(normed, N, C, b.qkv_w.data(), b.qkv_b.data(), 3 * C, ws.qkv.data());  // [N, 3C]
+    if (b.window)
+        windowed_attention(b, ws);  // -> normed
+    else
+        global_attention(b, ws);
+    linear_add(normed, N, C, b.proj_w.data(), b.proj_b.data(), C, x.data());
+
+    // x += lin2(gelu(lin1(norm2(x))))
+    layer_norm(x.data(), normed, N, C, b.norm2_w.data(), b.norm2_b.data(), kLayerNormEps);
+    linear(normed, N, C, b.lin1_w.data(), b.lin1_b.data(), M, ws.hidden.data());  // [N, mlp]
+    gelu(ws.hidden);
+    linear_add(ws.hidden.data(), N, M, b.lin2_w.data(), b.lin2_b.data(), C, x.data());
+}
+
+// Attention over all G x G tokens, head by head; each head's query blocks run in parallel.
+void SamVitEncoder::global_attention(const Block& b, Workspace& ws) const {
+    const int64_t G = cfg_.grid(), D = cfg_.head_dim(), H = cfg_.num_heads;
+    gather_heads(ws.qkv.data(), G, 0, 0, G, 3 * H, D, nullptr, ws.heads.data());
+    attend_heads(ws.heads.data(), H, G, D, b.rel_pos_h, b.rel_pos_w, ws.normed.data(),
+                 cfg_.embed_dim);
+}
+
+// Attention within S x S windows tiling the G x G grid, padded at the bottom and right as the
+// reference's window_partition does; windows run in parallel. Padding tokens are zero after
+// norm1, so their q, k, v are the qkv bias; as keys they take part in the softmax exactly as in
+// the reference.
+void SamVitEncoder::windowed_attention(const Block& b, Workspace& ws) const {
+    const int64_t G = cfg_.grid(), S = b.window, C = cfg_.embed_dim, D = cfg_.head_dim();
+    const int64_t H = cfg_.num_heads, L = S * S, per_side = (G + S - 1) / S;
+#pragma omp parallel
+    {
+        std::vector<float> heads(3 * L * C), out(L * C);  // [3 * H, L, D], [L, C]
+#pragma omp for schedule(dynamic)
+        for (int64_t w = 0; w < per_side * per_side; ++w) {
+            const int64_t y0 = w / per_side * S, x0 = w % per_side * S;
+            gather_heads(ws.qkv.data(), G, y0, x0, S, 3 * H, D, b.qkv_b.data(), heads.data());
+            attend_heads(heads.data(), H, S, D, b.rel_pos_h, b.rel_pos_w, out.data(), C);
+            const int64_t rows = std::min(S, G - y0), cols = std::min(S, G - x0);
+            for (int64_t ty = 0; ty < rows; ++ty)
+                std::memcpy(ws.normed.data() + ((y0 + ty) * G + x0) * C, out.data() + ty * S * C,
+                            cols * C * sizeof(float));
+        }
+    }
+}
+
+Tensor SamVitEncoder::neck(const Tensor& x) const {
+    const int64_t G = cfg_.grid(), N = G * G, C = cfg_.embed_dim, O = cfg_.out_chans;
+    // The 1x1 convolution reads the HWC tokens directly: y[O, N] = W[O, C] * x[N, C]^T.
+    Tensor y({O, G, G});
+    gemm(false, true, O, N, C, 1.0f, neck_conv1_w_.data(), C, x.data(), C, 0.0f, y.data(), N);
+    layer_norm_channels(y, neck_norm1_w_, neck_norm1_b_, kLayerNormEps);
+    y = conv2d(y, neck_conv2_w_, Tensor(), 1, 1);
+    layer_norm_channels(y, neck_norm2_w_, neck_norm2_b_, kLayerNormEps);
+    return y;  // [O, G, G]
+}
+
+}  // namespace splitseg

@@ -1,0 +1,584 @@
+#include "engine/ops.h"
+
+#include <dnnl.h>
+#include <omp.h>
+
+#include <algorithm>
+#include <bit>
+#include <cmath>
+#include <cstring>
+#include <stdexcept>
+#include <vector>
+
+namespace splitseg {
+
+static int g_threads = 0;
+
+void set_num_threads(int n) {
+    g_threads = n > 0 ? n : omp_get_num_procs();
+    omp_set_num_threads(g_threads);
+}
+
+int num_threads() { return g_threads > 0 ? g_threads : omp_get_max_threads(); }
+
+void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
+          int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
+    if (M == 0 || N == 0) return;
+    // oneDNN's sgemm is row-major, uses OpenMP like the rest of the engine, and runs on one
+    // thread when called from inside a parallel region (per-window/per-head attention).
+    dnnl_status_t st = dnnl_sgemm(trans_a ? 'T' : 'N', trans_b ? 'T' : 'N', M, N, K, alpha, A, lda,
+                                  B, ldb, beta, C, ldc);
+    if (st != dnnl_success) throw std::runtime_error("dnnl_sgemm failed");
+}
+
+void linear(const float* x, int64_t M, int64_t K, const float* W, const float* b, int64_t N,
+            float* y) {
+    if (b) {
+#pragma omp parallel for if (M * N > 65536)
+        for (int64_t i = 0; i < M; ++i) std::memcpy(y + i * N, b, N * sizeof(float));
+    }
+    gemm(false, true, M, N, K, 1.0f, x, K, W, K, b ? 1.0f : 0.0f, y, N);
+}
+
+Tensor linear(const Tensor& x, const Tensor& W, const Tensor& b) {
+    const int64_t K = x.dim(-1), N = W.dim(0);
+    if (W.ndim() != 2 || W.dim(1) != K)
+        throw std::invalid_argument("linear: x " + shape_str(x.shape()) + " vs W " +
+                                    shape_str(W.shape()));
+    Shape out_shape = x.shape();
+    out_shape.back() = N;
+    Tensor y(out_shape);
+    linear(x.data(), x.numel() / K, K, W.data(), b.empty() ? nullptr : b.data(), N, y.data());
+    return y;
+}
+
+void linear_add(const float* x, int64_t M, int64_t K, const float* W, const float* b, int64_t N,
+                float* y) {
+    if (b) {
+#pragma omp parallel for if (M * N > 65536)
+        for (int64_t i = 0; i < M; ++i)
+            for (int64_t j = 0; j < N; ++j) y[i * N + j] += b[j];
+    }
+    gemm(false, true, M, N, K, 1.0f, x, K, W, K, 1.0f, y, N);
+}
+
+void layer_norm(const float* x, float* y, int64_t rows, int64_t C, const float* weight,
+                const float* bias, float eps) {
+#pragma omp parallel for if (rows > 256)
+    for (int64_t r = 0; r < rows; ++r) {
+        const float* in = x + r * C;
+        float* out = y + r * C;
+        double mean = 0, var = 0;
+#pragma omp simd reduction(+ : mean)
+        for (int64_t c = 0; c < C; ++c) mean += in[c];
+        mean /= C;
+#pragma omp simd reduction(+ : var)
+        for (int64_t c = 0; c < C; ++c) var += (in[c] - mean) * (in[c] - mean);
+        const float inv = static_cast<float>(1.0 / std::sqrt(var / C + eps));
+        const float m = static_cast<float>(mean);
+        for (int64_t c = 0; c < C; ++c) out[c] = (in[c] - m) * inv * weight[c] + bias[c];
+    }
+}
+
+void layer_norm(Tensor& x, const Tensor& weight, const Tensor& bias, float eps) {
+    const int64_t C = x.dim(-1);
+    layer_norm(x.data(), x.data(), x.numel() / C, C, weight.data(), bias.data(), eps);
+}
+
+void layer_norm_channels(Tensor& x, const Tensor& weight, const Tensor& bias, float eps) {
+    const int64_t C = x.dim(0), HW = x.numel() / C;
+    float* d = x.data();
+    std::vector<float> mean(HW, 0.0f), var(HW, 0.0f);
+    for (int64_t c = 0; c < C; ++c)
+        for (int64_t i = 0; i < HW; ++i) mean[i] += d[c * HW + i];
+    for (int64_t i = 0; i < HW; ++i) mean[i] /= C;
+    for (int64_t c = 0; c < C; ++c)
+        for (int64_t i = 0; i < HW; ++i) {
+            const float t = d[c * HW + i] - mean[i];
+            var[i] += t * t;
+        }
+    for (int64_t i = 0; i < HW; ++i) var[i] = 1.0f / std::sqrt(var[i] / C + eps);
+#pragma omp parallel for if (C * HW > 65536)
+    for (int64_t c = 0; c < C; ++c) {
+        float* row = d + c * HW;
+        const float w = weight[c], b = bias[c];
+        for (int64_t i = 0; i < HW; ++i) row[i] = (row[i] - mean[i]) * var[i] * w + b;
+    }
+}
+
+// exp(x) to float precision without a libm call, so that loops over it vectorise: Cody-Waite
+// reduction by ln 2, Cephes' expf polynomial, 2^n through the exponent bits. Max rel. error 1e-7.
+// Below -60 it returns 0: e^-60 ~ 1e-26 vanishes next to the terms of size 1 it is summed with
+// (softmax's largest, erf's 1), and values that small turn denormal in later products, which
+// then run ~100 times slower.
+static inline float exp_approx(float x_in) {
+    const float x = std::min(std::max(x_in, -60.0f), 88.0f);
+    const float n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;  // round(x / ln 2)
+    const float r = x - n * 0.693359375f + n * 2.12194440e-4f;
+    float p = 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    p = p * r * r + r + 1.0f;
+    const float e = p * std::bit_cast<float>((static_cast<int32_t>(n) + 127) << 23);
+    return x_in < -60.0f ? 0.0f : e;
+}
+
+// erf(x) by Abramowitz & Stegun 7.1.26 (max abs. error 5e-7 in float), vectorisable like
+// exp_approx: std::erf is a scalar libm call and dominated the MLPs of the ViT encoders.
+static inline float erf_approx(float x) {
+    const float a = std::fabs(x);
+    const float t = 1.0f / (1.0f + 0.3275911f * a);
+    float p = 1.061405429f;
+    p = p * t - 1.453152027f;
+    p = p * t + 1.421413741f;
+    p = p * t - 0.284496736f;
+    p = p * t + 0.254829592f;
+    return std::copysign(1.0f - p * t * exp_approx(-a * a), x);
+}
+
+void gelu(Tensor& x) {
+    float* d = x.data();
+    const int64_t n = x.numel();
+#pragma omp parallel for simd if (n > 65536)
+    for (int64_t i = 0; i < n; ++i)
+        d[i] = 0.5f * d[i] * (1.0f + erf_approx(d[i] * 0.70710678118654752f));
+}
+
+void relu(Tensor& x) {
+    float* d = x.data();
+    for (int64_t i = 0; i < x.numel(); ++i) d[i] = std::max(d[i], 0.0f);
+}
+
+void add_(Tensor& x, const Tensor& y) { add_scaled_(x, y, 1.0f); }
+
+void add_scaled_(Tensor& x, const Tensor& y, float s) {
+    if (x.numel() != y.numel())
+        throw std::invalid_argument("add: " + shape_str(x.shape()) + " vs " + shape_str(y.shape()));
+    float* a = x.data();
+    const float* b = y.data();
+    const int64_t n = x.numel();
+#pragma omp parallel for if (n > 65536)
+    for (int64_t i = 0; i < n; ++i) a[i] += s * b[i];
+}
+
+void softmax_rows(float* x, int64_t rows, int64_t cols) {
+    for (int64_t r = 0; r < rows; ++r) {
+        float* row = x + r * cols;
+        float mx = row[0];
+#pragma omp simd reduction(max : mx)
+        for (int64_t c = 1; c < cols; ++c) mx = row[c] > mx ? row[c] : mx;  // std::max: scalar
+        float sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
+        for (int64_t c = 0; c < cols; ++c) {
+            row[c] = exp_approx(row[c] - mx);
+            sum += row[c];
+        }
+        const float inv = 1.0f / sum;
+        for (int64_t c = 0; c < cols; ++c) row[c] *= inv;
+    }
+}
+
+void softmax_columns(float* x, int64_t rows, int64_t cols) {
+    // Chunks of columns keep the running max and sum in registers/L1 and vectorise across columns.
+    constexpr int64_t kChunk = 256;
+    const int64_t chunks = (cols + kChunk - 1) / kChunk;
+#pragma omp parallel for if (rows * cols > 65536)
+    for (int64_t k = 0; k < chunks; ++k) {
+        const int64_t c0 = k * kChunk, n = std::min(kChunk, cols - c0);
+        float mx[kChunk], sum[kChunk];
+        std::copy(x + c0, x + c0 + n, mx);
+        for (int64_t r = 1; r < rows; ++r) {
+            const float* row = x + r * cols + c0;
+#pragma omp simd
+            for (int64_t j = 0; j < n; ++j) mx[j] = row[j] > mx[j] ? row[j] : mx[j];
+        }
+        std::fill(sum, sum + n, 0.0f);
+        for (int64_t r = 0; r < rows; ++r) {
+            float* row = x + r * cols + c0;
+#pragma omp simd
+            for (int64_t j = 0; j < n; ++j) {
+                row[j] = exp_approx(row[j] - mx[j]);
+                sum[j] += row[j];
+            }
+        }
+        for (int64_t j = 0; j < n; ++j) sum[j] = 1.0f / sum[j];
+        for (int64_t r = 0; r < rows; ++r) {
+            float* row = x + r * cols + c0;
+#pragma omp simd
+            for (int64_t j = 0; j < n; ++j) row[j] *= sum[j];
+        }
+    }
+}
+
+// Depthwise convolution: one filter per channel, computed directly.
+static Tensor conv2d_depthwise(const Tensor& x, const Tensor& weight, const Tensor& bias,
+                               int stride, int padding) {
+    const int64_t C = x.dim(0), H = x.dim(1), W = x.dim(2);
+    const int64_t kh = weight.dim(2), kw = weight.dim(3);
+    const int64_t OH = (H + 2 * padding - kh) / stride + 1, OW = (W + 2 * padding - kw) / stride + 1;
+    Tensor y({C, OH, OW});
+#pragma omp parallel for
+    for (int64_t c = 0; c < C; ++c) {
+        const float* src = x.data() + c * H * W;
+        const float* k = weight.data() + c * kh * kw;
+        float* dst = y.data() + c * OH * OW;
+        const float b0 = bias.empty() ? 0.0f : bias[c];
+        for (int64_t oy = 0; oy < OH; ++oy)
+            for (int64_t ox = 0; ox < OW; ++ox) {
+                float acc = b0;
+                for (int64_t ky = 0; ky < kh; ++ky) {
+                    const int64_t iy = oy * stride - padding + ky;
+                    if (iy < 0 || iy >= H) continue;
+                    for (int64_t kx = 0; kx < kw; ++kx) {
+                        const int64_t ix = ox * stride - padding + kx;
+                        if (ix >= 0 && ix < W) acc += src[iy * W + ix] * k[ky * kw + kx];
+                    }
+                }
+                dst[oy * OW + ox] = acc;
+            }
+    }
+    return y;
+}
+
+Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, int stride, int padding,
+              int groups) {
+    const int64_t C = x.dim(0), H = x.dim(1), W = x.dim(2);
+    const int64_t O = weight.dim(0), Cg = weight.dim(1), kh = weight.dim(2), kw = weight.dim(3);
+    if (Cg * groups != C || O % groups != 0)
+        throw std::invalid_argument("conv2d: x " + shape_str(x.shape()) + " vs weight " +
+                                    shape_str(weight.shape()));
+    if (groups == C && Cg == 1 && O == C) return conv2d_depthwise(x, weight, bias, stride, padding);
+    const int64_t OH = (H + 2 * padding - kh) / stride + 1, OW = (W + 2 * padding - kw) / stride + 1;
+    const int64_t Og = O / groups, L = OH * OW, KK = Cg * kh * kw;
+    Tensor y({O, OH, OW});
+    const bool pointwise = kh == 1 && kw == 1 && stride == 1 && padding == 0;
+    std::vector<float> cols(pointwise ? 0 : KK * L);
+    for (int g = 0; g < groups; ++g) {
+        const float* src = x.data() + g * Cg * H * W;
+        const float* B = src;
+        if (!pointwise) {
+            // im2col: rows are (c, ky, kx), columns are output pixels.
+#pragma omp parallel for
+            for (int64_t r = 0; r < KK; ++r) {
+                const int64_t c = r / (kh * kw), ky = (r / kw) % kh, kx = r % kw;
+                float* dst = cols.data() + r * L;
+                for (int64_t oy = 0; oy < OH; ++oy) {
+                    const int64_t iy = oy * stride - padding + ky;
+                    for (int64_t ox = 0; ox < OW; ++ox) {
+                        const int64_t ix = ox * stride - padding + kx;
+                        dst[oy * OW + ox] = (iy >= 0 && iy < H && ix >= 0 && ix < W)
+                                                ? src[(c * H + iy) * W + ix]
+                                                : 0.0f;
+                    }
+                }
+            }
+            B = cols.data();
+        }
+        float* out = y.data() + g * Og * L;
+        for (int64_t o = 0; o < Og; ++o) {
+            const float b0 = bias.empty() ? 0.0f : bias[g * Og + o];
+            std::fill(out + o * L, out + (o + 1) * L, b0);
+        }
+        gemm(false, false, Og, L, KK, 1.0f, weight.data() + g * Og * KK, KK, B, L, 1.0f, out, L);
+    }
+    return y;
+}
+
+static int64_t conv_out_size(int64_t in, int64_t kernel, int stride, int padding) {
+    return (in + 2 * padding - kernel) / stride + 1;
+}
+
+Tensor conv2d_hwc(const Tensor& x, const Tensor& weight, const Tensor& bias, int stride,
+                  int padding) {
+    if (x.ndim() != 3 || weight.ndim() != 4 || weight.dim(1) != x.dim(2))
+        throw std::invalid_argument("conv2d_hwc: x " + shape_str(x.shape()) + " vs weight " +
+                                    shape_str(weight.shape()));
+    const int64_t H = x.dim(0), W = x.dim(1), C = x.dim(2);
+    const int64_t O = weight.dim(0), kh = weight.dim(2), kw = weight.dim(3), K = kh * kw * C;
+    const int64_t OH = conv_out_size(H, kh, stride, padding);
+    const int64_t OW = conv_out_size(W, kw, stride, padding);
+    // The weight as [O, (ky, kx, c)], the order of a channels-last patch.
+    std::vector<float> wt(O * K);
+    for (int64_t o = 0; o < O; ++o)
+        for (int64_t c = 0; c < C; ++c)
+            for (int64_t t = 0; t < kh * kw; ++t)
+                wt[o * K + t * C + c] = weight[(o * C + c) * kh * kw + t];
+    Tensor y({OH, OW, O});
+    // About 1 MiB of patches per band, at least one output row.
+    const int64_t band = std::max<int64_t>(1, (int64_t{1} << 18) / (K * OW));
+    const int64_t nbands = (OH + band - 1) / band;
+#pragma omp parallel
+    {
+        std::vector<float> patches(band * OW * K);
+#pragma omp for schedule(dynamic)
+        for (int64_t bi = 0; bi < nbands; ++bi) {
+            const int64_t y0 = bi * band, y1 = std::min(OH, y0 + band), n = (y1 - y0) * OW;
+            for (int64_t oy = y0; oy < y1; ++oy)
+                for (int64_t ox = 0; ox < OW; ++ox) {
+                    float* row = patches.data() + ((oy - y0) * OW + ox) * K;
+                    for (int64_t ky = 0; ky < kh; ++ky)
+                        for (int64_t kx = 0; kx < kw; ++kx) {
+                            const int64_t iy = oy * stride - padding + ky;
+                            const int64_t ix = ox * stride - padding + kx;
+                            float* dst = row + (ky * kw + kx) * C;
+                            if (iy >= 0 && iy < H && ix >= 0 && ix < W)
+                                std::memcpy(dst, x.data() + (iy * W + ix) * C, C * sizeof(float));
+                            else
+                                std::fill(dst, dst + C, 0.0f);
+                        }
+                }
+            float* out = y.data() + y0 * OW * O;
+            if (!bias.empty())
+                for (int64_t i = 0; i < n; ++i)
+                    std::memcpy(out + i * O, bias.data(), O * sizeof(float));
+            gemm(false, true, n, O, K, 1.0f, patches.data(), K, wt.data(), K,
+                 bias.empty() ? 0.0f : 1.0f, out, O);
+        }
+    }
+    return y;
+}
+
+Tensor depthwise_conv2d_hwc(const Tensor& x, const Tensor& weight, const Tensor& bias, int stride,
+                            int padding) {
+    if (x.ndim() != 3 || weight.ndim() != 4 || weight.dim(0) != x.dim(2) || weight.dim(1) != 1)
+        throw std::invalid_argument("depthwise_conv2d_hwc: x " + shape_str(x.shape()) +
+                                    " vs weight " + shape_str(weight.shape()));
+    const int64_t H = x.dim(0), W = x.dim(1), C = x.dim(2);
+    const int64_t kh = weight.dim(2), kw = weight.dim(3);
+    const int64_t OH = conv_out_size(H, kh, stride, padding);
+    const int64_t OW = conv_out_size(W, kw, stride, padding);
+    // taps[(ky, kx), c]: each kernel position's weights contiguous over channels.
+    std::vector<float> taps(kh * kw * C);
+    for (int64_t c = 0; c < C; ++c)
+        for (int64_t t = 0; t < kh * kw; ++t) taps[t * C + c] = weight[c * kh * kw + t];
+    Tensor y({OH, OW, C});
+#pragma omp parallel for
+    for (int64_t oy = 0; oy < OH; ++oy)
+        for (int64_t ox = 0; ox < OW; ++ox) {
+            float* out = y.data() + (oy * OW + ox) * C;
+            for (int64_t c = 0; c < C; ++c) out[c] = bias.empty() ? 0.0f : bias[c];
+            for (int64_t ky = 0; ky < kh; ++ky) {
+                const int64_t iy = oy * stride - padding + ky;
+                if (iy < 0 || iy >= H) continue;
+                for (int64_t kx = 0; kx < kw; ++kx) {
+                    const int64_t ix = ox * stride - padding + kx;
+                    if (ix < 0 || ix >= W) continue;
+                    const float* in = x.data() + (iy * W + ix) * C;
+                    const float* k = taps.data() + (ky * kw + kx) * C;
+                    for (int64_t c = 0; c < C; ++c) out[c] += k[c] * in[c];
+                }
+            }
+        }
+    return y;
+}
+
+Tensor conv_transpose2x2(const Tensor& x, const Tensor& weight, const Tensor& bias) {
+    const int64_t C = x.dim(0), H = x.dim(1), W = x.dim(2), O = weight.dim(1);
+    if (weight.dim(0) != C || weight.dim(2) != 2 || weight.dim(3) != 2)
+        throw std::invalid_argument("conv_transpose2x2: weight " + shape_str(weight.shape()));
+    // tmp[(o, ky, kx), pixel] = sum_c weight[c, (o, ky, kx)] * x[c, pixel]
+    const int64_t HW = H * W;
+    std::vector<float> tmp(O * 4 * HW);
+    gemm(true, false, O * 4, HW, C, 1.0f, weight.data(), O * 4, x.data(), HW, 0.0f, tmp.data(), HW);
+    Tensor y({O, 2 * H, 2 * W});
+#pragma omp parallel for
+    for (int64_t o = 0; o < O; ++o) {
+        const float b0 = bias.empty() ? 0.0f : bias[o];
+        for (int k = 0; k < 4; ++k) {
+            const int ky = k / 2, kx = k % 2;
+            const float* src = tmp.data() + (o * 4 + k) * HW;
+            for (int64_t iy = 0; iy < H; ++iy)
+                for (int64_t ix = 0; ix < W; ++ix)
+                    y[(o * 2 * H + 2 * iy + ky) * 2 * W + 2 * ix + kx] = src[iy * W + ix] + b0;
+        }
+    }
+    return y;
+}
+
+Tensor chw_to_hwc(const Tensor& x) {
+    const int64_t C = x.dim(0), H = x.dim(1), W = x.dim(2);
+    Tensor y({H, W, C});
+#pragma omp parallel for if (C * H * W > 65536)
+    for (int64_t h = 0; h < H; ++h)
+        for (int64_t w = 0; w < W; ++w)
+            for (int64_t c = 0; c < C; ++c) y[(h * W + w) * C + c] = x[(c * H + h) * W + w];
+    return y;
+}
+
+Tensor hwc_to_chw(const Tensor& x) {
+    const int64_t H = x.dim(0), W = x.dim(1), C = x.dim(2);
+    Tensor y({C, H, W});
+#pragma omp parallel for if (C * H * W > 65536)
+    for (int64_t c = 0; c < C; ++c)
+        for (int64_t h = 0; h < H; ++h)
+            for (int64_t w = 0; w < W; ++w) y[(c * H + h) * W + w] = x[(h * W + w) * C + c];
+    return y;
+}
+
+// Source indices and weights of one output coordinate, as PyTorch's
+// compute_source_index_and_lambda with align_corners=false (float arithmetic; equal sizes copy).
+struct LerpTap {
+    int64_t i0, i1;
+    float w0, w1;
+};
+
+static std::vector<LerpTap> lerp_taps(int64_t in, int64_t out) {
+    std::vector<LerpTap> taps(out);
+    const float scale = static_cast<float>(in) / static_cast<float>(out);
+    for (int64_t o = 0; o < out; ++o) {
+        if (in == out) {
+            taps[o] = {o, o, 1.0f, 0.0f};
+            continue;
+        }
+        const float src = std::max((o + 0.5f) * scale - 0.5f, 0.0f);
+        const int64_t i0 = std::min(static_cast<int64_t>(src), in - 1);
+        const int64_t i1 = std::min(i0 + 1, in - 1);
+        const float w1 = std::min(src - static_cast<float>(i0), 1.0f);
+        taps[o] = {i0, i1, 1.0f - w1, w1};
+    }
+    return taps;
+}
+
+Tensor interpolate_bilinear(const Tensor& x, int64_t oh, int64_t ow, int64_t keep_h,
+                            int64_t keep_w) {
+    const int64_t C = x.dim(0), H = x.dim(1), W = x.dim(2);
+    keep_h = keep_h > 0 ? keep_h : oh;
+    keep_w = keep_w > 0 ? keep_w : ow;
+    if (H < 1 || W < 1 || keep_h > oh || keep_w > ow)
+        throw std::invalid_argument("interpolate_bilinear: bad sizes " + shape_str(x.shape()) +
+                                    " -> " + std::to_string(oh) + "x" + std::to_string(ow));
+    std::vector<LerpTap> ty = lerp_taps(H, oh), tx = lerp_taps(W, ow);
+    ty.resize(keep_h);
+    tx.resize(keep_w);
+    const bool copy_rows = W == ow;  // the width pass would be the identity
+    Tensor y({C, keep_h, keep_w});
+    // Blocks of output rows run in parallel; each lerps the input rows it needs along the width
+    // once into a two-row cache (rows i0 and i0 + 1 differ in parity), then lerps down the
+    // height: PyTorch's order of operations without a full-size intermediate.
+    const int64_t block = 16, nblocks = (keep_h + block - 1) / block;
+#pragma omp parallel if (C * keep_h * keep_w > 65536)
+    {
+        std::vector<float> cache(2 * keep_w);
+#pragma omp for collapse(2) schedule(static)
+        for (int64_t c = 0; c < C; ++c)
+            for (int64_t b = 0; b < nblocks; ++b) {
+                int64_t cached[2] = {-1, -1};
+                auto input_row = [&](int64_t r) -> const float* {
+                    const float* src = x.data() + (c * H + r) * W;
+                    if (copy_rows) return src;
+                    float* dst = cache.data() + (r & 1) * keep_w;
+                    if (cached[r & 1] != r) {
+                        for (int64_t ox = 0; ox < keep_w; ++ox) {
+                            const LerpTap& t = tx[ox];
+                            dst[ox] = t.w0 * src[t.i0] + t.w1 * src[t.i1];
+                        }
+                        cached[r & 1] = r;
+                    }
+                    return dst;
+                };
+                for (int64_t oy = b * block; oy < std::min(keep_h, (b + 1) * block); ++oy) {
+                    const LerpTap t = ty[oy];
+                    const float* r0 = input_row(t.i0);
+                    const float* r1 = input_row(t.i1);
+                    float* dst = y.data() + (c * keep_h + oy) * keep_w;
+                    if (t.w1 == 0.0f) {
+                        std::memcpy(dst, r0, keep_w * sizeof(float));
+                        continue;
+                    }
+                    for (int64_t ox = 0; ox < keep_w; ++ox) dst[ox] = t.w0 * r0[ox] + t.w1 * r1[ox];
+                }
+            }
+    }
+    return y;
+}
+
+// Four source indices (clamped to the border) and weights of one output coordinate, as PyTorch's
+// bicubic upsampling with align_corners=false: the source coordinate is not clamped, only its
+// fraction is (guard_index_and_lambda).
+struct CubicTaps {
+    int64_t idx[4];
+    float w[4];
+};
+
+static std::vector<CubicTaps> cubic_taps(int64_t in, int64_t out) {
+    const float A = -0.75f;
+    auto near = [A](float t) { return ((A + 2) * t - (A + 3)) * t * t + 1; };       // |t| <= 1
+    auto far = [A](float t) { return ((A * t - 5 * A) * t + 8 * A) * t - 4 * A; };  // 1 < |t| < 2
+    std::vector<CubicTaps> taps(out);
+    const float scale = static_cast<float>(in) / static_cast<float>(out);
+    for (int64_t o = 0; o < out; ++o) {
+        const float src = scale * (o + 0.5f) - 0.5f;
+        const int64_t i0 = std::min(static_cast<int64_t>(std::floor(src)), in - 1);
+        const float t = std::clamp(src - static_cast<float>(i0), 0.0f, 1.0f);
+        CubicTaps& c = taps[o];
+        c.w[0] = far(t + 1);
+        c.w[1] = near(t);
+        c.w[2] = near(1 - t);
+        c.w[3] = far(2 - t);
+        for (int k = 0; k < 4; ++k) c.idx[k] = std::clamp<int64_t>(i0 - 1 + k, 0, in - 1);
+    }
+    return taps;
+}
+
+Tensor interpolate_bicubic(const Tensor& x, int64_t oh, int64_t ow) {
+    const int64_t C = x.dim(0), H = x.dim(1), W = x.dim(2);
+    const std::vector<CubicTaps> ty = cubic_taps(H, oh), tx = cubic_taps(W, ow);
+    // Separable: rows first, then columns, which is PyTorch's order of summation.
+    Tensor rows({C, H, ow});
+#pragma omp parallel for collapse(2) if (C * H * ow > 65536)
+    for (int64_t c = 0; c < C; ++c)
+        for (int64_t iy = 0; iy < H; ++iy) {
+            const float* src = x.data() + (c * H + iy) * W;
+            float* dst = rows.data() + (c * H + iy) * ow;
+            for (int64_t ox = 0; ox < ow; ++ox) {
+                const CubicTaps& t = tx[ox];
+                float acc = src[t.idx[0]] * t.w[0];
+                for (int k = 1; k < 4; ++k) acc += src[t.idx[k]] * t.w[k];
+                dst[ox] = acc;
+            }
+        }
+    Tensor y({C, oh, ow});
+#pragma omp parallel for collapse(2) if (C * oh * ow > 65536)
+    for (int64_t c = 0; c < C; ++c)
+        for (int64_t oy = 0; oy < oh; ++oy) {
+            const CubicTaps& t = ty[oy];
+            const float* src = rows.data() + c * H * ow;
+            float* dst = y.data() + (c * oh + oy) * ow;
+            for (int64_t ox = 0; ox < ow; ++ox) {
+                float acc = src[t.idx[0] * ow + ox] * t.w[0];
+                for (int k = 1; k < 4; ++k) acc += src[t.idx[k] * ow + ox] * t.w[k];
+                dst[ox] = acc;
+            }
+        }
+    return y;
+}
+
+void attention(const float* q, int64_t ldq, const float* k, int64_t ldk, const float* v,
+               int64_t ldv, float* out, int64_t ldo, int64_t Lq, int64_t Lk, int heads, int64_t D,
+               const ScoreBias& bias) {
+    // Blocks of query rows keep each score block in cache; (head, block) pairs run in parallel.
+    const int64_t block = 128;
+    const int64_t nblocks = (Lq + block - 1) / block;
+    const float scale = 1.0f / std::sqrt(static_cast<float>(D));
+    const int64_t tasks = heads * nblocks;
+#pragma omp parallel if (tasks > 1 && Lq * Lk * D > 32768)
+    {
+        std::vector<float> scores(block * Lk);
+#pragma omp for schedule(dynamic)
+        for (int64_t t = 0; t < tasks; ++t) {
+            const int h = static_cast<int>(t / nblocks);
+            const int64_t q0 = (t % nblocks) * block, q1 = std::min(q0 + block, Lq), n = q1 - q0;
+            gemm(false, true, n, Lk, D, scale, q + q0 * ldq + h * D, ldq, k + h * D, ldk, 0.0f,
+                 scores.data(), Lk);
+            if (bias) bias(h, q0, q1, scores.data());
+            softmax_rows(scores.data(), n, Lk);
+            gemm(false, false, n, D, Lk, 1.0f, scores.data(), Lk, v + h * D, ldv, 0.0f,
+                 out + q0 * ldo + h * D, ldo);
+        }
+    }
+}
+
+}  // namespace splitseg

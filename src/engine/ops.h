@@ -1,0 +1,86 @@
+// Kernels shared by every model: matrix products, norms, activations, convolutions, attention.
+// Layouts: images are [C, H, W] (one image at a time, no batch dimension); token sequences are
+// [N, C] row-major. Weights follow PyTorch: Linear [out, in], Conv2d [out, in/groups, kh, kw],
+// ConvTranspose2d [in, out, kh, kw].
+#pragma once
+
+#include <functional>
+
+#include "engine/tensor.h"
+
+namespace splitseg {
+
+// Threads used by every kernel (OpenMP and the GEMM library). n <= 0 means all cores.
+void set_num_threads(int n);
+int num_threads();
+
+// Row-major C[M,N] = alpha * op(A) * op(B) + beta * C, with op = transpose when trans_* is set.
+void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
+          int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc);
+
+// y[M, N] = x[M, K] * W[N, K]^T + b[N] (b may be null).
+void linear(const float* x, int64_t M, int64_t K, const float* W, const float* b, int64_t N,
+            float* y);
+// x [..., K] -> [..., N]; bias may be empty.
+Tensor linear(const Tensor& x, const Tensor& W, const Tensor& b);
+// y[M, N] += x[M, K] * W[N, K]^T + b[N] (b may be null): a linear layer onto a residual stream.
+void linear_add(const float* x, int64_t M, int64_t K, const float* W, const float* b, int64_t N,
+                float* y);
+
+// In place over the last dimension of x [..., C].
+void layer_norm(Tensor& x, const Tensor& weight, const Tensor& bias, float eps);
+// y[rows, C] = LayerNorm(x[rows, C]) over the last dimension; y may be x.
+void layer_norm(const float* x, float* y, int64_t rows, int64_t C, const float* weight,
+                const float* bias, float eps);
+// LayerNorm2d: in place over channels of x [C, H, W] (per pixel).
+void layer_norm_channels(Tensor& x, const Tensor& weight, const Tensor& bias, float eps);
+
+void gelu(Tensor& x);  // exact (erf) GELU, PyTorch's default
+void relu(Tensor& x);
+void add_(Tensor& x, const Tensor& y);              // x += y, same numel
+void add_scaled_(Tensor& x, const Tensor& y, float s);  // x += s * y
+void softmax_rows(float* x, int64_t rows, int64_t cols);  // in place, numerically stable
+// In place over each column of x [rows, cols]: softmax over the rows (few rows, many columns).
+void softmax_columns(float* x, int64_t rows, int64_t cols);
+
+// x [C, H, W] -> [O, H', W']. weight [O, C/groups, kh, kw], bias [O] or empty.
+Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, int stride, int padding,
+              int groups = 1);
+// Convolution on a channels-last image: x [H, W, C] -> [H', W', O]; weight [O, C, kh, kw] as
+// PyTorch, bias [O] or empty. im2col + GEMM over bands of output rows, so the patch matrix stays
+// in cache and the bands run in parallel.
+Tensor conv2d_hwc(const Tensor& x, const Tensor& weight, const Tensor& bias, int stride,
+                  int padding);
+// Depthwise convolution on a channels-last image: x [H, W, C] -> [H', W', C]; weight
+// [C, 1, kh, kw] as PyTorch, bias [C] or empty. Vectorises over channels.
+Tensor depthwise_conv2d_hwc(const Tensor& x, const Tensor& weight, const Tensor& bias, int stride,
+                            int padding);
+// ConvTranspose2d with kernel 2, stride 2: x [C, H, W] -> [O, 2H, 2W]; weight [C, O, 2, 2].
+Tensor conv_transpose2x2(const Tensor& x, const Tensor& weight, const Tensor& bias);
+
+// [C, H, W] <-> [H, W, C]
+Tensor chw_to_hwc(const Tensor& x);
+Tensor hwc_to_chw(const Tensor& x);
+
+// Bilinear resize of x [C, H, W] to [C, oh, ow] as torch.nn.functional.interpolate(mode="bilinear",
+// align_corners=false, antialias=false), with PyTorch's arithmetic (rows lerped, then columns).
+// keep_h/keep_w > 0 return only the top-left keep_h x keep_w corner of that result (a crop after
+// the resize) and compute nothing else.
+Tensor interpolate_bilinear(const Tensor& x, int64_t oh, int64_t ow, int64_t keep_h = 0,
+                            int64_t keep_w = 0);
+// Bicubic resize of x [C, H, W] to [C, oh, ow] as torch.nn.functional.interpolate(mode="bicubic",
+// align_corners=false, antialias=false): Keys' kernel with A = -0.75, border pixels repeated.
+Tensor interpolate_bicubic(const Tensor& x, int64_t oh, int64_t ow);
+
+// Adds a bias to a block of attention scores before softmax: scores [q1 - q0, Lk] for queries
+// [q0, q1) of one head.
+using ScoreBias = std::function<void(int head, int64_t q0, int64_t q1, float* scores)>;
+
+// Multi-head scaled dot-product attention. q [Lq, heads*D] (row stride ldq), k and v [Lk, heads*D]
+// (strides ldk, ldv), out [Lq, heads*D] (stride ldo). Scores are scaled by 1/sqrt(D).
+// Runs in row blocks so the full score matrix is never materialised.
+void attention(const float* q, int64_t ldq, const float* k, int64_t ldk, const float* v,
+               int64_t ldv, float* out, int64_t ldo, int64_t Lq, int64_t Lk, int heads, int64_t D,
+               const ScoreBias& bias = nullptr);
+
+}  // namespace splitseg

@@ -1,0 +1,766 @@
+#include "service/api.h"
+
+#include <chrono>
+#include <cmath>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "runtime/bundle.h"
+#include "runtime/file_util.h"
+#include "runtime/image.h"
+#include "service/mask_encoding.h"
+
+namespace splitseg {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+namespace {
+
+// A failure the client is told about with a status and a stable code.
+struct ApiError : std::runtime_error {
+    ApiError(int status_, std::string code_, const std::string& message)
+        : std::runtime_error(message), status(status_), code(std::move(code_)) {}
+    int status;
+    std::string code;
+};
+
+Response json_response(int status, const json& body) {
+    Response r;
+    r.status = status;
+    r.body = body.dump();
+    r.set_header("Content-Type", "application/json");
+    return r;
+}
+
+Response error_response(int status, const std::string& code, const std::string& message) {
+    return json_response(status, {{"error", {{"code", code}, {"message", message}}}});
+}
+
+std::vector<std::string> split(const std::string& text, char sep) {
+    std::vector<std::string> parts;
+    std::string part;
+    std::istringstream in(text);
+    while (std::getline(in, part, sep)) parts.push_back(part);
+    return parts;
+}
+
+// "a=1&b=2" -> {a:1, b:2}; values are used as ids and flags only, so no percent-decoding.
+std::map<std::string, std::string> parse_query(const std::string& query) {
+    std::map<std::string, std::string> out;
+    for (const std::string& pair : split(query, '&')) {
+        const size_t eq = pair.find('=');
+        if (eq == std::string::npos)
+            out[pair] = "";
+        else
+            out[pair.substr(0, eq)] = pair.substr(eq + 1);
+    }
+    return out;
+}
+
+bool is_hex_id(const std::string& id) {
+    if (id.size() != 32) return false;
+    for (char ch : id)
+        if (!((ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'f'))) return false;
+    return true;
+}
+
+json parse_body(const Request& request) {
+    if (request.body.empty()) return json::object();
+    json body = json::parse(request.body, nullptr, false);
+    if (body.is_discarded()) throw ApiError(400, "invalid_json", "the body is not valid JSON");
+    if (!body.is_object()) throw ApiError(400, "invalid_json", "the body must be a JSON object");
+    return body;
+}
+
+float finite_number(const json& v, const std::string& what) {
+    if (!v.is_number()) throw ApiError(400, "bad_request", what + " must be a number");
+    const double d = v.get<double>();
+    if (!std::isfinite(d) || std::fabs(d) > 1e9) {
+        throw ApiError(400, "bad_request", what + " must be a finite number");
+    }
+    return static_cast<float>(d);
+}
+
+// Points [[x, y, label], ...] and box [x0, y0, x1, y1] from a request body, checked against the
+// image's size.
+void parse_prompts(const json& body, int width, int height, size_t max_points,
+                   std::vector<Click>* points, std::optional<std::array<float, 4>>* box) {
+    auto inside = [&](float x, float y, const std::string& what) {
+        if (x < 0 || y < 0 || x > width || y > height) {
+            throw ApiError(400, "bad_request", what + " lies outside the image");
+        }
+    };
+    if (body.contains("points")) {
+        const json& p = body["points"];
+        if (!p.is_array()) throw ApiError(400, "bad_request", "points must be an array");
+        if (p.size() > max_points) {
+            throw ApiError(400, "too_many_points",
+                           "at most " + std::to_string(max_points) + " points per request");
+        }
+        for (const json& pt : p) {
+            if (!pt.is_array() || pt.size() != 3) {
+                throw ApiError(400, "bad_request", "each point is [x, y, label]");
+            }
+            Click c{finite_number(pt[0], "point x"), finite_number(pt[1], "point y"), 0};
+            if (!pt[2].is_number_integer() || (pt[2] != 0 && pt[2] != 1)) {
+                throw ApiError(400, "bad_request", "point label must be 0 or 1");
+            }
+            c.label = pt[2].get<int>();
+            inside(c.x, c.y, "a point");
+            points->push_back(c);
+        }
+    }
+    if (body.contains("box") && !body["box"].is_null()) {
+        const json& b = body["box"];
+        if (!b.is_array() || b.size() != 4) {
+            throw ApiError(400, "bad_request", "box is [x0, y0, x1, y1]");
+        }
+        std::array<float, 4> v{};
+        for (int i = 0; i < 4; ++i) v[i] = finite_number(b[i], "box coordinate");
+        if (v[2] < v[0] || v[3] < v[1]) {
+            throw ApiError(400, "bad_request", "box needs x0 <= x1 and y0 <= y1");
+        }
+        inside(v[0], v[1], "the box");
+        inside(v[2], v[3], "the box");
+        *box = v;
+    }
+}
+
+struct OutputOptions {
+    std::string format = "rle";  // "rle", "png" or "none"
+    bool logits = false;         // add the low-res logits (float32 little-endian, base64)
+};
+
+OutputOptions parse_output(const json& body) {
+    OutputOptions o;
+    if (body.contains("output")) {
+        if (!body["output"].is_string()) throw ApiError(400, "bad_request", "output is a string");
+        o.format = body["output"].get<std::string>();
+        if (o.format != "rle" && o.format != "png" && o.format != "none") {
+            throw ApiError(400, "bad_request", "output must be rle, png or none");
+        }
+    }
+    if (body.contains("logits")) {
+        if (!body["logits"].is_boolean()) throw ApiError(400, "bad_request", "logits is a bool");
+        o.logits = body["logits"].get<bool>();
+    }
+    return o;
+}
+
+json masks_json(const Masks& masks, const OutputOptions& out, double latency_ms) {
+    json list = json::array();
+    const size_t plane = static_cast<size_t>(masks.width) * masks.height;
+    for (int i = 0; i < masks.count(); ++i) {
+        const uint8_t* mask = masks.masks.data() + plane * i;
+        const MaskExtent extent = mask_extent(mask, masks.width, masks.height);
+        json m = {{"score", masks.iou[i]}, {"bbox", extent.bbox}, {"area", extent.area}};
+        if (out.format == "rle") {
+            m["rle"] = {
+                {"size", {masks.height, masks.width}},
+                {"counts", coco_rle_string(coco_rle_counts(mask, masks.width, masks.height))}};
+        } else if (out.format == "png") {
+            std::vector<uint8_t> gray(mask, mask + plane);
+            for (uint8_t& v : gray) v = v ? 255 : 0;
+            const std::vector<uint8_t> png =
+                encode_png_gray(gray.data(), masks.width, masks.height);
+            m["png"] = base64_encode(png.data(), png.size());
+        }
+        if (out.logits) {
+            const int64_t n = masks.low_res_logits.numel() / masks.count();
+            const float* p = masks.low_res_logits.data() + n * i;
+            m["low_res_logits"] = {{"shape", {256, 256}},
+                                   {"f32_base64", base64_encode(reinterpret_cast<const uint8_t*>(p),
+                                                                n * sizeof(float))}};
+        }
+        list.push_back(std::move(m));
+    }
+    return {{"masks", list}, {"best", masks.best()}, {"latency_ms", latency_ms}};
+}
+
+double ms_since(std::chrono::steady_clock::time_point start) {
+    return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start)
+        .count();
+}
+
+bool valid_tenant(const std::string& t) {
+    if (t.empty() || t.size() > 64) return false;
+    for (char ch : t)
+        if (!std::isalnum(static_cast<unsigned char>(ch)) && ch != '_' && ch != '-') return false;
+    return true;
+}
+
+}  // namespace
+
+std::map<std::string, std::string> load_api_keys(const std::string& path) {
+    std::ifstream in(path);
+    if (!in) throw std::runtime_error("cannot read the API keys file " + path);
+    json doc = json::parse(in, nullptr, false);
+    if (doc.is_discarded() || !doc.is_object() || !doc.contains("keys") ||
+        !doc["keys"].is_object()) {
+        throw std::runtime_error(path + ": expected {\"keys\": {\"KEY\": \"tenant\", ...}}");
+    }
+    std::map<std::string, std::string> keys;
+    for (const auto& [key, tenant] : doc["keys"].items()) {
+        if (key.empty() || !tenant.is_string() || !valid_tenant(tenant.get<std::string>())) {
+            throw std::runtime_error(path + ": every key needs a tenant of [A-Za-z0-9_-]");
+        }
+        keys[key] = tenant.get<std::string>();
+    }
+    if (keys.empty()) throw std::runtime_error(path + ": no keys");
+    return keys;
+}
+
+struct Api::Context {
+    const Request& request;
+    std::string path;
+    std::map<std::string, std::string> query;
+    std::map<std::string, std::string> params;  // {id}, {sid}
+    std::string tenant;
+};
+
+struct Api::RouteEntry {
+    std::string method;
+    std::string path;
+    Response (Api::*handler)(Context&);
+    bool needs_tenant;
+};
+
+struct Api::PreparedImage {
+    ImageGeometry geom;
+    DecoderImage decoder;
+};
+
+Api::Api(ApiOptions options) : options_(std::move(options)), sessions_(options_.sessions) {
+    if (!options_.cache || !options_.jobs) {
+        throw std::invalid_argument("the API needs an embedding cache and a job queue");
+    }
+    table_ = {
+        {"GET", "/healthz", &Api::healthz, false},
+        {"GET", "/readyz", &Api::readyz, false},
+        {"GET", "/metrics", &Api::metrics, false},
+        {"GET", "/api/v1/openapi.json", &Api::openapi, false},
+        {"POST", "/api/v1/images", &Api::upload_image, true},
+        {"GET", "/api/v1/images", &Api::list_images, true},
+        {"GET", "/api/v1/images/{id}", &Api::get_image, true},
+        {"DELETE", "/api/v1/images/{id}", &Api::delete_image, true},
+        {"POST", "/api/v1/images/{id}/encode", &Api::encode_image, true},
+        {"GET", "/api/v1/images/{id}/embedding", &Api::get_embedding, true},
+        {"HEAD", "/api/v1/images/{id}/embedding", &Api::get_embedding, true},
+        {"POST", "/api/v1/images/{id}/infer", &Api::infer, true},
+        {"POST", "/api/v1/sessions", &Api::create_session, true},
+        {"GET", "/api/v1/sessions/{sid}", &Api::get_session, true},
+        {"DELETE", "/api/v1/sessions/{sid}", &Api::delete_session, true},
+        {"POST", "/api/v1/sessions/{sid}/prompts", &Api::add_prompts, true},
+        {"POST", "/api/v1/sessions/{sid}/undo", &Api::undo, true},
+        {"POST", "/api/v1/sessions/{sid}/reset", &Api::reset, true},
+    };
+}
+
+Api::~Api() = default;
+
+std::vector<Api::Route> Api::routes() const {
+    std::vector<Route> out;
+    for (const RouteEntry& r : table_) out.push_back({r.method, r.path});
+    return out;
+}
+
+Response Api::handle(const Request& request) {
+    const auto start = std::chrono::steady_clock::now();
+    std::string route = "unmatched";
+    Response response;
+    try {
+        response = dispatch(request, &route);
+    } catch (const ApiError& e) {
+        response = error_response(e.status, e.code, e.what());
+    } catch (const json::exception& e) {
+        response = error_response(400, "invalid_json", e.what());
+    } catch (const ImageError& e) {
+        // decode_image says "above the limit" for images with too many pixels.
+        const bool too_large = std::strstr(e.what(), "above the limit") != nullptr;
+        response = error_response(too_large ? 413 : 400,
+                                  too_large ? "image_too_large" : "invalid_image", e.what());
+    } catch (const std::invalid_argument& e) {
+        response = error_response(400, "bad_request", e.what());
+    } catch (const std::exception& e) {
+        response = error_response(500, "internal", e.what());
+    }
+    add_common_headers(response);
+    metrics_.observe(request.method, route, response.status, ms_since(start));
+    return response;
+}
+
+Response Api::error(int status, const std::string& code, const std::string& message) const {
+    Response r = error_response(status, code, message);
+    add_common_headers(r);
+    return r;
+}
+
+void Api::add_common_headers(Response& r) const {
+    r.set_header("Access-Control-Allow-Origin", options_.cors_origin);
+    r.set_header("Access-Control-Expose-Headers", "ETag, Content-Range, Content-Length");
+    // The WASM client needs cross-origin isolation (SharedArrayBuffer for threads).
+    r.set_header("Cross-Origin-Opener-Policy", "same-origin");
+    r.set_header("Cross-Origin-Embedder-Policy", "require-corp");
+    r.set_header("Cross-Origin-Resource-Policy", "cross-origin");
+}
+
+Response Api::dispatch(const Request& request, std::string* route_name) {
+    const size_t q = request.target.find('?');
+    Context c{request, request.target.substr(0, q), {}, {}, {}};
+    if (q != std::string::npos) c.query = parse_query(request.target.substr(q + 1));
+    const std::vector<std::string> segments = split(c.path, '/');
+
+    std::vector<std::string> allowed;
+    for (const RouteEntry& r : table_) {
+        const std::vector<std::string> pattern = split(r.path, '/');
+        if (pattern.size() != segments.size()) continue;
+        std::map<std::string, std::string> params;
+        bool match = true;
+        for (size_t i = 0; i < pattern.size() && match; ++i) {
+            if (!pattern[i].empty() && pattern[i].front() == '{') {
+                params[pattern[i]] = segments[i];
+                match = !segments[i].empty();
+            } else {
+                match = pattern[i] == segments[i];
+            }
+        }
+        if (!match) continue;
+        *route_name = r.path;
+        if (r.method != request.method) {
+            allowed.push_back(r.method);
+            continue;
+        }
+        c.params = std::move(params);
+        if (r.needs_tenant && !authenticate(request, &c.tenant)) {
+            return error_response(401, "unauthorized",
+                                  "send a valid API key: Authorization: Bearer KEY or X-API-Key");
+        }
+        return (this->*(r.handler))(c);
+    }
+    if (allowed.empty()) return error_response(404, "no_route", "no route for " + c.path);
+    std::string allow;
+    for (const std::string& m : allowed) allow += (allow.empty() ? "" : ", ") + m;
+    if (request.method == "OPTIONS") {  // CORS preflight
+        Response r;
+        r.status = 204;
+        r.set_header("Access-Control-Allow-Methods", allow + ", OPTIONS");
+        r.set_header("Access-Control-Allow-Headers",
+                     "Authorization, X-API-Key, Content-Type, Range, If-None-Match");
+        r.set_header("Access-Control-Max-Age", "600");
+        return r;
+    }
+    Response r = error_response(405, "method_not_allowed", request.method + " is not allowed");
+    r.set_header("Allow", allow);
+    return r;
+}
+
+bool Api::authenticate(const Request& request, std::string* tenant) const {
+    if (options_.api_keys.empty()) {
+        *tenant = "default";
+        return true;
+    }
+    std::string key = request.header("x-api-key");
+    const std::string auth = request.header("authorization");
+    if (key.empty() && auth.rfind("Bearer ", 0) == 0) key = auth.substr(7);
+    auto it = options_.api_keys.find(key);
+    if (key.empty() || it == options_.api_keys.end()) return false;
+    *tenant = it->second;
+    return true;
+}
+
+const Segmenter& Api::require_model() const {
+    if (!options_.model) {
+        throw ApiError(503, "no_model",
+                       "no model is loaded: start serve with --model CKPT or SPLITSEG_MODEL");
+    }
+    return *options_.model;
+}
+
+Response Api::healthz(Context&) {
+    return json_response(200, {{"status", "ok"}});
+}
+
+Response Api::readyz(Context&) {
+    json checks = {{"model", options_.model != nullptr}, {"jobs", true}};
+    try {
+        options_.jobs->stats();
+    } catch (const std::exception&) {
+        checks["jobs"] = false;
+    }
+    const bool ready = checks["model"] && checks["jobs"];
+    return json_response(ready ? 200 : 503,
+                         {{"status", ready ? "ready" : "not_ready"}, {"checks", checks}});
+}
+
+Response Api::metrics(Context&) {
+    std::ostringstream out;
+    out << metrics_.render();
+    out << "# HELP splitseg_sessions Interactive sessions open now.\n"
+        << "# TYPE splitseg_sessions gauge\nsplitseg_sessions " << sessions_.size() << "\n";
+    try {
+        const QueueStats s = options_.jobs->stats();
+        out << "# HELP splitseg_encode_jobs Encode jobs by status.\n"
+            << "# TYPE splitseg_encode_jobs gauge\n";
+        const std::pair<const char*, int64_t> counts[] = {{"pending", s.counts.pending},
+                                                          {"processing", s.counts.processing},
+                                                          {"completed", s.counts.completed},
+                                                          {"failed", s.counts.failed}};
+        for (const auto& [name, n] : counts)
+            out << "splitseg_encode_jobs{status=\"" << name << "\"} " << n << "\n";
+        out << "# HELP splitseg_encode_queue_runnable Encode jobs ready to run.\n"
+            << "# TYPE splitseg_encode_queue_runnable gauge\n"
+            << "splitseg_encode_queue_runnable " << s.runnable << "\n";
+    } catch (const std::exception&) {
+        // An unreachable queue shows in /readyz; the other metrics are still worth serving.
+    }
+    out << "# HELP splitseg_cache_hits_total Embedding cache hits per tier.\n"
+        << "# TYPE splitseg_cache_hits_total counter\n";
+    for (const StoreStats& t : options_.cache->store().tier_stats()) {
+        out << "splitseg_cache_hits_total{tier=\"" << t.tier << "\"} " << t.hits << "\n"
+            << "splitseg_cache_misses_total{tier=\"" << t.tier << "\"} " << t.misses << "\n";
+    }
+    Response r;
+    r.body = out.str();
+    r.set_header("Content-Type", "text/plain; version=0.0.4");
+    return r;
+}
+
+Response Api::openapi(Context&) {
+    Response r;
+    r.body = openapi_document();
+    r.set_header("Content-Type", "application/json");
+    return r;
+}
+
+std::string Api::image_path(const std::string& tenant, const std::string& id) const {
+    return options_.data_dir + "/images/" + tenant + "/" + id;
+}
+
+// The stored record ({width, height}) of a tenant's image; throws 404 when there is none.
+json Api::image_record(const std::string& tenant, const std::string& id) const {
+    if (!is_hex_id(id)) throw ApiError(404, "not_found", "no image " + id);
+    std::ifstream in(image_path(tenant, id) + ".json");
+    if (!in) throw ApiError(404, "not_found", "no image " + id);
+    return json::parse(in);
+}
+
+json Api::image_status(const std::string& tenant, const std::string& id) {
+    json record = image_record(tenant, id);
+    const std::string& model_hash = require_model().model_hash();
+    json out = {{"id", id}, {"width", record["width"]}, {"height", record["height"]}};
+    const std::optional<Job> job = options_.jobs->find(tenant, id, model_hash);
+    if (options_.cache->contains(id, model_hash)) {
+        out["status"] = "completed";
+    } else if (job) {
+        out["status"] = job_status_name(job->status);
+        if (!job->error.empty()) out["error"] = job->error;
+    } else {
+        out["status"] = "missing";  // neither cached nor queued: POST .../encode queues it
+    }
+    return out;
+}
+
+Response Api::upload_image(Context& c) {
+    const Segmenter& model = require_model();
+    const std::string& body = c.request.body;
+    if (body.empty()) throw ApiError(400, "invalid_image", "the body holds no image");
+    if (body.size() > options_.max_body_bytes) {
+        throw ApiError(413, "body_too_large", "the image is larger than the body limit");
+    }
+    const auto* bytes = reinterpret_cast<const uint8_t*>(body.data());
+    const Image image = decode_image(bytes, body.size(), options_.max_pixels);
+    const std::string id = image_content_hash(bytes, body.size());
+    const std::string path = image_path(c.tenant, id);
+    const bool known = fs::exists(path + ".json");
+    if (!known) {
+        fs::create_directories(fs::path(path).parent_path());
+        write_file_atomic(path, std::vector<uint8_t>(bytes, bytes + body.size()));
+        const std::string record = json{{"width", image.width}, {"height", image.height}}.dump();
+        write_file_atomic(path + ".json", std::vector<uint8_t>(record.begin(), record.end()));
+    }
+    if (!options_.cache->contains(id, model.model_hash())) {
+        options_.jobs->enqueue({c.tenant, id, model.model_hash()});
+    }
+    return json_response(known ? 200 : 201, image_status(c.tenant, id));
+}
+
+Response Api::list_images(Context& c) {
+    auto it = c.query.find("ids");
+    if (it == c.query.end() || it->second.empty()) {
+        throw ApiError(400, "bad_request", "give the images as ?ids=ID,ID,...");
+    }
+    const std::vector<std::string> ids = split(it->second, ',');
+    if (ids.size() > 1000) throw ApiError(400, "bad_request", "at most 1000 ids per request");
+    json images = json::array();
+    for (const std::string& id : ids) {
+        try {
+            images.push_back(image_status(c.tenant, id));
+        } catch (const ApiError& e) {
+            if (e.status != 404) throw;
+            images.push_back({{"id", id}, {"status", "not_found"}});
+        }
+    }
+    return json_response(200, {{"images", images}});
+}
+
+Response Api::get_image(Context& c) {
+    return json_response(200, image_status(c.tenant, c.params["{id}"]));
+}
+
+Response Api::delete_image(Context& c) {
+    const std::string& id = c.params["{id}"];
+    image_record(c.tenant, id);  // 404 unless the tenant has it
+    if (options_.model) {
+        if (auto job = options_.jobs->find(c.tenant, id, options_.model->model_hash()))
+            options_.jobs->remove(job->id);
+    }
+    fs::remove(image_path(c.tenant, id) + ".json");
+    fs::remove(image_path(c.tenant, id));
+    Response r;
+    r.status = 204;
+    return r;
+}
+
+Response Api::encode_image(Context& c) {
+    const std::string& id = c.params["{id}"];
+    image_record(c.tenant, id);
+    options_.jobs->enqueue({c.tenant, id, require_model().model_hash(), /*force=*/true});
+    return json_response(202, image_status(c.tenant, id));
+}
+
+Response Api::get_embedding(Context& c) {
+    const std::string& id = c.params["{id}"];
+    json status = image_status(c.tenant, id);
+    const std::string& model_hash = require_model().model_hash();
+    std::optional<Blob> bundle;
+    if (status["status"] == "completed") bundle = options_.cache->get_bundle(id, model_hash);
+    if (!bundle) {
+        throw ApiError(409, "not_encoded",
+                       "the embedding is " + status["status"].get<std::string>());
+    }
+    Response r;
+    const std::string etag = "\"" + id + "-" + model_hash + "\"";
+    r.set_header("ETag", etag);
+    r.set_header("Cache-Control", "public, max-age=31536000, immutable");
+    r.set_header("Accept-Ranges", "bytes");
+    if (c.request.header("if-none-match") == etag) {
+        r.status = 304;
+        return r;
+    }
+    r.set_header("Content-Type", "application/octet-stream");
+    const std::string range = c.request.header("range");
+    size_t first = 0, last = bundle->size() - 1;
+    if (!range.empty()) {
+        // One range, "bytes=a-b", "bytes=a-" or "bytes=-n".
+        unsigned long long a = 0, b = 0;
+        char tail = 0;
+        const size_t size = bundle->size();
+        bool ok = false;
+        if (std::sscanf(range.c_str(), "bytes=%llu-%llu%c", &a, &b, &tail) == 2) {
+            ok = a <= b && a < size;
+            first = a;
+            last = std::min<size_t>(b, size - 1);
+        } else if (std::sscanf(range.c_str(), "bytes=%llu-%c", &a, &tail) == 1) {
+            ok = a < size;
+            first = a;
+        } else if (std::sscanf(range.c_str(), "bytes=-%llu%c", &b, &tail) == 1) {
+            ok = b > 0;
+            first = size - std::min<size_t>(b, size);
+        }
+        if (!ok) {
+            Response e = error_response(416, "range_not_satisfiable", "bad or unsatisfiable Range");
+            e.set_header("Content-Range", "bytes */" + std::to_string(size));
+            return e;
+        }
+        r.status = 206;
+        r.set_header("Content-Range", "bytes " + std::to_string(first) + "-" +
+                                          std::to_string(last) + "/" + std::to_string(size));
+    }
+    r.body.assign(reinterpret_cast<const char*>(bundle->data()) + first, last - first + 1);
+    return r;
+}
+
+std::shared_ptr<const Api::PreparedImage> Api::prepared(const std::string& tenant,
+                                                        const std::string& id) {
+    const Segmenter& model = require_model();
+    {
+        std::lock_guard lock(prepared_mutex_);
+        auto it = prepared_.find(id);
+        if (it != prepared_.end()) {
+            prepared_lru_.remove(id);
+            prepared_lru_.push_front(id);
+            return it->second;
+        }
+    }
+    std::optional<Embedding> embedding = options_.cache->get(id, model.model_hash());
+    if (!embedding) {
+        json status = image_status(tenant, id);
+        throw ApiError(409, "not_encoded",
+                       "the embedding is " + status["status"].get<std::string>() + ", not ready");
+    }
+    auto made =
+        std::make_shared<PreparedImage>(PreparedImage{embedding->geom, model.prepare(*embedding)});
+    std::lock_guard lock(prepared_mutex_);
+    if (prepared_.emplace(id, made).second) {
+        prepared_lru_.push_front(id);
+        while (prepared_lru_.size() > options_.prepared_images) {
+            prepared_.erase(prepared_lru_.back());
+            prepared_lru_.pop_back();
+        }
+    }
+    return made;
+}
+
+Response Api::infer(Context& c) {
+    const auto start = std::chrono::steady_clock::now();
+    const std::string& id = c.params["{id}"];
+    const json record = image_record(c.tenant, id);
+    const json body = parse_body(c.request);
+    Prompts prompts;
+    parse_prompts(body, record["width"], record["height"], options_.max_points, &prompts.points,
+                  &prompts.box);
+    if (prompts.points.empty() && !prompts.box) {
+        throw ApiError(400, "bad_request", "give at least one point or a box");
+    }
+    if (body.contains("multimask")) prompts.multimask = body["multimask"].get<bool>();
+    const OutputOptions out = parse_output(body);
+    auto image = prepared(c.tenant, id);
+    const Masks masks = require_model().decode(image->decoder, image->geom, prompts);
+    return json_response(200, masks_json(masks, out, ms_since(start)));
+}
+
+std::shared_ptr<Session> Api::session_for(Context& c) {
+    auto session = sessions_.get(c.tenant, c.params["{sid}"]);
+    if (!session) throw ApiError(404, "not_found", "no session " + c.params["{sid}"]);
+    return session;
+}
+
+Response Api::create_session(Context& c) {
+    require_model();
+    const json body = parse_body(c.request);
+    if (!body.contains("image_id") || !body["image_id"].is_string()) {
+        throw ApiError(400, "bad_request", "give the session's image_id");
+    }
+    const std::string id = body["image_id"];
+    image_record(c.tenant, id);
+    prepared(c.tenant, id);  // 409 until the embedding exists; warms the decoder state
+    auto session = sessions_.create(c.tenant, id);
+    return json_response(201, {{"session_id", session->id}, {"image_id", id}});
+}
+
+namespace {
+
+json session_state(const Session& s) {
+    json points = json::array();
+    json box = nullptr;
+    if (!s.steps.empty()) {
+        for (const Click& p : s.steps.back().points) points.push_back({p.x, p.y, p.label});
+        if (s.steps.back().box) box = *s.steps.back().box;
+    }
+    return {{"session_id", s.id},
+            {"image_id", s.image_id},
+            {"steps", s.steps.size()},
+            {"points", points},
+            {"box", box}};
+}
+
+}  // namespace
+
+Response Api::get_session(Context& c) {
+    auto session = session_for(c);
+    std::lock_guard lock(session->mutex);
+    return json_response(200, session_state(*session));
+}
+
+Response Api::delete_session(Context& c) {
+    if (!sessions_.remove(c.tenant, c.params["{sid}"])) {
+        throw ApiError(404, "not_found", "no session " + c.params["{sid}"]);
+    }
+    Response r;
+    r.status = 204;
+    return r;
+}
+
+Response Api::add_prompts(Context& c) {
+    const auto start = std::chrono::steady_clock::now();
+    auto session = session_for(c);
+    const json record = image_record(c.tenant, session->image_id);
+    const json body = parse_body(c.request);
+    std::lock_guard lock(session->mutex);
+    SessionStep step;
+    if (!session->steps.empty()) {
+        step.points = session->steps.back().points;
+        step.box = session->steps.back().box;
+    }
+    std::vector<Click> added;
+    parse_prompts(body, record["width"], record["height"], options_.max_points, &added, &step.box);
+    if (added.empty() && !body.contains("box")) {
+        throw ApiError(400, "bad_request", "give at least one point or a box");
+    }
+    step.points.insert(step.points.end(), added.begin(), added.end());
+    if (step.points.size() > options_.max_points) {
+        throw ApiError(400, "too_many_points", "the session has too many points");
+    }
+    Prompts prompts;
+    prompts.points = step.points;
+    prompts.box = step.box;
+    prompts.multimask = body.value("multimask", session->steps.empty());
+    // Refine the previous answer, as SAM's interactive use does.
+    if (!session->steps.empty()) prompts.mask_input = session->steps.back().best_low_res;
+    auto image = prepared(c.tenant, session->image_id);
+    const Masks masks = require_model().decode(image->decoder, image->geom, prompts);
+    const int64_t plane = 256 * 256;
+    step.best_low_res =
+        Tensor::from({1, 256, 256}, masks.low_res_logits.data() + plane * masks.best());
+    step.result = masks_json(masks, parse_output(body), ms_since(start));
+    step.result["steps"] = session->steps.size() + 1;
+    session->steps.push_back(std::move(step));
+    return json_response(200, session->steps.back().result);
+}
+
+Response Api::undo(Context& c) {
+    auto session = session_for(c);
+    std::lock_guard lock(session->mutex);
+    if (session->steps.empty())
+        throw ApiError(409, "nothing_to_undo", "the session has no prompts");
+    session->steps.pop_back();
+    json out = session_state(*session);
+    if (!session->steps.empty()) out["result"] = session->steps.back().result;
+    return json_response(200, out);
+}
+
+Response Api::reset(Context& c) {
+    auto session = session_for(c);
+    std::lock_guard lock(session->mutex);
+    session->steps.clear();
+    return json_response(200, session_state(*session));
+}
+
+void Api::encode_job(JobLease& lease) {
+    const Job& job = lease.job();
+    const Segmenter& model = require_model();
+    if (job.model_hash != model.model_hash()) {
+        throw PermanentJobError("the job is for model " + job.model_hash + ", not this one");
+    }
+    std::vector<uint8_t> bytes;
+    try {
+        bytes = read_file_bytes(image_path(job.tenant, job.image_id));
+    } catch (const std::exception& e) {
+        throw PermanentJobError(std::string("the uploaded image is gone: ") + e.what());
+    }
+    Image image;
+    try {
+        image = decode_image(bytes.data(), bytes.size(), options_.max_pixels);
+    } catch (const ImageError& e) {
+        throw PermanentJobError(e.what());
+    }
+    if (!lease.keep_alive()) return;
+    Embedding embedding = model.encode(image);
+    embedding.image_hash = job.image_id;
+    if (lease.keep_alive()) options_.cache->put(embedding);
+}
+
+}  // namespace splitseg

@@ -1,0 +1,112 @@
+// The HTTP API as a plain function from request to response: images, embeddings, stateless infer,
+// interactive sessions, health, metrics and the OpenAPI document. It knows nothing of sockets;
+// server.h carries its requests. Thread-safe: the server calls handle() from many threads.
+//
+// Errors are JSON, {"error":{"code":"...","message":"..."}}, with stable codes: bad_request,
+// invalid_json, invalid_image, image_too_large, body_too_large, too_many_points, unauthorized,
+// not_found, no_route, method_not_allowed, not_encoded, encode_failed, range_not_satisfiable,
+// no_model, internal.
+#pragma once
+
+#include <functional>
+#include <list>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "runtime/segmenter.h"
+#include "service/http_message.h"
+#include "service/metrics.h"
+#include "service/session_store.h"
+#include "store/embedding_cache.h"
+#include "store/encode_worker.h"
+#include "store/job_queue.h"
+
+namespace splitseg {
+
+struct ApiOptions {
+    std::string data_dir;                    // uploaded images live under <data_dir>/images
+    std::shared_ptr<const Segmenter> model;  // null: routes that need one answer 503 no_model
+    std::shared_ptr<EmbeddingCache> cache;
+    std::shared_ptr<JobQueue> jobs;
+    // API key -> tenant. Empty: no authentication, every request is tenant "default".
+    std::map<std::string, std::string> api_keys;
+    std::string cors_origin = "*";
+    size_t max_body_bytes = 32u << 20;
+    size_t max_pixels = 64u << 20;
+    size_t max_points = 64;
+    size_t prepared_images = 8;  // decoder states kept for the most recently used images
+    SessionStoreOptions sessions;
+};
+
+// Reads {"keys":{"KEY":"tenant",...}}; tenants are 1-64 characters of [A-Za-z0-9_-].
+// Throws std::runtime_error naming the problem.
+std::map<std::string, std::string> load_api_keys(const std::string& path);
+
+class Api {
+  public:
+    explicit Api(ApiOptions options);
+    ~Api();
+
+    Response handle(const Request& request);
+    // An error in the API's format with its usual headers, for failures found before a request
+    // reaches handle() (a body over the limit).
+    Response error(int status, const std::string& code, const std::string& message) const;
+
+    // The encode worker's job: decodes the uploaded image, encodes it and caches the bundle.
+    void encode_job(JobLease& lease);
+
+    struct Route {
+        std::string method;
+        std::string path;  // OpenAPI template: "/api/v1/images/{id}"
+    };
+    std::vector<Route> routes() const;
+    static const char* openapi_document();
+
+  private:
+    struct Context;
+    struct RouteEntry;
+    struct PreparedImage;
+
+    Response dispatch(const Request& request, std::string* route_name);
+    bool authenticate(const Request& request, std::string* tenant) const;
+    void add_common_headers(Response& response) const;
+
+    Response healthz(Context& c);
+    Response readyz(Context& c);
+    Response metrics(Context& c);
+    Response openapi(Context& c);
+    Response upload_image(Context& c);
+    Response list_images(Context& c);
+    Response get_image(Context& c);
+    Response delete_image(Context& c);
+    Response encode_image(Context& c);
+    Response get_embedding(Context& c);
+    Response infer(Context& c);
+    Response create_session(Context& c);
+    Response get_session(Context& c);
+    Response delete_session(Context& c);
+    Response add_prompts(Context& c);
+    Response undo(Context& c);
+    Response reset(Context& c);
+
+    const Segmenter& require_model() const;
+    std::string image_path(const std::string& tenant, const std::string& id) const;
+    nlohmann::json image_record(const std::string& tenant, const std::string& id) const;
+    nlohmann::json image_status(const std::string& tenant, const std::string& id);
+    std::shared_ptr<const PreparedImage> prepared(const std::string& tenant, const std::string& id);
+    std::shared_ptr<Session> session_for(Context& c);
+
+    ApiOptions options_;
+    std::vector<RouteEntry> table_;
+    RequestMetrics metrics_;
+    SessionStore sessions_;
+    std::mutex prepared_mutex_;  // guards prepared_ and prepared_lru_
+    std::unordered_map<std::string, std::shared_ptr<const PreparedImage>> prepared_;
+    std::list<std::string> prepared_lru_;  // front = most recently used
+};
+
+}  // namespace splitseg

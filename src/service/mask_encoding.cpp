@@ -1,0 +1,81 @@
+#include "service/mask_encoding.h"
+
+#include <algorithm>
+
+namespace splitseg {
+
+std::vector<uint32_t> coco_rle_counts(const uint8_t* mask, int width, int height) {
+    std::vector<uint32_t> counts;
+    uint8_t current = 0;  // runs alternate, starting with background
+    uint32_t run = 0;
+    for (int x = 0; x < width; ++x) {
+        for (int y = 0; y < height; ++y) {
+            const uint8_t v = mask[static_cast<size_t>(y) * width + x] ? 1 : 0;
+            if (v != current) {
+                counts.push_back(run);
+                run = 0;
+                current = v;
+            }
+            ++run;
+        }
+    }
+    counts.push_back(run);
+    return counts;
+}
+
+std::string coco_rle_string(const std::vector<uint32_t>& counts) {
+    std::string out;
+    for (size_t i = 0; i < counts.size(); ++i) {
+        // Runs after the third are stored as the difference to the run two before (i > 2 is
+        // pycocotools' own condition, kept for byte-identical strings).
+        int64_t x = counts[i];
+        if (i > 2) x -= counts[i - 2];
+        bool more = true;
+        while (more) {
+            int64_t c = x & 0x1f;
+            x >>= 5;  // arithmetic shift: negative differences end at -1
+            more = (c & 0x10) ? x != -1 : x != 0;
+            if (more) c |= 0x20;
+            out.push_back(static_cast<char>(c + 48));
+        }
+    }
+    return out;
+}
+
+MaskExtent mask_extent(const uint8_t* mask, int width, int height) {
+    MaskExtent e;
+    int x0 = width, y0 = height, x1 = -1, y1 = -1;
+    for (int y = 0; y < height; ++y) {
+        const uint8_t* row = mask + static_cast<size_t>(y) * width;
+        for (int x = 0; x < width; ++x) {
+            if (!row[x]) continue;
+            ++e.area;
+            x0 = std::min(x0, x);
+            x1 = std::max(x1, x);
+            y0 = std::min(y0, y);
+            y1 = std::max(y1, y);
+        }
+    }
+    if (e.area) e.bbox = {x0, y0, x1 - x0 + 1, y1 - y0 + 1};
+    return e;
+}
+
+std::string base64_encode(const uint8_t* data, size_t size) {
+    static const char kAlphabet[] =
+        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    std::string out;
+    out.reserve((size + 2) / 3 * 4);
+    for (size_t i = 0; i < size; i += 3) {
+        const uint32_t b0 = data[i];
+        const uint32_t b1 = i + 1 < size ? data[i + 1] : 0;
+        const uint32_t b2 = i + 2 < size ? data[i + 2] : 0;
+        const uint32_t triple = (b0 << 16) | (b1 << 8) | b2;
+        out.push_back(kAlphabet[(triple >> 18) & 63]);
+        out.push_back(kAlphabet[(triple >> 12) & 63]);
+        out.push_back(i + 1 < size ? kAlphabet[(triple >> 6) & 63] : '=');
+        out.push_back(i + 2 < size ? kAlphabet[triple & 63] : '=');
+    }
+    return out;
+}
+
+}  // namespace splitseg

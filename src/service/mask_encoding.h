@@ -1,0 +1,26 @@
+// Mask outputs for the API: COCO run-length encoding (as pycocotools writes it), bounding boxes
+// and base64 for binary payloads (PNG masks, logits).
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace splitseg {
+
+// Run lengths of a binary mask in column-major order (pycocotools' order), starting with a run of
+// zeros (possibly empty). `mask` is row-major, width * height bytes, non-zero = inside.
+std::vector<uint32_t> coco_rle_counts(const uint8_t* mask, int width, int height);
+// pycocotools' compressed string form of run lengths (rleToString).
+std::string coco_rle_string(const std::vector<uint32_t>& counts);
+
+struct MaskExtent {
+    std::array<int, 4> bbox{0, 0, 0, 0};  // x, y, w, h (COCO); all zero for an empty mask
+    int64_t area = 0;                     // pixels inside
+};
+MaskExtent mask_extent(const uint8_t* mask, int width, int height);
+
+std::string base64_encode(const uint8_t* data, size_t size);
+
+}  // namespace splitseg

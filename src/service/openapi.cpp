@@ -1,0 +1,664 @@
+// The OpenAPI 3 document served at /api/v1/openapi.json. A unit test checks that it lists exactly
+// the routes the API serves.
+#include "service/api.h"
+
+namespace splitseg {
+
+const char* Api::openapi_document() {
+    return R"json({
+ "openapi": "3.0.3",
+ "info": {
+  "title": "splitseg",
+  "version": "1",
+  "description": "Interactive image segmentation: encode once, decode per click. Errors are {\"error\":{\"code\",\"message\"}}. With API keys configured, send Authorization: Bearer KEY or X-API-Key."
+ },
+ "components": {
+  "securitySchemes": {
+   "bearer": {
+    "type": "http",
+    "scheme": "bearer"
+   },
+   "apiKey": {
+    "type": "apiKey",
+    "in": "header",
+    "name": "X-API-Key"
+   }
+  },
+  "responses": {
+   "Error": {
+    "description": "error",
+    "content": {
+     "application/json": {
+      "schema": {
+       "$ref": "#/components/schemas/Error"
+      }
+     }
+    }
+   }
+  },
+  "schemas": {
+   "Error": {
+    "type": "object",
+    "properties": {
+     "error": {
+      "type": "object",
+      "properties": {
+       "code": {
+        "type": "string",
+        "enum": [
+         "bad_request",
+         "invalid_json",
+         "invalid_image",
+         "image_too_large",
+         "body_too_large",
+         "too_many_points",
+         "unauthorized",
+         "not_found",
+         "no_route",
+         "method_not_allowed",
+         "not_encoded",
+         "nothing_to_undo",
+         "range_not_satisfiable",
+         "no_model",
+         "internal"
+        ]
+       },
+       "message": {
+        "type": "string"
+       }
+      }
+     }
+    }
+   },
+   "Image": {
+    "type": "object",
+    "properties": {
+     "id": {
+      "type": "string"
+     },
+     "width": {
+      "type": "integer"
+     },
+     "height": {
+      "type": "integer"
+     },
+     "status": {
+      "type": "string",
+      "enum": [
+       "pending",
+       "processing",
+       "completed",
+       "failed",
+       "missing"
+      ]
+     },
+     "error": {
+      "type": "string"
+     }
+    }
+   },
+   "Prompts": {
+    "type": "object",
+    "properties": {
+     "points": {
+      "type": "array",
+      "items": {
+       "type": "array",
+       "items": {
+        "type": "number"
+       },
+       "minItems": 3,
+       "maxItems": 3
+      },
+      "description": "[x, y, label] in original pixels; label 1 foreground, 0 background"
+     },
+     "box": {
+      "type": "array",
+      "items": {
+       "type": "number"
+      },
+      "minItems": 4,
+      "maxItems": 4
+     },
+     "multimask": {
+      "type": "boolean"
+     },
+     "output": {
+      "type": "string",
+      "enum": [
+       "rle",
+       "png",
+       "none"
+      ]
+     },
+     "logits": {
+      "type": "boolean"
+     }
+    }
+   },
+   "Masks": {
+    "type": "object",
+    "properties": {
+     "masks": {
+      "type": "array",
+      "items": {
+       "type": "object",
+       "properties": {
+        "score": {
+         "type": "number"
+        },
+        "bbox": {
+         "type": "array",
+         "items": {
+          "type": "integer"
+         }
+        },
+        "area": {
+         "type": "integer"
+        },
+        "rle": {
+         "type": "object",
+         "properties": {
+          "size": {
+           "type": "array",
+           "items": {
+            "type": "integer"
+           }
+          },
+          "counts": {
+           "type": "string"
+          }
+         }
+        },
+        "png": {
+         "type": "string",
+         "format": "byte"
+        },
+        "low_res_logits": {
+         "type": "object"
+        }
+       }
+      }
+     },
+     "best": {
+      "type": "integer"
+     },
+     "latency_ms": {
+      "type": "number"
+     },
+     "steps": {
+      "type": "integer"
+     }
+    }
+   },
+   "Session": {
+    "type": "object",
+    "properties": {
+     "session_id": {
+      "type": "string"
+     },
+     "image_id": {
+      "type": "string"
+     },
+     "steps": {
+      "type": "integer"
+     },
+     "points": {
+      "type": "array"
+     },
+     "box": {
+      "type": "array",
+      "nullable": true
+     },
+     "result": {
+      "$ref": "#/components/schemas/Masks"
+     }
+    }
+   }
+  }
+ },
+ "security": [
+  {
+   "bearer": []
+  },
+  {
+   "apiKey": []
+  },
+  {}
+ ],
+ "paths": {
+  "/healthz": {
+   "get": {
+    "summary": "Liveness",
+    "responses": {
+     "200": {
+      "description": "success"
+     },
+     "4XX": {
+      "$ref": "#/components/responses/Error"
+     }
+    },
+    "security": []
+   }
+  },
+  "/readyz": {
+   "get": {
+    "summary": "Readiness: model loaded and job database reachable",
+    "responses": {
+     "200": {
+      "description": "success"
+     },
+     "4XX": {
+      "$ref": "#/components/responses/Error"
+     },
+     "503": {
+      "description": "not ready"
+     }
+    },
+    "security": []
+   }
+  },
+  "/metrics": {
+   "get": {
+    "summary": "Prometheus metrics",
+    "responses": {
+     "200": {
+      "description": "success"
+     },
+     "4XX": {
+      "$ref": "#/components/responses/Error"
+     }
+    },
+    "security": []
+   }
+  },
+  "/api/v1/openapi.json": {
+   "get": {
+    "summary": "This document",
+    "responses": {
+     "200": {
+      "description": "success"
+     },
+     "4XX": {
+      "$ref": "#/components/responses/Error"
+     }
+    },
+    "security": []
+   }
+  },
+  "/api/v1/images": {
+   "post": {
+    "summary": "Upload an image (raw JPEG, PNG or WebP body) and queue its encode",
+    "responses": {
+     "201": {
+      "description": "success"
+     },
+     "4XX": {
+      "$ref": "#/components/responses/Error"
+     },
+     "200": {
+      "description": "already uploaded"
+     }
+    },
+    "requestBody": {
+     "required": true,
+     "content": {
+      "image/*": {
+       "schema": {
+        "type": "string",
+        "format": "binary"
+       }
+      }
+     }
+    }
+   },
+   "get": {
+    "summary": "Bulk status",
+    "responses": {
+     "200": {
+      "description": "success"
+     },
+     "4XX": {
+      "$ref": "#/components/responses/Error"
+     }
+    },
+    "parameters": [
+     {
+      "name": "ids",
+      "in": "query",
+      "required": true,
+      "schema": {
+       "type": "string"
+      },
+      "description": "comma-separated image ids"
+     }
+    ]
+   }
+  },
+  "/api/v1/images/{id}": {
+   "get": {
+    "summary": "Image status",
+    "responses": {
+     "200": {
+      "description": "success"
+     },
+     "4XX": {
+      "$ref": "#/components/responses/Error"
+     }
+    },
+    "parameters": [
+     {
+      "name": "id",
+      "in": "path",
+      "required": true,
+      "schema": {
+       "type": "string"
+      },
+      "description": "image content hash"
+     }
+    ]
+   },
+   "delete": {
+    "summary": "Delete an image",
+    "responses": {
+     "204": {
+      "description": "success"
+     },
+     "4XX": {
+      "$ref": "#/components/responses/Error"
+     }
+    },
+    "parameters": [
+     {
+      "name": "id",
+      "in": "path",
+      "required": true,
+      "schema": {
+       "type": "string"
+      },
+      "description": "image content hash"
+     }
+    ]
+   }
+  },
+  "/api/v1/images/{id}/encode": {
+   "post": {
+    "summary": "Encode again",
+    "responses": {
+     "202": {
+      "description": "success"
+     },
+     "4XX": {
+      "$ref": "#/components/responses/Error"
+     }
+    },
+    "parameters": [
+     {
+      "name": "id",
+      "in": "path",
+      "required": true,
+      "schema": {
+       "type": "string"
+      },
+      "description": "image content hash"
+     }
+    ]
+   }
+  },
+  "/api/v1/images/{id}/embedding": {
+   "get": {
+    "summary": "The embedding bundle (safetensors); ETag, immutable caching, Range",
+    "responses": {
+     "200": {
+      "description": "success"
+     },
+     "4XX": {
+      "$ref": "#/components/responses/Error"
+     },
+     "206": {
+      "description": "partial"
+     },
+     "304": {
+      "description": "not modified"
+     },
+     "409": {
+      "$ref": "#/components/responses/Error"
+     }
+    },
+    "parameters": [
+     {
+      "name": "id",
+      "in": "path",
+      "required": true,
+      "schema": {
+       "type": "string"
+      },
+      "description": "image content hash"
+     }
+    ]
+   },
+   "head": {
+    "summary": "Whether the embedding exists",
+    "responses": {
+     "200": {
+      "description": "success"
+     },
+     "4XX": {
+      "$ref": "#/components/responses/Error"
+     },
+     "409": {
+      "$ref": "#/components/responses/Error"
+     }
+    },
+    "parameters": [
+     {
+      "name": "id",
+      "in": "path",
+      "required": true,
+      "schema": {
+       "type": "string"
+      },
+      "description": "image content hash"
+     }
+    ]
+   }
+  },
+  "/api/v1/images/{id}/infer": {
+   "post": {
+    "summary": "Masks for prompts (stateless)",
+    "responses": {
+     "200": {
+      "description": "success"
+     },
+     "4XX": {
+      "$ref": "#/components/responses/Error"
+     },
+     "409": {
+      "$ref": "#/components/responses/Error"
+     }
+    },
+    "requestBody": {
+     "required": true,
+     "content": {
+      "application/json": {
+       "schema": {
+        "$ref": "#/components/schemas/Prompts"
+       }
+      }
+     }
+    },
+    "parameters": [
+     {
+      "name": "id",
+      "in": "path",
+      "required": true,
+      "schema": {
+       "type": "string"
+      },
+      "description": "image content hash"
+     }
+    ]
+   }
+  },
+  "/api/v1/sessions": {
+   "post": {
+    "summary": "Start an interactive session on an encoded image",
+    "responses": {
+     "201": {
+      "description": "success"
+     },
+     "4XX": {
+      "$ref": "#/components/responses/Error"
+     },
+     "409": {
+      "$ref": "#/components/responses/Error"
+     }
+    },
+    "requestBody": {
+     "required": true,
+     "content": {
+      "application/json": {
+       "schema": {
+        "type": "object",
+        "properties": {
+         "image_id": {
+          "type": "string"
+         }
+        },
+        "required": [
+         "image_id"
+        ]
+       }
+      }
+     }
+    }
+   }
+  },
+  "/api/v1/sessions/{sid}": {
+   "get": {
+    "summary": "Session state",
+    "responses": {
+     "200": {
+      "description": "success"
+     },
+     "4XX": {
+      "$ref": "#/components/responses/Error"
+     }
+    },
+    "parameters": [
+     {
+      "name": "sid",
+      "in": "path",
+      "required": true,
+      "schema": {
+       "type": "string"
+      }
+     }
+    ]
+   },
+   "delete": {
+    "summary": "Close a session",
+    "responses": {
+     "204": {
+      "description": "success"
+     },
+     "4XX": {
+      "$ref": "#/components/responses/Error"
+     }
+    },
+    "parameters": [
+     {
+      "name": "sid",
+      "in": "path",
+      "required": true,
+      "schema": {
+       "type": "string"
+      }
+     }
+    ]
+   }
+  },
+  "/api/v1/sessions/{sid}/prompts": {
+   "post": {
+    "summary": "Add points or a box; refines the previous mask",
+    "responses": {
+     "200": {
+      "description": "success"
+     },
+     "4XX": {
+      "$ref": "#/components/responses/Error"
+     }
+    },
+    "requestBody": {
+     "required": true,
+     "content": {
+      "application/json": {
+       "schema": {
+        "$ref": "#/components/schemas/Prompts"
+       }
+      }
+     }
+    },
+    "parameters": [
+     {
+      "name": "sid",
+      "in": "path",
+      "required": true,
+      "schema": {
+       "type": "string"
+      }
+     }
+    ]
+   }
+  },
+  "/api/v1/sessions/{sid}/undo": {
+   "post": {
+    "summary": "Undo the last prompt",
+    "responses": {
+     "200": {
+      "description": "success"
+     },
+     "4XX": {
+      "$ref": "#/components/responses/Error"
+     }
+    },
+    "parameters": [
+     {
+      "name": "sid",
+      "in": "path",
+      "required": true,
+      "schema": {
+       "type": "string"
+      }
+     }
+    ]
+   }
+  },
+  "/api/v1/sessions/{sid}/reset": {
+   "post": {
+    "summary": "Drop every prompt",
+    "responses": {
+     "200": {
+      "description": "success"
+     },
+     "4XX": {
+      "$ref": "#/components/responses/Error"
+     }
+    },
+    "parameters": [
+     {
+      "name": "sid",
+      "in": "path",
+      "required": true,
+      "schema": {
+       "type": "string"
+      }
+     }
+    ]
+   }
+  }
+ }
+})json";
+}
+
+}  // namespace splitseg

@@ -1,0 +1,48 @@
+// The HTTP server: Boost.Beast over a fixed pool of io threads, carrying requests to Api::handle.
+// One HttpSession per connection; every read and write has a timeout; the body limit is set on
+// the parser before reading. stop() stops accepting, lets requests in flight finish and closes
+// idle keep-alive connections; wait() then joins the io threads.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "service/api.h"
+
+namespace splitseg {
+
+struct ServerOptions {
+    std::string host = "127.0.0.1";
+    uint16_t port = 8080;  // 0: an ephemeral port, see Server::port()
+    int threads = 4;
+    size_t body_limit = 32u << 20;
+    std::chrono::seconds read_timeout{30};
+    std::chrono::seconds write_timeout{30};
+    bool log_requests = true;      // one JSON line per request on stderr
+    bool stop_on_signals = false;  // SIGINT and SIGTERM call stop()
+};
+
+class HttpSession;
+
+class Server {
+  public:
+    // Binds and listens at once; throws std::runtime_error when the address cannot be used.
+    Server(Api& api, ServerOptions options);
+    ~Server();  // stop() and wait()
+    Server(const Server&) = delete;
+    Server& operator=(const Server&) = delete;
+
+    uint16_t port() const;
+    void start();  // starts the io threads
+    void stop();   // thread-safe, idempotent
+    void wait();   // returns once the io threads have ended (after stop())
+
+  private:
+    friend class HttpSession;
+    struct Impl;
+    std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace splitseg

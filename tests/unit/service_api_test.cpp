@@ -1,0 +1,350 @@
+// The API as a plain function: every route, its errors, auth and tenant isolation, without
+// sockets. Tests that need a model use the golden sam-vit-tiny weights and skip without them.
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <fstream>
+#include <set>
+
+#include "service_test_util.h"
+
+namespace splitseg {
+namespace {
+
+using nlohmann::json;
+using test::ApiFixture;
+using test::body_json;
+using test::error_code;
+using test::make_request;
+
+const std::map<std::string, std::string> kKeys = {{"key-a", "alice"}, {"key-b", "bob"}};
+
+TEST(ServiceApi, HealthAndReadiness) {
+    ApiFixture f(nullptr);
+    EXPECT_EQ(f.api->handle(make_request("GET", "/healthz")).status, 200);
+    const Response ready = f.api->handle(make_request("GET", "/readyz"));
+    EXPECT_EQ(ready.status, 503);
+    EXPECT_EQ(body_json(ready)["checks"]["model"], false);
+    EXPECT_EQ(body_json(ready)["checks"]["jobs"], true);
+}
+
+TEST(ServiceApi, RoutesNeedingAModelAnswerNoModel) {
+    ApiFixture f(nullptr);
+    const Response r = f.api->handle(make_request("POST", "/api/v1/images", test::test_png()));
+    EXPECT_EQ(r.status, 503);
+    EXPECT_EQ(error_code(r), "no_model");
+    const Response s =
+        f.api->handle(make_request("POST", "/api/v1/sessions", R"({"image_id":"x"})"));
+    EXPECT_EQ(error_code(s), "no_model");
+}
+
+TEST(ServiceApi, UnknownPathsAndMethodsAreJsonErrors) {
+    ApiFixture f(nullptr);
+    const Response missing = f.api->handle(make_request("GET", "/api/v1/nothing"));
+    EXPECT_EQ(missing.status, 404);
+    EXPECT_EQ(error_code(missing), "no_route");
+    const Response wrong = f.api->handle(make_request("PUT", "/api/v1/images"));
+    EXPECT_EQ(wrong.status, 405);
+    EXPECT_EQ(error_code(wrong), "method_not_allowed");
+    EXPECT_EQ(wrong.header("Allow"), "POST, GET");
+}
+
+TEST(ServiceApi, EveryResponseCarriesCorsAndIsolationHeaders) {
+    ApiFixture f(nullptr);
+    for (const Response& r : {f.api->handle(make_request("GET", "/healthz")),
+                              f.api->handle(make_request("GET", "/nope"))}) {
+        EXPECT_EQ(r.header("Access-Control-Allow-Origin"), "*");
+        EXPECT_EQ(r.header("Cross-Origin-Opener-Policy"), "same-origin");
+        EXPECT_EQ(r.header("Cross-Origin-Embedder-Policy"), "require-corp");
+        EXPECT_EQ(r.header("Cross-Origin-Resource-Policy"), "cross-origin");
+    }
+    const Response preflight = f.api->handle(make_request("OPTIONS", "/api/v1/images/abc/infer"));
+    EXPECT_EQ(preflight.status, 204);
+    EXPECT_EQ(preflight.header("Access-Control-Allow-Methods"), "POST, OPTIONS");
+}
+
+TEST(ServiceApi, OpenApiListsExactlyTheServedRoutes) {
+    ApiFixture f(nullptr);
+    const Response r = f.api->handle(make_request("GET", "/api/v1/openapi.json"));
+    ASSERT_EQ(r.status, 200);
+    const json doc = body_json(r);
+    EXPECT_EQ(doc["openapi"].get<std::string>().substr(0, 2), "3.");
+    std::set<std::pair<std::string, std::string>> documented, served;
+    for (const auto& [path, ops] : doc["paths"].items()) {
+        for (const auto& [method, op] : ops.items()) {
+            std::string m = method;
+            for (char& ch : m) ch = static_cast<char>(std::toupper(static_cast<unsigned char>(ch)));
+            documented.insert({m, path});
+        }
+    }
+    for (const Api::Route& route : f.api->routes()) served.insert({route.method, route.path});
+    EXPECT_EQ(documented, served);
+    // And each documented route reaches a handler: neither no_route nor 405.
+    for (const auto& [method, path] : documented) {
+        std::string target = path;
+        for (const char* param : {"{id}", "{sid}"}) {
+            const size_t at = target.find(param);
+            if (at != std::string::npos) target.replace(at, std::strlen(param), "0123");
+        }
+        const Response answer = f.api->handle(make_request(method, target, "{}"));
+        EXPECT_NE(answer.status, 405) << method << " " << target;
+        if (answer.status == 404) {
+            EXPECT_NE(error_code(answer), "no_route") << target;
+        }
+    }
+}
+
+TEST(ServiceApi, ApiKeysGuardTheApiButNotHealth) {
+    ApiFixture f(test::tiny_model(), kKeys);
+    EXPECT_EQ(f.api->handle(make_request("GET", "/healthz")).status, 200);
+    const Response none = f.api->handle(make_request("GET", "/api/v1/images?ids=a"));
+    EXPECT_EQ(none.status, 401);
+    EXPECT_EQ(error_code(none), "unauthorized");
+    const Response wrong =
+        f.api->handle(make_request("GET", "/api/v1/images?ids=a", "", {{"x-api-key", "nope"}}));
+    EXPECT_EQ(wrong.status, 401);
+    if (!test::tiny_model()) return;  // the listing itself needs a model
+    EXPECT_EQ(f.api
+                  ->handle(make_request("GET", "/api/v1/images?ids=a", "",
+                                        {{"authorization", "Bearer key-a"}}))
+                  .status,
+              200);
+    EXPECT_EQ(
+        f.api->handle(make_request("GET", "/api/v1/images?ids=a", "", {{"x-api-key", "key-b"}}))
+            .status,
+        200);
+}
+
+TEST(ServiceApi, LoadsApiKeysFiles) {
+    test::ScratchDir dir;
+    auto write = [&](const std::string& text) {
+        std::ofstream(dir.file("keys.json")) << text;
+        return dir.file("keys.json");
+    };
+    EXPECT_EQ(load_api_keys(write(R"({"keys":{"k1":"team-a"}})")).at("k1"), "team-a");
+    EXPECT_THROW(load_api_keys(write(R"({"keys":{"k1":"../etc"}})")), std::runtime_error);
+    EXPECT_THROW(load_api_keys(write(R"({"keys":{}})")), std::runtime_error);
+    EXPECT_THROW(load_api_keys(write("not json")), std::runtime_error);
+    EXPECT_THROW(load_api_keys(dir.file("missing.json")), std::runtime_error);
+}
+
+// --- with a model ---
+
+struct Uploaded {
+    std::string id;
+    int status = 0;
+};
+
+Uploaded upload(ApiFixture& f, const std::string& png, std::map<std::string, std::string> h = {}) {
+    const Response r = f.api->handle(make_request("POST", "/api/v1/images", png, std::move(h)));
+    if (r.status != 200 && r.status != 201) return {"", r.status};
+    return {body_json(r)["id"], r.status};
+}
+
+TEST(ServiceApiModel, UploadIsIdempotentAndQueuesOneEncode) {
+    SPLITSEG_REQUIRE_TINY_MODEL();
+    ApiFixture f(test::tiny_model());
+    const Uploaded first = upload(f, test::test_png());
+    EXPECT_EQ(first.status, 201);
+    EXPECT_EQ(first.id.size(), 32u);
+    const Response status = f.api->handle(make_request("GET", "/api/v1/images/" + first.id));
+    EXPECT_EQ(body_json(status)["status"], "pending");
+    EXPECT_EQ(body_json(status)["width"], 64);
+    EXPECT_EQ(body_json(status)["height"], 48);
+    const Uploaded again = upload(f, test::test_png());
+    EXPECT_EQ(again.status, 200);
+    EXPECT_EQ(again.id, first.id);
+    EXPECT_EQ(f.jobs->stats().counts.total(), 1);
+
+    const Response early = f.api->handle(
+        make_request("POST", "/api/v1/images/" + first.id + "/infer", R"({"points":[[5,5,1]]})"));
+    EXPECT_EQ(early.status, 409);
+    EXPECT_EQ(error_code(early), "not_encoded");
+
+    f.encode_all();
+    const Response done = f.api->handle(make_request("GET", "/api/v1/images?ids=" + first.id));
+    EXPECT_EQ(body_json(done)["images"][0]["status"], "completed");
+    // Once cached, uploading again queues nothing.
+    upload(f, test::test_png());
+    EXPECT_EQ(f.jobs->stats().counts.total(), 1);
+}
+
+TEST(ServiceApiModel, RejectsBadImages) {
+    SPLITSEG_REQUIRE_TINY_MODEL();
+    ApiFixture f(test::tiny_model());
+    EXPECT_EQ(upload(f, "").status, 400);
+    EXPECT_EQ(upload(f, "not an image").status, 400);
+    const std::string png = test::test_png();
+    EXPECT_EQ(upload(f, png.substr(0, png.size() / 2)).status, 400);
+}
+
+class ServiceApiEncoded : public ::testing::Test {
+  protected:
+    void SetUp() override {
+        SPLITSEG_REQUIRE_TINY_MODEL();
+        f = std::make_unique<ApiFixture>(test::tiny_model(), kKeys,
+                                         SessionStoreOptions{1000, 2, [this] { return now; }});
+        id = upload(*f, test::test_png(), alice).id;
+        f->encode_all();
+    }
+    Response call(const std::string& method, const std::string& target,
+                  const std::string& body = "", std::map<std::string, std::string> h = {}) {
+        if (h.empty()) h = alice;
+        return f->api->handle(make_request(method, target, body, std::move(h)));
+    }
+    std::string new_session() {
+        const Response r = call("POST", "/api/v1/sessions", json{{"image_id", id}}.dump());
+        EXPECT_EQ(r.status, 201);
+        return body_json(r)["session_id"];
+    }
+
+    const std::map<std::string, std::string> alice = {{"x-api-key", "key-a"}};
+    const std::map<std::string, std::string> bob = {{"x-api-key", "key-b"}};
+    Millis now = 1'000'000;
+    std::unique_ptr<ApiFixture> f;
+    std::string id;
+};
+
+TEST_F(ServiceApiEncoded, ServesTheBundleWithCachingAndRanges) {
+    const std::string url = "/api/v1/images/" + id + "/embedding";
+    const Response full = call("GET", url);
+    ASSERT_EQ(full.status, 200);
+    const Embedding e = parse_bundle(std::vector<uint8_t>(full.body.begin(), full.body.end()));
+    EXPECT_EQ(e.image_hash, id);
+    const std::string etag = "\"" + id + "-" + test::tiny_model()->model_hash() + "\"";
+    EXPECT_EQ(full.header("ETag"), etag);
+    EXPECT_EQ(full.header("Cache-Control"), "public, max-age=31536000, immutable");
+    EXPECT_EQ(full.header("Content-Type"), "application/octet-stream");
+    EXPECT_EQ(call("HEAD", url).body.size(), full.body.size());  // the server drops the body
+
+    EXPECT_EQ(call("GET", url, "", {{"x-api-key", "key-a"}, {"if-none-match", etag}}).status, 304);
+    const Response part = call("GET", url, "", {{"x-api-key", "key-a"}, {"range", "bytes=8-15"}});
+    EXPECT_EQ(part.status, 206);
+    EXPECT_EQ(part.body, full.body.substr(8, 8));
+    EXPECT_EQ(part.header("Content-Range"), "bytes 8-15/" + std::to_string(full.body.size()));
+    const Response tail = call("GET", url, "", {{"x-api-key", "key-a"}, {"range", "bytes=-4"}});
+    EXPECT_EQ(tail.body, full.body.substr(full.body.size() - 4));
+    for (const char* bad : {"bytes=99999999-", "bytes=5-2", "pages=1-2", "bytes=-0"}) {
+        const Response r = call("GET", url, "", {{"x-api-key", "key-a"}, {"range", bad}});
+        EXPECT_EQ(r.status, 416) << bad;
+    }
+}
+
+TEST_F(ServiceApiEncoded, InferReturnsCocoRleMasks) {
+    const Response r = call("POST", "/api/v1/images/" + id + "/infer",
+                            R"({"points":[[32,24,1]],"multimask":true})");
+    ASSERT_EQ(r.status, 200) << r.body;
+    const json out = body_json(r);
+    ASSERT_EQ(out["masks"].size(), 3u);
+    EXPECT_GE(out["best"].get<int>(), 0);
+    for (const json& m : out["masks"]) {
+        EXPECT_EQ(m["rle"]["size"], json({48, 64}));
+        EXPECT_FALSE(m["rle"]["counts"].get<std::string>().empty());
+        EXPECT_LE(m["area"].get<int>(), 48 * 64);
+    }
+    const Response png = call("POST", "/api/v1/images/" + id + "/infer",
+                              R"({"box":[10,10,50,40],"output":"png","logits":true})");
+    ASSERT_EQ(png.status, 200) << png.body;
+    const json one = body_json(png)["masks"][0];
+    EXPECT_EQ(one["png"].get<std::string>().substr(0, 4), "iVBO");  // base64 of "\x89PNG"
+    EXPECT_EQ(one["low_res_logits"]["f32_base64"].get<std::string>().size(),
+              (256u * 256 * 4 + 2) / 3 * 4);
+}
+
+TEST_F(ServiceApiEncoded, InferValidatesPrompts) {
+    const std::string url = "/api/v1/images/" + id + "/infer";
+    const std::pair<const char*, const char*> cases[] = {
+        {R"({})", "bad_request"},
+        {R"({"points":[[1,1,2]]})", "bad_request"},
+        {R"({"points":[[100,1,1]]})", "bad_request"},
+        {R"({"points":[[-1,1,1]]})", "bad_request"},
+        {R"({"points":[["a",1,1]]})", "bad_request"},
+        {R"({"points":[[1,1]]})", "bad_request"},
+        {R"({"points":[[1,1,1],[1,1,1],[1,1,1],[1,1,1],[1,1,1]]})", "too_many_points"},
+        {R"({"box":[40,40,10,10]})", "bad_request"},
+        {R"({"points":[[1,1,1]],"output":"svg"})", "bad_request"},
+        {R"([1,2])", "invalid_json"},
+        {R"({"points":)", "invalid_json"},
+    };
+    for (const auto& [body, code] : cases) {
+        const Response r = call("POST", url, body);
+        EXPECT_EQ(r.status, 400) << body;
+        EXPECT_EQ(error_code(r), code) << body;
+    }
+}
+
+TEST_F(ServiceApiEncoded, TenantsSeeOnlyTheirOwnImagesAndSessions) {
+    EXPECT_EQ(call("GET", "/api/v1/images/" + id, "", bob).status, 404);
+    EXPECT_EQ(call("GET", "/api/v1/images/" + id + "/embedding", "", bob).status, 404);
+    EXPECT_EQ(
+        call("POST", "/api/v1/images/" + id + "/infer", R"({"points":[[1,1,1]]})", bob).status,
+        404);
+    const std::string sid = new_session();
+    EXPECT_EQ(call("GET", "/api/v1/sessions/" + sid, "", bob).status, 404);
+    EXPECT_EQ(call("DELETE", "/api/v1/sessions/" + sid, "", bob).status, 404);
+    EXPECT_EQ(call("GET", "/api/v1/sessions/" + sid).status, 200);
+}
+
+TEST_F(ServiceApiEncoded, SessionLifecycle) {
+    const std::string sid = new_session();
+    const std::string base = "/api/v1/sessions/" + sid;
+    const Response first = call("POST", base + "/prompts", R"({"points":[[32,24,1]]})");
+    ASSERT_EQ(first.status, 200) << first.body;
+    EXPECT_EQ(body_json(first)["steps"], 1);
+    EXPECT_EQ(body_json(first)["masks"].size(), 3u);  // the first click asks for candidates
+    const Response second =
+        call("POST", base + "/prompts", R"({"points":[[2,2,0]],"box":[10,10,50,40]})");
+    ASSERT_EQ(second.status, 200) << second.body;
+    EXPECT_EQ(body_json(second)["steps"], 2);
+    EXPECT_EQ(body_json(second)["masks"].size(), 1u);
+    const json state = body_json(call("GET", base));
+    EXPECT_EQ(state["points"], json::parse("[[32.0,24.0,1],[2.0,2.0,0]]"));
+    EXPECT_EQ(state["box"], json::parse("[10.0,10.0,50.0,40.0]"));
+
+    const json undone = body_json(call("POST", base + "/undo"));
+    EXPECT_EQ(undone["steps"], 1);
+    EXPECT_EQ(undone["result"], body_json(first));
+    EXPECT_EQ(body_json(call("POST", base + "/reset"))["steps"], 0);
+    EXPECT_EQ(error_code(call("POST", base + "/undo")), "nothing_to_undo");
+    EXPECT_EQ(call("DELETE", base).status, 204);
+    EXPECT_EQ(call("GET", base).status, 404);
+    EXPECT_EQ(call("POST", "/api/v1/sessions", R"({"image_id":"nope"})").status, 404);
+    EXPECT_EQ(call("POST", "/api/v1/sessions", R"({})").status, 400);
+}
+
+TEST_F(ServiceApiEncoded, SessionsExpireAndTheOldestIsEvicted) {
+    const std::string a = new_session(), b = new_session();
+    EXPECT_EQ(call("GET", "/api/v1/sessions/" + a).status, 200);
+    const std::string c = new_session();  // cap of 2: b was the least recently used
+    EXPECT_EQ(call("GET", "/api/v1/sessions/" + b).status, 404);
+    now += 999;
+    EXPECT_EQ(call("GET", "/api/v1/sessions/" + c).status, 200);
+    now += 1;
+    EXPECT_EQ(call("GET", "/api/v1/sessions/" + a).status, 404);  // idle for the whole TTL
+    EXPECT_EQ(call("GET", "/api/v1/sessions/" + c).status, 200);
+    EXPECT_NE(call("GET", "/metrics").body.find("splitseg_sessions 1"), std::string::npos);
+}
+
+TEST_F(ServiceApiEncoded, ReencodeAndDelete) {
+    const Response again = call("POST", "/api/v1/images/" + id + "/encode");
+    EXPECT_EQ(again.status, 202);
+    EXPECT_EQ(call("DELETE", "/api/v1/images/" + id).status, 204);
+    EXPECT_EQ(call("GET", "/api/v1/images/" + id).status, 404);
+    EXPECT_EQ(call("DELETE", "/api/v1/images/" + id).status, 404);
+    EXPECT_EQ(call("POST", "/api/v1/images/" + id + "/encode").status, 404);
+}
+
+TEST_F(ServiceApiEncoded, MetricsCountRequestsPerRoute) {
+    call("GET", "/api/v1/images/" + id);
+    const std::string text = call("GET", "/metrics").body;
+    EXPECT_NE(text.find("splitseg_http_requests_total{method=\"GET\",route=\"/api/v1/images/{id}"
+                        "\",status=\"200\"} 1"),
+              std::string::npos)
+        << text;
+    EXPECT_NE(text.find("splitseg_http_request_duration_seconds_bucket"), std::string::npos);
+    EXPECT_NE(text.find("splitseg_encode_jobs{status=\"completed\"} 1"), std::string::npos);
+    EXPECT_NE(text.find("splitseg_cache_hits_total"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace splitseg
