@@ -4,7 +4,7 @@
 
 #include "cli/commands.h"
 #include "runtime/bundle.h"
-#include "runtime/file_util.h"
+#include "engine/file_io.h"
 #include "runtime/segmenter.h"
 
 namespace splitseg::cli {

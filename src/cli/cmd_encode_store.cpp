@@ -8,7 +8,7 @@
 #include <nlohmann/json.hpp>
 
 #include "cli/commands.h"
-#include "runtime/file_util.h"
+#include "engine/file_io.h"
 #include "store/embedding_cache.h"
 #include "store/store_spec.h"
 

@@ -7,7 +7,7 @@
 #include "engine/weights/safetensors.h"
 #include "engine/weights/weight_file.h"
 #include "runtime/bundle.h"
-#include "runtime/file_util.h"
+#include "engine/file_io.h"
 #include "runtime/segmenter.h"
 
 namespace splitseg::cli {

@@ -62,6 +62,14 @@ void linear_add(const float* x, int64_t M, int64_t K, const float* W, const floa
     gemm(false, true, M, N, K, 1.0f, x, K, W, K, 1.0f, y, N);
 }
 
+void linear_add(Tensor& y, const Tensor& x, const Tensor& W, const Tensor& b) {
+    const int64_t K = x.dim(-1), N = W.dim(0), M = x.numel() / K;
+    if (W.ndim() != 2 || W.dim(1) != K || y.numel() != M * N)
+        throw std::invalid_argument("linear_add: y " + shape_str(y.shape()) + ", x " +
+                                    shape_str(x.shape()) + ", W " + shape_str(W.shape()));
+    linear_add(x.data(), M, K, W.data(), b.empty() ? nullptr : b.data(), N, y.data());
+}
+
 void layer_norm(const float* x, float* y, int64_t rows, int64_t C, const float* weight,
                 const float* bias, float eps) {
 #pragma omp parallel for if (rows > 256)

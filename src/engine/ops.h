@@ -26,6 +26,8 @@ Tensor linear(const Tensor& x, const Tensor& W, const Tensor& b);
 // y[M, N] += x[M, K] * W[N, K]^T + b[N] (b may be null): a linear layer onto a residual stream.
 void linear_add(const float* x, int64_t M, int64_t K, const float* W, const float* b, int64_t N,
                 float* y);
+// y [..., N] += x [..., K] * W^T + b (b may be empty); checks the shapes.
+void linear_add(Tensor& y, const Tensor& x, const Tensor& W, const Tensor& b);
 
 // In place over the last dimension of x [..., C].
 void layer_norm(Tensor& x, const Tensor& weight, const Tensor& bias, float eps);

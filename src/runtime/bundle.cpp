@@ -1,5 +1,5 @@
 #include "runtime/bundle.h"
-#include "runtime/file_util.h"
+#include "engine/file_io.h"
 
 #include <xxhash.h>
 

@@ -8,7 +8,7 @@
 #include <string>
 #include <vector>
 
-#include "runtime/file_util.h"
+#include "engine/file_io.h"
 
 namespace splitseg {
 

@@ -134,19 +134,6 @@ Tensor conv1x1_hwc(const Tensor& x, const Tensor& W, const Tensor& b) {
     return y;
 }
 
-// y [..., N] += x [..., K] * W[N, K]^T + b: a layer added onto the residual stream in place.
-void add_linear(Tensor& y, const Tensor& x, const Tensor& W, const Tensor& b) {
-    const int64_t K = x.dim(-1), N = W.dim(0), M = x.numel() / K;
-    if (W.dim(1) != K || y.numel() != M * N)
-        throw std::invalid_argument("add_linear: y " + shape_str(y.shape()) + ", x " +
-                                    shape_str(x.shape()) + ", W " + shape_str(W.shape()));
-    float* out = y.data();
-#pragma omp parallel for if (M * N > 65536)
-    for (int64_t i = 0; i < M; ++i)
-        for (int64_t j = 0; j < N; ++j) out[i * N + j] += b[j];
-    gemm(false, true, M, N, K, 1.0f, x.data(), K, W.data(), K, 1.0f, out, N);
-}
-
 // 2x2 max pooling, stride 2, floor (MaxPool2d(2, 2)) of an h x w grid of c channels whose rows
 // are ld floats apart; dst is [h / 2, w / 2, c].
 void max_pool2x2(const float* src, int64_t h, int64_t w, int64_t c, int64_t ld, float* dst) {
@@ -497,14 +484,14 @@ void HieraEncoder::run_block(const Block& b, Tensor& x) const {
         max_pool2x2(shortcut.data(), shortcut.dim(0), shortcut.dim(1), b.dim_out, b.dim_out,
                     x.data());
     }
-    add_linear(x, window_attention(b, qkv), b.attn_proj_w, b.attn_proj_b);
+    linear_add(x, window_attention(b, qkv), b.attn_proj_w, b.attn_proj_b);
 
     // x += mlp(norm2(x))
     h = x;
     layer_norm(h, b.norm2_w, b.norm2_b, kLayerNormEps);
     Tensor m = linear(h, b.mlp0_w, b.mlp0_b);  // [h', w', 4 * dim_out]
     gelu(m);
-    add_linear(x, m, b.mlp1_w, b.mlp1_b);
+    linear_add(x, m, b.mlp1_w, b.mlp1_b);
 }
 
 // Attention within windows tiling the grid (one window covering it for global blocks), padded at

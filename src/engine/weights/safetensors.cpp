@@ -1,17 +1,11 @@
 #include "engine/weights/safetensors.h"
 
-#include <fcntl.h>
-#include <sys/stat.h>
-#include <unistd.h>
-
 #include <algorithm>
-#include <cerrno>
 #include <cstring>
-#include <filesystem>
 #include <nlohmann/json.hpp>
 #include <stdexcept>
-#include <system_error>
 
+#include "engine/file_io.h"
 #include "engine/weights/byte_reader.h"
 
 namespace splitseg {
@@ -153,64 +147,6 @@ Layout plan(const std::vector<SafetensorsEntry>& entries,
     layout.header = std::string(reinterpret_cast<const char*>(&length), 8) + text;
     return layout;
 }
-
-// what(): "<path>: <what>: <strerror>".
-[[noreturn]] void throw_errno(const std::string& path, const std::string& what) {
-    throw std::system_error(errno, std::generic_category(), path + ": " + what);
-}
-
-void fsync_directory(const std::string& path) {
-    const std::filesystem::path dir = std::filesystem::path(path).parent_path();
-    const int fd = ::open(dir.empty() ? "." : dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd < 0) throw_errno(path, "cannot open its directory");
-    const int rc = ::fsync(fd);
-    ::close(fd);
-    if (rc != 0) throw_errno(path, "cannot sync its directory");
-}
-
-// A file that appears at its path complete or not at all: written to a temporary beside it,
-// synced, then renamed over it. Destroyed uncommitted, it removes the temporary.
-class AtomicFile {
-  public:
-    explicit AtomicFile(const std::string& path) : path_(path), tmp_(path + ".tmp.XXXXXX") {
-        fd_ = ::mkstemp(tmp_.data());
-        if (fd_ < 0) throw_errno(path_, "cannot create a temporary file");
-        ::fchmod(fd_, 0644);  // mkstemp makes it 0600; a weight file is not a secret
-    }
-    AtomicFile(const AtomicFile&) = delete;
-    AtomicFile& operator=(const AtomicFile&) = delete;
-    ~AtomicFile() {
-        if (fd_ >= 0) ::close(fd_);
-        if (!committed_) ::unlink(tmp_.c_str());
-    }
-
-    void write(const void* data, size_t n) {
-        const auto* p = static_cast<const uint8_t*>(data);
-        while (n > 0) {
-            const ssize_t w = ::write(fd_, p, n);
-            if (w < 0 && errno == EINTR) continue;
-            if (w < 0) throw_errno(path_, "cannot write");
-            p += w;
-            n -= static_cast<size_t>(w);
-        }
-    }
-
-    void commit() {
-        if (::fsync(fd_) != 0) throw_errno(path_, "cannot sync");
-        const int rc = ::close(fd_);
-        fd_ = -1;
-        if (rc != 0) throw_errno(path_, "cannot close");
-        if (::rename(tmp_.c_str(), path_.c_str()) != 0)
-            throw_errno(path_, "cannot rename the temporary file");
-        committed_ = true;
-        fsync_directory(path_);
-    }
-
-  private:
-    std::string path_, tmp_;
-    int fd_ = -1;
-    bool committed_ = false;
-};
 
 }  // namespace
 
