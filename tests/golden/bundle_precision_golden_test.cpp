@@ -14,22 +14,6 @@ namespace {
 
 class BundlePrecision : public testing::TestWithParam<std::string> {};
 
-Prompts case_prompts(const WeightFile& v, const std::string& key, bool multimask) {
-    Prompts p;
-    p.multimask = multimask;
-    if (v.has(key + ".point_coords")) {
-        const Tensor xy = v.get(key + ".point_coords"), labels = v.get(key + ".point_labels");
-        for (int64_t i = 0; i < labels.numel(); ++i)
-            p.points.push_back({xy[2 * i], xy[2 * i + 1], static_cast<int>(labels[i])});
-    }
-    if (v.has(key + ".box")) {
-        const Tensor b = v.get(key + ".box");
-        p.box = std::array<float, 4>{b[0], b[1], b[2], b[3]};
-    }
-    if (v.has(key + ".mask_input")) p.mask_input = v.get(key + ".mask_input");
-    return p;
-}
-
 TEST_P(BundlePrecision, MasksKeepIoUAbove099) {
     SPLITSEG_REQUIRE_GOLDEN(dir, GetParam());
     const WeightFile vectors = WeightFile::open(dir + "/vectors.safetensors");
@@ -50,7 +34,8 @@ TEST_P(BundlePrecision, MasksKeepIoUAbove099) {
             for (const auto& c : cases.at("cases")) {
                 if (c.at("image") != img) continue;
                 const std::string key = img + "." + c.at("case").get<std::string>();
-                const Prompts p = case_prompts(vectors, key, c.at("multimask_output").get<bool>());
+                const Prompts p =
+                    golden::case_prompts(vectors, key, c.at("multimask_output").get<bool>());
                 const Masks want = model->decode(exact, e.geom, p);
                 const Masks got = model->decode(reduced, e.geom, p);
                 ASSERT_EQ(want.masks.size(), got.masks.size());

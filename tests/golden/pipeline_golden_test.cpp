@@ -26,27 +26,11 @@ class Pipeline : public testing::TestWithParam<PipelineCase> {};
 std::string weights_path(const std::string& dir, const PipelineCase& c) {
     const std::string pth = dir + "/weights.pth";
     if (c.weights == "pth") return pth;
-    const std::string out = (std::filesystem::temp_directory_path() /
-                             ("splitseg_golden_" + c.model + ".safetensors"))
-                                .string();
+    const std::string out =
+        (std::filesystem::temp_directory_path() / ("splitseg_golden_" + c.model + ".safetensors"))
+            .string();
     convert_to_safetensors(WeightFile::open(pth), out);
     return out;
-}
-
-Prompts golden_prompts(const WeightFile& v, const std::string& key, const nlohmann::json& c) {
-    Prompts p;
-    p.multimask = c.at("multimask_output").get<bool>();
-    if (v.has(key + ".point_coords")) {
-        const Tensor coords = v.get(key + ".point_coords"), labels = v.get(key + ".point_labels");
-        for (int64_t i = 0; i < labels.numel(); ++i)
-            p.points.push_back({coords[2 * i], coords[2 * i + 1], static_cast<int>(labels[i])});
-    }
-    if (v.has(key + ".box")) {
-        const Tensor b = v.get(key + ".box");
-        p.box = std::array<float, 4>{b[0], b[1], b[2], b[3]};
-    }
-    if (v.has(key + ".mask_input")) p.mask_input = v.get(key + ".mask_input");
-    return p;
 }
 
 TEST_P(Pipeline, MatchesReference) {
@@ -78,8 +62,10 @@ TEST_P(Pipeline, MatchesReference) {
             if (c.at("image") != img) continue;
             const std::string key = img + "." + c.at("case").get<std::string>();
             SCOPED_TRACE(key);
-            const Masks m = model->decode(prepared, loaded.geom, golden_prompts(vectors, key, c),
-                                          MaskOutput::Logits);
+            const Masks m = model->decode(
+                prepared, loaded.geom,
+                golden::case_prompts(vectors, key, c.at("multimask_output").get<bool>()),
+                MaskOutput::Logits);
             golden::expect_max_diff(m.low_res_logits, vectors.get(key + ".low_res_logits"), 5e-3,
                                     key + " low_res_logits");
             const Tensor iou = Tensor::from({m.count()}, m.iou.data());
@@ -92,9 +78,9 @@ TEST_P(Pipeline, MatchesReference) {
                 ASSERT_EQ(static_cast<size_t>(ref.numel()), m.masks.size());
                 const int64_t plane = static_cast<int64_t>(m.width) * m.height;
                 for (int i = 0; i < m.count(); ++i) {
-                    EXPECT_GE(golden::mask_iou(m.masks.data() + i * plane, ref.data() + i * plane,
-                                               plane),
-                              0.999)
+                    EXPECT_GE(
+                        golden::mask_iou(m.masks.data() + i * plane, ref.data() + i * plane, plane),
+                        0.999)
                         << key << " mask " << i;
                 }
             }

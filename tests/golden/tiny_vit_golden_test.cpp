@@ -8,22 +8,6 @@
 namespace splitseg {
 namespace {
 
-// The reference preprocessing of an already resized HxWx3 image: normalise with SAM's pixel
-// mean/std, pad bottom/right with zeros to size x size. (The runtime has its own; the test keeps
-// an independent copy so that a bug in one does not hide in both.)
-Tensor normalise_and_pad(const Tensor& resized, int64_t size) {
-    static const float mean[3] = {123.675f, 116.28f, 103.53f};
-    static const float stddev[3] = {58.395f, 57.12f, 57.375f};
-    const int64_t H = resized.dim(0), W = resized.dim(1);
-    Tensor image = Tensor::zeros({3, size, size});
-    for (int64_t c = 0; c < 3; ++c)
-        for (int64_t y = 0; y < H; ++y)
-            for (int64_t x = 0; x < W; ++x)
-                image[(c * size + y) * size + x] =
-                    (resized[(y * W + x) * 3 + c] - mean[c]) / stddev[c];
-    return image;
-}
-
 class TinyVitGolden : public ::testing::Test {
   protected:
     static void SetUpTestSuite() {
@@ -39,7 +23,8 @@ class TinyVitGolden : public ::testing::Test {
         vectors_ = nullptr;
     }
     Tensor image(const std::string& name) const {
-        return normalise_and_pad(vectors_->get(name + ".resized"), encoder_->config().image_size);
+        return golden::normalise_and_pad(vectors_->get(name + ".resized"),
+                                         encoder_->config().image_size);
     }
     static Tensor reference(const std::string& key) {
         Tensor t = vectors_->get(key);

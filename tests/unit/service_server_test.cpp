@@ -6,7 +6,9 @@
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
+#include <boost/beast/websocket.hpp>
 #include <chrono>
+#include <functional>
 #include <thread>
 
 #include "service/server.h"
@@ -18,15 +20,35 @@ namespace {
 namespace beast = boost::beast;
 namespace http = beast::http;
 namespace net = boost::asio;
+namespace websocket = beast::websocket;
 using nlohmann::json;
 using tcp = net::ip::tcp;
 
-// One keep-alive connection to the server; every operation times out after 10 s.
+// Runs the async operations `start` begins until `done` is set, for at most 10 s: sync
+// operations would ignore the stream's timeouts, and a test must never hang.
+template <class Start>
+void run_bounded(net::io_context& ioc, const bool& done, Start start) {
+    start();
+    ioc.restart();
+    ioc.run_for(std::chrono::seconds(10));
+    if (!done) throw std::runtime_error("the server did not answer within 10 s");
+}
+
+// One keep-alive connection to the server.
 class Client {
   public:
     explicit Client(uint16_t port) : stream_(ioc_) {
-        stream_.expires_after(std::chrono::seconds(10));
-        stream_.connect(tcp::endpoint(net::ip::make_address("127.0.0.1"), port));
+        bool done = false;
+        beast::error_code ec;
+        auto finish = [&](beast::error_code e) {
+            ec = e;
+            done = true;
+        };
+        run_bounded(ioc_, done, [&] {
+            stream_.async_connect(tcp::endpoint(net::ip::make_address("127.0.0.1"), port),
+                                  [&](beast::error_code e) { finish(e); });
+        });
+        if (ec) throw beast::system_error(ec);
     }
 
     http::response<http::string_body> send(http::verb method, const std::string& target,
@@ -35,13 +57,61 @@ class Client {
         req.set(http::field::host, "127.0.0.1");
         req.body() = body;
         req.prepare_payload();
-        stream_.expires_after(std::chrono::seconds(10));
-        http::write(stream_, req);
         http::response_parser<http::string_body> parser;
         parser.body_limit(64u << 20);
         parser.skip(method == http::verb::head);
-        http::read(stream_, buffer_, parser);
+        bool done = false;
+        beast::error_code ec;
+        auto finish = [&](beast::error_code e) {
+            ec = e;
+            done = true;
+        };
+        run_bounded(ioc_, done, [&] {
+            http::async_write(stream_, req, [&](beast::error_code e, size_t) {
+                if (e) return finish(e);
+                http::async_read(stream_, buffer_, parser,
+                                 [&](beast::error_code e2, size_t) { finish(e2); });
+            });
+        });
+        if (ec) throw beast::system_error(ec);
         return parser.release();
+    }
+
+    // The connection upgraded to a WebSocket on `target`; the client is used up.
+    std::string websocket_exchange(const std::string& target,
+                                   const std::vector<std::string>& messages,
+                                   std::vector<std::string>* replies) {
+        websocket::stream<beast::tcp_stream> ws(std::move(stream_));
+        bool done = false;
+        beast::error_code ec;
+        auto finish = [&](beast::error_code e) {
+            ec = e;
+            done = true;
+        };
+        beast::flat_buffer in;
+        size_t next = 0;
+        std::function<void()> send_next = [&] {
+            if (next == messages.size()) {
+                return ws.async_close(websocket::close_code::normal,
+                                      [&](beast::error_code) { done = true; });
+            }
+            ws.async_write(net::buffer(messages[next++]), [&](beast::error_code e, size_t) {
+                if (e) return finish(e);
+                ws.async_read(in, [&](beast::error_code e2, size_t) {
+                    if (e2) return finish(e2);
+                    replies->push_back(beast::buffers_to_string(in.data()));
+                    in.clear();
+                    send_next();
+                });
+            });
+        };
+        run_bounded(ioc_, done, [&] {
+            ws.async_handshake("127.0.0.1", target, [&](beast::error_code e) {
+                if (e) return finish(e);
+                send_next();
+            });
+        });
+        return ec ? ec.message() : "";
     }
 
   private:
@@ -132,6 +202,25 @@ TEST(ServiceServer, UploadEncodeInferAndSessionOverHttp) {
     auto bundle = client.send(http::verb::head, "/api/v1/images/" + id + "/embedding");
     EXPECT_EQ(bundle.result_int(), 200);
     EXPECT_GT(std::stoul(std::string(bundle[http::field::content_length])), 1000u);
+
+    // The same session over a WebSocket: a click, an undo, and a message of an unknown type.
+    EXPECT_EQ(client.send(http::verb::get, "/api/v1/sessions/" + sid + "/ws").result_int(), 426);
+    std::vector<std::string> replies;
+    EXPECT_EQ(Client(server.port())
+                  .websocket_exchange("/api/v1/sessions/" + sid + "/ws",
+                                      {R"({"type":"prompts","id":7,"points":[[10,10,0]]})",
+                                       R"({"type":"undo"})", R"({"type":"paint"})"},
+                                      &replies),
+              "");
+    ASSERT_EQ(replies.size(), 3u);
+    const json clicked = json::parse(replies[0]);
+    EXPECT_EQ(clicked["type"], "prompts");
+    EXPECT_EQ(clicked["id"], 7);
+    EXPECT_EQ(clicked["status"], 200);
+    EXPECT_EQ(clicked["body"]["steps"], 2);
+    EXPECT_EQ(json::parse(replies[1])["body"]["steps"], 1);
+    EXPECT_EQ(json::parse(replies[2])["status"], 400);
+
     EXPECT_EQ(client.send(http::verb::delete_, "/api/v1/sessions/" + sid).result_int(), 204);
 
     server.stop();
