@@ -10,13 +10,16 @@ packages=(
     libsqlite3-dev                    # embedded encode-job queue
     libpq-dev postgresql              # scale-out job queue (the server only for its tests)
     libcurl4-openssl-dev libssl-dev   # object-store tiers (HTTP, HMAC/SHA-256 signing)
-    nodejs npm                        # Azurite / s3rver emulators for the object-store tests
     libgtest-dev                      # tests
 )
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
 done
+# Node.js runs the Azurite / s3rver emulators of the object-store tests. A machine may already
+# have a Node.js whose package bundles npm (and conflicts with Debian's npm): keep it.
+command -v node >/dev/null || missing+=(nodejs)
+command -v npm >/dev/null || missing+=(npm)
 if [ ${#missing[@]} -gt 0 ]; then
     sudo=""
     [ "$(id -u)" -ne 0 ] && sudo="sudo"
