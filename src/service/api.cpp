@@ -1,16 +1,19 @@
 #include "service/api.h"
 
+#include <charconv>
 #include <chrono>
 #include <cmath>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
+#include <string_view>
 
+#include "engine/file_io.h"
 #include "runtime/bundle.h"
-#include "runtime/file_util.h"
 #include "runtime/image.h"
 #include "service/mask_encoding.h"
+#include "service/mask_polygon.h"
 
 namespace splitseg {
 
@@ -130,7 +133,7 @@ void parse_prompts(const json& body, int width, int height, size_t max_points,
 }
 
 struct OutputOptions {
-    std::string format = "rle";  // "rle", "png" or "none"
+    std::string format = "rle";  // "rle", "png", "polygon" or "none"
     bool logits = false;         // add the low-res logits (float32 little-endian, base64)
 };
 
@@ -139,8 +142,8 @@ OutputOptions parse_output(const json& body) {
     if (body.contains("output")) {
         if (!body["output"].is_string()) throw ApiError(400, "bad_request", "output is a string");
         o.format = body["output"].get<std::string>();
-        if (o.format != "rle" && o.format != "png" && o.format != "none") {
-            throw ApiError(400, "bad_request", "output must be rle, png or none");
+        if (o.format != "rle" && o.format != "png" && o.format != "polygon" && o.format != "none") {
+            throw ApiError(400, "bad_request", "output must be rle, png, polygon or none");
         }
     }
     if (body.contains("logits")) {
@@ -161,6 +164,8 @@ json masks_json(const Masks& masks, const OutputOptions& out, double latency_ms)
             m["rle"] = {
                 {"size", {masks.height, masks.width}},
                 {"counts", coco_rle_string(coco_rle_counts(mask, masks.width, masks.height))}};
+        } else if (out.format == "polygon") {
+            m["polygons"] = mask_polygons(mask, masks.width, masks.height);
         } else if (out.format == "png") {
             std::vector<uint8_t> gray(mask, mask + plane);
             for (uint8_t& v : gray) v = v ? 255 : 0;
@@ -183,6 +188,37 @@ json masks_json(const Masks& masks, const OutputOptions& out, double latency_ms)
 double ms_since(std::chrono::steady_clock::time_point start) {
     return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start)
         .count();
+}
+
+// Digits only (no sign, no spaces); false when empty or not all digits.
+bool parse_digits(std::string_view text, uint64_t* out) {
+    if (text.empty()) return false;
+    const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), *out);
+    return ec == std::errc() && end == text.data() + text.size();
+}
+
+// One range of a Range header, "bytes=a-b", "bytes=a-" or "bytes=-n", resolved against `size`
+// into [*first, *last]; false when malformed or unsatisfiable.
+bool parse_byte_range(const std::string& header, size_t size, size_t* first, size_t* last) {
+    const std::string_view prefix = "bytes=";
+    if (header.rfind(prefix, 0) != 0 || size == 0) return false;
+    const std::string_view spec = std::string_view(header).substr(prefix.size());
+    const size_t dash = spec.find('-');
+    if (dash == std::string_view::npos) return false;
+    uint64_t a = 0, b = 0;
+    if (dash == 0) {  // the last b bytes
+        if (!parse_digits(spec.substr(1), &b) || b == 0) return false;
+        *first = size - std::min<uint64_t>(b, size);
+        *last = size - 1;
+        return true;
+    }
+    if (!parse_digits(spec.substr(0, dash), &a) || a >= size) return false;
+    *first = a;
+    *last = size - 1;
+    if (dash + 1 == spec.size()) return true;
+    if (!parse_digits(spec.substr(dash + 1), &b) || b < a) return false;
+    *last = std::min<uint64_t>(b, size - 1);
+    return true;
 }
 
 bool valid_tenant(const std::string& t) {
@@ -256,6 +292,7 @@ Api::Api(ApiOptions options) : options_(std::move(options)), sessions_(options_.
         {"POST", "/api/v1/sessions/{sid}/prompts", &Api::add_prompts, true},
         {"POST", "/api/v1/sessions/{sid}/undo", &Api::undo, true},
         {"POST", "/api/v1/sessions/{sid}/reset", &Api::reset, true},
+        {"GET", "/api/v1/sessions/{sid}/ws", &Api::session_socket, true},
     };
 }
 
@@ -552,25 +589,10 @@ Response Api::get_embedding(Context& c) {
     }
     r.set_header("Content-Type", "application/octet-stream");
     const std::string range = c.request.header("range");
-    size_t first = 0, last = bundle->size() - 1;
+    const size_t size = bundle->size();
+    size_t first = 0, last = size - 1;
     if (!range.empty()) {
-        // One range, "bytes=a-b", "bytes=a-" or "bytes=-n".
-        unsigned long long a = 0, b = 0;
-        char tail = 0;
-        const size_t size = bundle->size();
-        bool ok = false;
-        if (std::sscanf(range.c_str(), "bytes=%llu-%llu%c", &a, &b, &tail) == 2) {
-            ok = a <= b && a < size;
-            first = a;
-            last = std::min<size_t>(b, size - 1);
-        } else if (std::sscanf(range.c_str(), "bytes=%llu-%c", &a, &tail) == 1) {
-            ok = a < size;
-            first = a;
-        } else if (std::sscanf(range.c_str(), "bytes=-%llu%c", &b, &tail) == 1) {
-            ok = b > 0;
-            first = size - std::min<size_t>(b, size);
-        }
-        if (!ok) {
+        if (!parse_byte_range(range, size, &first, &last)) {
             Response e = error_response(416, "range_not_satisfiable", "bad or unsatisfiable Range");
             e.set_header("Content-Range", "bytes */" + std::to_string(size));
             return e;
@@ -737,6 +759,48 @@ Response Api::reset(Context& c) {
     std::lock_guard lock(session->mutex);
     session->steps.clear();
     return json_response(200, session_state(*session));
+}
+
+Response Api::session_socket(Context& c) {
+    std::string upgrade = c.request.header("upgrade");
+    for (char& ch : upgrade) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+    if (upgrade != "websocket") {
+        Response r = error_response(426, "upgrade_required", "open this route as a WebSocket");
+        r.set_header("Upgrade", "websocket");
+        return r;
+    }
+    session_for(c);  // 404 for an unknown session or another tenant's
+    Response r;
+    r.status = 101;  // the server completes the upgrade
+    return r;
+}
+
+std::string Api::session_message(const Request& upgrade, const std::string& text) {
+    const std::string base = upgrade.target.substr(0, upgrade.target.rfind("/ws"));
+    json message = json::parse(text, nullptr, false);
+    json reply = {{"type", "error"}};
+    Response r;
+    if (message.is_object() && message.contains("id")) reply["id"] = message["id"];
+    const std::string type =
+        message.is_object() ? message.value("type", std::string()) : std::string();
+    static const std::map<std::string, std::pair<std::string, std::string>> kRoutes = {
+        {"prompts", {"POST", "/prompts"}},
+        {"undo", {"POST", "/undo"}},
+        {"reset", {"POST", "/reset"}},
+        {"state", {"GET", ""}}};
+    auto route = kRoutes.find(type);
+    if (route == kRoutes.end()) {
+        r = error_response(400, "bad_request", "type must be prompts, undo, reset or state");
+    } else {
+        reply["type"] = type;
+        message.erase("type");
+        message.erase("id");
+        r = handle(Request{route->second.first, base + route->second.second, upgrade.headers,
+                           message.dump()});
+    }
+    reply["status"] = r.status;
+    reply["body"] = json::parse(r.body, nullptr, false);
+    return reply.dump();
 }
 
 void Api::encode_job(JobLease& lease) {

@@ -4,8 +4,8 @@
 //
 // Errors are JSON, {"error":{"code":"...","message":"..."}}, with stable codes: bad_request,
 // invalid_json, invalid_image, image_too_large, body_too_large, too_many_points, unauthorized,
-// not_found, no_route, method_not_allowed, not_encoded, encode_failed, range_not_satisfiable,
-// no_model, internal.
+// not_found, no_route, method_not_allowed, not_encoded, nothing_to_undo, range_not_satisfiable,
+// upgrade_required, no_model, internal.
 #pragma once
 
 #include <functional>
@@ -56,6 +56,12 @@ class Api {
     // reaches handle() (a body over the limit).
     Response error(int status, const std::string& code, const std::string& message) const;
 
+    // A WebSocket message on a session's socket (opened by a GET .../sessions/{sid}/ws upgrade,
+    // which handle() accepts with status 101), answered as the session route of its type would:
+    // {"type":"prompts", "points":..., "box":...}, {"type":"undo"}, {"type":"reset"} or
+    // {"type":"state"}. The reply: {"type", "status", "body"} plus the message's "id" if any.
+    std::string session_message(const Request& upgrade, const std::string& text);
+
     // The encode worker's job: decodes the uploaded image, encodes it and caches the bundle.
     void encode_job(JobLease& lease);
 
@@ -92,6 +98,7 @@ class Api {
     Response add_prompts(Context& c);
     Response undo(Context& c);
     Response reset(Context& c);
+    Response session_socket(Context& c);
 
     const Segmenter& require_model() const;
     std::string image_path(const std::string& tenant, const std::string& id) const;

@@ -57,7 +57,7 @@ const char* Api::openapi_document() {
          "no_route",
          "method_not_allowed",
          "not_encoded",
-         "nothing_to_undo",
+         "nothing_to_undo", "upgrade_required",
          "range_not_satisfiable",
          "no_model",
          "internal"
@@ -128,6 +128,7 @@ const char* Api::openapi_document() {
       "enum": [
        "rle",
        "png",
+       "polygon",
        "none"
       ]
      },
@@ -173,6 +174,16 @@ const char* Api::openapi_document() {
         "png": {
          "type": "string",
          "format": "byte"
+        },
+        "polygons": {
+         "type": "array",
+         "description": "outer outlines, each a flat list x0, y0, x1, y1, ... (COCO segmentation)",
+         "items": {
+          "type": "array",
+          "items": {
+           "type": "number"
+          }
+         }
         },
         "low_res_logits": {
          "type": "object"
@@ -640,6 +651,32 @@ const char* Api::openapi_document() {
     "responses": {
      "200": {
       "description": "success"
+     },
+     "4XX": {
+      "$ref": "#/components/responses/Error"
+     }
+    },
+    "parameters": [
+     {
+      "name": "sid",
+      "in": "path",
+      "required": true,
+      "schema": {
+       "type": "string"
+      }
+     }
+    ]
+   }
+  },
+  "/api/v1/sessions/{sid}/ws": {
+   "get": {
+    "summary": "WebSocket upgrade for the session. Messages (JSON text): {\"type\":\"prompts\"|\"undo\"|\"reset\"|\"state\", \"id\"?, ...the session route's body}; each is answered with {\"type\", \"id\", \"status\", \"body\"}, body as the matching HTTP route returns it.",
+    "responses": {
+     "101": {
+      "description": "switching protocols"
+     },
+     "426": {
+      "$ref": "#/components/responses/Error"
      },
      "4XX": {
       "$ref": "#/components/responses/Error"

@@ -1,6 +1,7 @@
 #include "service/server.h"
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <boost/asio/dispatch.hpp>
 #include <boost/asio/ip/tcp.hpp>
@@ -8,6 +9,7 @@
 #include <boost/asio/strand.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
+#include <boost/beast/websocket.hpp>
 #include <cctype>
 #include <cstdio>
 #include <ctime>
@@ -22,6 +24,7 @@ namespace splitseg {
 namespace beast = boost::beast;
 namespace http = beast::http;
 namespace net = boost::asio;
+namespace websocket = beast::websocket;
 using tcp = net::ip::tcp;
 
 namespace {
@@ -63,6 +66,8 @@ void log_request(const std::string& method, const std::string& target, int statu
 
 }  // namespace
 
+class Connection;
+
 struct Server::Impl {
     Impl(Api& api_, ServerOptions options_)
         : api(api_),
@@ -73,7 +78,7 @@ struct Server::Impl {
 
     void do_accept();
     void on_accept(beast::error_code ec, tcp::socket socket);
-    void close_idle_sessions();
+    void close_idle_connections();
 
     Api& api;
     ServerOptions options;
@@ -82,42 +87,144 @@ struct Server::Impl {
     net::signal_set signals;
     std::vector<std::thread> threads;
     std::atomic<bool> stopping{false};
-    std::mutex sessions_mutex;  // guards sessions
-    std::list<std::weak_ptr<HttpSession>> sessions;
+    std::mutex connections_mutex;  // guards connections
+    std::list<std::weak_ptr<Connection>> connections;
+};
+
+// What the server tracks of every open connection (HTTP or WebSocket), to close them on stop().
+class Connection {
+  public:
+    explicit Connection(Server::Impl& server) : server_(server) {}
+    virtual ~Connection() {
+        std::lock_guard lock(server_.connections_mutex);
+        server_.connections.erase(registration_);
+    }
+    // Closes the connection if it is waiting for the peer; one busy with a request finishes it.
+    virtual void close_if_idle() = 0;
+
+    static void track(const std::shared_ptr<Connection>& c) {
+        std::lock_guard lock(c->server_.connections_mutex);
+        c->registration_ = c->server_.connections.insert(c->server_.connections.end(), c);
+    }
+
+  protected:
+    Server::Impl& server_;
+
+  private:
+    std::list<std::weak_ptr<Connection>>::iterator registration_;
+};
+
+// A session's WebSocket: each text message is answered by Api::session_message, in order.
+class WebSocketSession : public Connection, public std::enable_shared_from_this<WebSocketSession> {
+  public:
+    WebSocketSession(beast::tcp_stream&& stream, Server::Impl& server, Request upgrade)
+        : Connection(server), ws_(std::move(stream)), upgrade_(std::move(upgrade)) {}
+
+    void close_if_idle() override {
+        net::dispatch(ws_.get_executor(), [self = shared_from_this()] {
+            if (self->waiting_ && self->ws_.is_open()) {
+                self->ws_.async_close(websocket::close_code::going_away,
+                                      [self](beast::error_code) {});
+            }
+        });
+    }
+
+    void start(http::request<http::string_body> req) {
+        beast::get_lowest_layer(ws_).expires_never();  // the websocket has its own timeouts
+        auto timeouts = websocket::stream_base::timeout::suggested(beast::role_type::server);
+        timeouts.handshake_timeout = server_.options.websocket_handshake_timeout;
+        ws_.set_option(timeouts);
+        ws_.read_message_max(server_.options.body_limit);
+        ws_.async_accept(
+            req, beast::bind_front_handler(&WebSocketSession::on_accept, shared_from_this()));
+    }
+
+  private:
+    void on_accept(beast::error_code ec) {
+        if (!ec) do_read();
+    }
+
+    void do_read() {
+        if (server_.stopping) {  // stop() may have passed while the handshake ran
+            return ws_.async_close(websocket::close_code::going_away,
+                                   [self = shared_from_this()](beast::error_code) {});
+        }
+        buffer_.clear();
+        waiting_ = true;
+        ws_.async_read(buffer_,
+                       beast::bind_front_handler(&WebSocketSession::on_read, shared_from_this()));
+    }
+
+    void on_read(beast::error_code ec, size_t) {
+        waiting_ = false;
+        if (ec) return;  // closed by the peer, a timeout, or the server stopping
+        reply_ = server_.api.session_message(upgrade_, beast::buffers_to_string(buffer_.data()));
+        ws_.text(true);
+        ws_.async_write(net::buffer(reply_),
+                        beast::bind_front_handler(&WebSocketSession::on_write, shared_from_this()));
+    }
+
+    void on_write(beast::error_code ec, size_t) {
+        if (!ec) do_read();
+    }
+
+    websocket::stream<beast::tcp_stream> ws_;
+    Request upgrade_;
+    beast::flat_buffer buffer_;
+    std::string reply_;
+    bool waiting_ = false;  // in async_read, between messages
 };
 
 // One connection: reads a request, answers it, and reads the next while the client keeps the
 // connection alive.
-class HttpSession : public std::enable_shared_from_this<HttpSession> {
+class HttpSession : public Connection, public std::enable_shared_from_this<HttpSession> {
   public:
     HttpSession(tcp::socket&& socket, Server::Impl& server)
-        : stream_(std::move(socket)), server_(server) {}
+        : Connection(server), stream_(std::move(socket)), executor_(stream_.get_executor()) {}
 
-    ~HttpSession() {
-        std::lock_guard lock(server_.sessions_mutex);
-        server_.sessions.erase(registration_);
-    }
-
-    void start(std::list<std::weak_ptr<HttpSession>>::iterator registration) {
-        registration_ = registration;
+    void start() {
         net::dispatch(stream_.get_executor(),
                       beast::bind_front_handler(&HttpSession::do_read, shared_from_this()));
     }
 
     // From stop(): a connection waiting for its next request is closed; one with a request in
     // flight finishes it first (on_write closes it).
-    void close_if_idle() {
-        net::dispatch(stream_.get_executor(), [self = shared_from_this()] {
+    void close_if_idle() override {
+        // executor_, not the stream's: the stream is moved out when it becomes a WebSocket.
+        net::dispatch(executor_, [self = shared_from_this()] {
             if (self->waiting_ && !self->parser_->got_some()) self->close();
         });
     }
 
   private:
     void do_read() {
+        if (server_.stopping) return close();  // stop() may have passed before the first read
         parser_.emplace();
         parser_->body_limit(server_.options.body_limit);
         stream_.expires_after(server_.options.read_timeout);
         waiting_ = true;
+        http::async_read_header(
+            stream_, buffer_, *parser_,
+            beast::bind_front_handler(&HttpSession::on_header, shared_from_this()));
+    }
+
+    // A client that sends "Expect: 100-continue" (curl does for large uploads) waits for a
+    // 100 Continue before sending the body.
+    void on_header(beast::error_code ec, size_t bytes) {
+        waiting_ = false;
+        if (ec) return on_read(ec, bytes);
+        if (!beast::iequals(parser_->get()[http::field::expect], "100-continue"))
+            return read_body();
+        continue_ = {http::status::continue_, parser_->get().version()};
+        http::async_write(stream_, continue_,
+                          [self = shared_from_this()](beast::error_code e, size_t) {
+                              if (e) return self->close();
+                              self->read_body();
+                          });
+    }
+
+    void read_body() {
+        stream_.expires_after(server_.options.read_timeout);
         http::async_read(stream_, buffer_, *parser_,
                          beast::bind_front_handler(&HttpSession::on_read, shared_from_this()));
     }
@@ -126,23 +233,41 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
         waiting_ = false;
         if (ec == http::error::body_limit) {
             const std::string limit = std::to_string(server_.options.body_limit);
-            keep_alive_ = false;  // the rest of the body is still on the wire
+            keep_alive_ = false;
+            drain_ = true;  // the rest of the body is still on the wire
             res_ = to_beast(server_.api.error(413, "body_too_large",
                                               "bodies are limited to " + limit + " bytes"),
                             11, false);
             res_.keep_alive(false);
+            if (server_.options.log_requests) {
+                log_request(std::string(parser_->get().method_string()),
+                            std::string(parser_->get().target()), 413, 0);
+            }
             return do_write();
         }
         if (ec) return close();  // end of stream, timeout or a malformed request
         const auto start = std::chrono::steady_clock::now();
         const http::request<http::string_body>& req = parser_->get();
-        Response response = server_.api.handle(to_request(req));
+        Request request = to_request(req);
+        Response response = server_.api.handle(request);
+        if (response.status == 101 && !websocket::is_upgrade(req)) {
+            // The API allowed an upgrade that Beast cannot perform.
+            response = server_.api.error(400, "bad_request", "not a valid WebSocket upgrade");
+        }
         const double ms =
             std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start)
                 .count();
         if (server_.options.log_requests) {
             log_request(std::string(req.method_string()), std::string(req.target()),
                         response.status, ms);
+        }
+        if (response.status == 101) {
+            // The connection becomes the WebSocket's; this session ends here.
+            auto ws =
+                std::make_shared<WebSocketSession>(std::move(stream_), server_, std::move(request));
+            Connection::track(ws);
+            ws->start(parser_->release());
+            return;
         }
         keep_alive_ = req.keep_alive() && !server_.stopping;
         res_ = to_beast(std::move(response), req.version(), req.method() == http::verb::head);
@@ -158,8 +283,26 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
 
     void on_write(beast::error_code ec, size_t) {
         if (ec) return close();
+        if (drain_) return do_drain();
         if (!keep_alive_ || server_.stopping) return close();
         do_read();
+    }
+
+    // After refusing a request mid-body: stop sending and read the rest away (for a bounded
+    // time), so that closing with unread data does not reset the connection before the client
+    // has read the refusal.
+    void do_drain() {
+        if (!drain_started_) {
+            drain_started_ = true;
+            beast::error_code ignored;
+            stream_.socket().shutdown(tcp::socket::shutdown_send, ignored);
+            stream_.expires_after(std::chrono::seconds(2));
+        }
+        stream_.async_read_some(net::buffer(drain_buffer_),
+                                [self = shared_from_this()](beast::error_code ec, size_t) {
+                                    if (ec) return self->close();
+                                    self->do_drain();
+                                });
     }
 
     void close() {
@@ -169,13 +312,15 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
     }
 
     beast::tcp_stream stream_;
+    const beast::tcp_stream::executor_type executor_;
     beast::flat_buffer buffer_;
     std::optional<http::request_parser<http::string_body>> parser_;
     http::response<http::string_body> res_;
-    Server::Impl& server_;
-    std::list<std::weak_ptr<HttpSession>>::iterator registration_;
+    http::response<http::empty_body> continue_;
     bool waiting_ = false;  // in async_read, between requests
     bool keep_alive_ = false;
+    bool drain_ = false, drain_started_ = false;
+    std::array<char, 16384> drain_buffer_;
 };
 
 void Server::Impl::do_accept() {
@@ -186,26 +331,22 @@ void Server::Impl::on_accept(beast::error_code ec, tcp::socket socket) {
     if (stopping || !acceptor.is_open()) return;
     if (!ec) {
         auto session = std::make_shared<HttpSession>(std::move(socket), *this);
-        std::list<std::weak_ptr<HttpSession>>::iterator registration;
-        {
-            std::lock_guard lock(sessions_mutex);
-            registration = sessions.insert(sessions.end(), session);
-        }
-        session->start(registration);
+        Connection::track(session);
+        session->start();
     }
     do_accept();  // an error on one connection (e.g. too many open files) is not fatal
 }
 
-void Server::Impl::close_idle_sessions() {
-    // Collected under the lock, closed outside it: a session may be destroyed as the last
+void Server::Impl::close_idle_connections() {
+    // Collected under the lock, closed outside it: a connection may be destroyed as the last
     // reference here drops, and its destructor takes the lock.
-    std::vector<std::shared_ptr<HttpSession>> alive;
+    std::vector<std::shared_ptr<Connection>> alive;
     {
-        std::lock_guard lock(sessions_mutex);
-        for (const std::weak_ptr<HttpSession>& weak : sessions)
-            if (auto session = weak.lock()) alive.push_back(std::move(session));
+        std::lock_guard lock(connections_mutex);
+        for (const std::weak_ptr<Connection>& weak : connections)
+            if (auto c = weak.lock()) alive.push_back(std::move(c));
     }
-    for (const auto& session : alive) session->close_if_idle();
+    for (const auto& c : alive) c->close_if_idle();
 }
 
 Server::Server(Api& api, ServerOptions options)
@@ -253,7 +394,7 @@ void Server::stop() {
         beast::error_code ignored;
         impl->acceptor.close(ignored);
         impl->signals.cancel(ignored);
-        impl->close_idle_sessions();
+        impl->close_idle_connections();
     });
 }
 

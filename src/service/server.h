@@ -20,11 +20,11 @@ struct ServerOptions {
     size_t body_limit = 32u << 20;
     std::chrono::seconds read_timeout{30};
     std::chrono::seconds write_timeout{30};
+    // WebSocket opening and closing handshakes; bounds how long stop() waits for a silent peer.
+    std::chrono::milliseconds websocket_handshake_timeout{3000};
     bool log_requests = true;      // one JSON line per request on stderr
     bool stop_on_signals = false;  // SIGINT and SIGTERM call stop()
 };
-
-class HttpSession;
 
 class Server {
   public:
@@ -39,9 +39,9 @@ class Server {
     void stop();   // thread-safe, idempotent
     void wait();   // returns once the io threads have ended (after stop())
 
+    struct Impl;  // opaque: the connections in server.cpp share it
+
   private:
-    friend class HttpSession;
-    struct Impl;
     std::unique_ptr<Impl> impl_;
 };
 

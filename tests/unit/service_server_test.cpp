@@ -4,6 +4,8 @@
 
 #include <boost/asio/connect.hpp>
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/read_until.hpp>
+#include <boost/asio/write.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 #include <boost/beast/websocket.hpp>
@@ -77,6 +79,26 @@ class Client {
         return parser.release();
     }
 
+    // Writes `bytes` as they are and reads up to and including `until`.
+    std::string send_raw(const std::string& bytes, const std::string& until) {
+        bool done = false;
+        beast::error_code ec;
+        auto finish = [&](beast::error_code e) {
+            ec = e;
+            done = true;
+        };
+        std::string got;
+        run_bounded(ioc_, done, [&] {
+            net::async_write(stream_, net::buffer(bytes), [&](beast::error_code e, size_t) {
+                if (e) return finish(e);
+                net::async_read_until(stream_, net::dynamic_buffer(got), until,
+                                      [&](beast::error_code e2, size_t) { finish(e2); });
+            });
+        });
+        if (ec) throw beast::system_error(ec);
+        return got;
+    }
+
     // The connection upgraded to a WebSocket on `target`; the client is used up.
     std::string websocket_exchange(const std::string& target,
                                    const std::vector<std::string>& messages,
@@ -127,6 +149,7 @@ ServerOptions loopback_options() {
     o.body_limit = 1u << 20;
     o.read_timeout = std::chrono::seconds(5);
     o.write_timeout = std::chrono::seconds(5);
+    o.websocket_handshake_timeout = std::chrono::milliseconds(300);
     o.log_requests = false;
     return o;
 }
@@ -154,6 +177,17 @@ TEST(ServiceServer, AnswersOverKeepAliveConnectionsAndStopsPromptly) {
         auto big = client.send(http::verb::post, "/api/v1/images", std::string(2u << 20, 'x'));
         EXPECT_EQ(big.result_int(), 413);
         EXPECT_EQ(json::parse(big.body())["error"]["code"], "body_too_large");
+    }
+    {
+        // curl sends large uploads with "Expect: 100-continue" and waits for the go-ahead.
+        Client client(server.port());
+        const std::string head = client.send_raw(
+            "POST /api/v1/images HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n"
+            "Expect: 100-continue\r\n\r\n",
+            "\r\n\r\n");
+        EXPECT_EQ(head.rfind("HTTP/1.1 100 Continue\r\n", 0), 0u) << head;
+        const std::string answer = client.send_raw("hello", "}}");
+        EXPECT_EQ(answer.rfind("HTTP/1.1 503", 0), 0u) << answer;  // no model loaded
     }
     Client idle(server.port());  // an idle keep-alive connection must not hold up shutdown
     idle.send(http::verb::get, "/healthz");
@@ -221,10 +255,21 @@ TEST(ServiceServer, UploadEncodeInferAndSessionOverHttp) {
     EXPECT_EQ(json::parse(replies[1])["body"]["steps"], 1);
     EXPECT_EQ(json::parse(replies[2])["status"], 400);
 
+    // An open WebSocket whose client never answers the closing handshake: stop() closes it
+    // after the handshake timeout.
+    Client held(server.port());
+    const std::string upgraded = held.send_raw(
+        "GET /api/v1/sessions/" + sid +
+            "/ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        "\r\n\r\n");
+    EXPECT_EQ(upgraded.rfind("HTTP/1.1 101", 0), 0u) << upgraded;
     EXPECT_EQ(client.send(http::verb::delete_, "/api/v1/sessions/" + sid).result_int(), 204);
 
+    const auto start = std::chrono::steady_clock::now();
     server.stop();
     server.wait();
+    EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(5));
     worker.stop();
     encoder.join();
 }

@@ -78,7 +78,7 @@ struct ApiFixture {
         ApiOptions o;
         o.data_dir = dir.path();
         o.model = std::move(model);
-        o.cache = std::make_shared<EmbeddingCache>(open_store("mem:?max_bytes=64M"));
+        o.cache = cache;
         o.jobs = open_sqlite_job_queue(dir.file("jobs.db"));
         o.api_keys = std::move(keys);
         o.max_points = 4;
@@ -94,6 +94,8 @@ struct ApiFixture {
     }
 
     ScratchDir dir;
+    std::shared_ptr<EmbeddingCache> cache =
+        std::make_shared<EmbeddingCache>(open_store("mem:?max_bytes=64M"));
     std::shared_ptr<JobQueue> jobs;
     std::unique_ptr<Api> api;
 };
