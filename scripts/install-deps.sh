@@ -10,6 +10,7 @@ packages=(
     libsqlite3-dev                    # embedded encode-job queue
     libpq-dev postgresql              # scale-out job queue (the server only for its tests)
     libcurl4-openssl-dev libssl-dev   # object-store tiers (HTTP, HMAC/SHA-256 signing)
+    libboost-dev libboost-system-dev  # Beast/Asio: the HTTP + WebSocket service
     libgtest-dev                      # tests
 )
 missing=()

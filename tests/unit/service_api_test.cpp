@@ -257,7 +257,8 @@ TEST_F(ServiceApiEncoded, InferReturnsCocoRleMasks) {
     const Response outline = call("POST", "/api/v1/images/" + id + "/infer",
                                   R"({"points":[[32,24,1]],"output":"polygon"})");
     ASSERT_EQ(outline.status, 200) << outline.body;
-    for (const json& polygon : body_json(outline)["masks"][0]["polygons"]) {
+    const json outlines = body_json(outline)["masks"][0]["polygons"];
+    for (const json& polygon : outlines) {
         EXPECT_GE(polygon.size(), 6u);
         EXPECT_EQ(polygon.size() % 2, 0u);
     }

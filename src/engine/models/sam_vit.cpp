@@ -34,20 +34,17 @@ const Shape& shape_of(const std::map<std::string, Shape>& shapes, const std::str
     return it->second;
 }
 
-// Gathers the q, k, v of the S x S tokens at (y0, x0) of the G x G grid from qkv rows
-// [N, parts, D] into head-major [parts, S * S, D], where attention reads each head contiguously
-// (its products run about twice as fast as on rows strided through qkv). Tokens beyond the grid,
-// the padding of windows, take `pad` [parts, D].
-void gather_heads(const float* qkv, int64_t G, int64_t y0, int64_t x0, int64_t S, int64_t parts,
-                  int64_t D, const float* pad, float* out) {
-    const int64_t L = S * S;
-#pragma omp parallel for if (L * parts * D > 65536)
-    for (int64_t p = 0; p < parts; ++p)
-        for (int64_t t = 0; t < L; ++t) {
-            const int64_t y = y0 + t / S, x = x0 + t % S;
-            const float* src = y < G && x < G ? qkv + ((y * G + x) * parts + p) * D : pad + p * D;
-            std::memcpy(out + (p * L + t) * D, src, D * sizeof(float));
-        }
+// Copies one D-wide part (a head's q, k or v) of the S x S tokens at (y0, x0) of the G x G grid
+// from qkv rows [G * G, parts, D] into out [S * S, D], where attention reads it contiguously (its
+// products run about twice as fast as on rows strided through qkv). Tokens beyond the grid, the
+// padding of windows, take the part's slice of `pad` [parts, D].
+void gather_part(const float* qkv, int64_t G, int64_t parts, int64_t D, int64_t part, int64_t y0,
+                 int64_t x0, int64_t S, const float* pad, float* out) {
+    for (int64_t t = 0; t < S * S; ++t) {
+        const int64_t y = y0 + t / S, x = x0 + t % S;
+        const float* row = y < G && x < G ? qkv + (y * G + x) * parts * D : pad;
+        std::memcpy(out + t * D, row + part * D, D * sizeof(float));
+    }
 }
 
 // Decomposed relative positions (MViTv2; SAM's add_decomposed_rel_pos) for one head attending
@@ -76,20 +73,6 @@ ScoreBias rel_pos_bias(const float* q, int64_t D, int64_t S, const Tensor& rel_h
             }
         }
     };
-}
-
-// Single-head attention with relative positions for every head of a head-major [3 * heads, L, D]
-// q, k, v (L = S * S tokens); out [L, heads * D] with row stride ldo.
-void attend_heads(const float* qkv_heads, int64_t heads, int64_t S, int64_t D, const Tensor& rel_h,
-                  const Tensor& rel_w, float* out, int64_t ldo) {
-    const int64_t L = S * S, part = L * D;
-    for (int64_t h = 0; h < heads; ++h) {
-        const float* q = qkv_heads + h * part;
-        const float* k = q + heads * part;
-        const float* v = k + heads * part;
-        attention(q, D, k, D, v, D, out + h * D, ldo, L, L, 1, D,
-                  rel_pos_bias(q, D, S, rel_h, rel_w));
-    }
 }
 
 }  // namespace
@@ -357,33 +340,48 @@ void SamVitEncoder::run_block(const Block& b, Tensor& x, Workspace& ws) const {
     linear_add(ws.hidden.data(), N, M, b.lin2_w.data(), b.lin2_b.data(), C, x.data());
 }
 
-// Attention over all G x G tokens, head by head; each head's query blocks run in parallel.
+// Attention over all G x G tokens, head by head, each head's query blocks in parallel.
 void SamVitEncoder::global_attention(const Block& b, Workspace& ws) const {
-    const int64_t G = cfg_.grid(), D = cfg_.head_dim(), H = cfg_.num_heads;
-    gather_heads(ws.qkv.data(), G, 0, 0, G, 3 * H, D, nullptr, ws.heads.data());
-    attend_heads(ws.heads.data(), H, G, D, b.rel_pos_h, b.rel_pos_w, ws.normed.data(),
-                 cfg_.embed_dim);
+    const int64_t G = cfg_.grid(), N = G * G, C = cfg_.embed_dim, D = cfg_.head_dim();
+    const int64_t H = cfg_.num_heads;
+    float* heads = ws.heads.data();  // [3 * H, N, D]: all q heads, all k heads, all v heads
+#pragma omp parallel for
+    for (int64_t p = 0; p < 3 * H; ++p)
+        gather_part(ws.qkv.data(), G, 3 * H, D, p, 0, 0, G, nullptr, heads + p * N * D);
+    for (int64_t h = 0; h < H; ++h) {
+        const float* q = heads + h * N * D;
+        const float* k = q + H * N * D;
+        const float* v = k + H * N * D;
+        attention(q, D, k, D, v, D, ws.normed.data() + h * D, C, N, N, 1, D,
+                  rel_pos_bias(q, D, G, b.rel_pos_h, b.rel_pos_w));
+    }
 }
 
 // Attention within S x S windows tiling the G x G grid, padded at the bottom and right as the
-// reference's window_partition does; windows run in parallel. Padding tokens are zero after
-// norm1, so their q, k, v are the qkv bias; as keys they take part in the softmax exactly as in
-// the reference.
+// reference's window_partition does; (window, head) pairs run in parallel. Padding tokens are
+// zero after norm1, so their q, k, v are the qkv bias; as keys they take part in the softmax
+// exactly as in the reference.
 void SamVitEncoder::windowed_attention(const Block& b, Workspace& ws) const {
     const int64_t G = cfg_.grid(), S = b.window, C = cfg_.embed_dim, D = cfg_.head_dim();
     const int64_t H = cfg_.num_heads, L = S * S, per_side = (G + S - 1) / S;
 #pragma omp parallel
     {
-        std::vector<float> heads(3 * L * C), out(L * C);  // [3 * H, L, D], [L, C]
+        std::vector<float> qkv(3 * L * D), out(L * D);  // one head of one window
 #pragma omp for schedule(dynamic)
-        for (int64_t w = 0; w < per_side * per_side; ++w) {
+        for (int64_t task = 0; task < per_side * per_side * H; ++task) {
+            const int64_t w = task / H, h = task % H;
             const int64_t y0 = w / per_side * S, x0 = w % per_side * S;
-            gather_heads(ws.qkv.data(), G, y0, x0, S, 3 * H, D, b.qkv_b.data(), heads.data());
-            attend_heads(heads.data(), H, S, D, b.rel_pos_h, b.rel_pos_w, out.data(), C);
+            for (int64_t j = 0; j < 3; ++j)  // q, k, v
+                gather_part(ws.qkv.data(), G, 3 * H, D, j * H + h, y0, x0, S, b.qkv_b.data(),
+                            qkv.data() + j * L * D);
+            const float* q = qkv.data();
+            attention(q, D, q + L * D, D, q + 2 * L * D, D, out.data(), D, L, L, 1, D,
+                      rel_pos_bias(q, D, S, b.rel_pos_h, b.rel_pos_w));
             const int64_t rows = std::min(S, G - y0), cols = std::min(S, G - x0);
             for (int64_t ty = 0; ty < rows; ++ty)
-                std::memcpy(ws.normed.data() + ((y0 + ty) * G + x0) * C, out.data() + ty * S * C,
-                            cols * C * sizeof(float));
+                for (int64_t tx = 0; tx < cols; ++tx)
+                    std::memcpy(ws.normed.data() + ((y0 + ty) * G + x0 + tx) * C + h * D,
+                                out.data() + (ty * S + tx) * D, D * sizeof(float));
         }
     }
 }
