@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <vector>
 
 namespace splitseg {
 namespace {
@@ -128,6 +129,26 @@ TEST(DType, ConvertsEveryTypeToFloat) {
     std::memcpy(buf + 1, &one, 4);
     convert_to_f32(DType::F32, buf + 1, 1, out);
     EXPECT_EQ(out[0], 1.0f);
+}
+
+TEST(DType, BulkF16ConversionMatchesScalarForEveryValue) {
+    // convert_to_f32 converts 8 halves at a time in hardware where it can; every one of the
+    // 65536 values (unaligned, with a tail that is not a multiple of 8) must agree with
+    // f16_to_f32, NaNs as NaNs.
+    std::vector<uint8_t> bytes(1 + 2 * 65536 + 2 * 5);
+    for (uint32_t v = 0; v < 65536 + 5; ++v) {
+        const uint16_t h = static_cast<uint16_t>(v);
+        std::memcpy(bytes.data() + 1 + 2 * v, &h, 2);
+    }
+    std::vector<float> out(65536 + 5);
+    convert_to_f32(DType::F16, bytes.data() + 1, out.size(), out.data());
+    for (uint32_t v = 0; v < out.size(); ++v) {
+        const float want = f16_to_f32(static_cast<uint16_t>(v));
+        if (std::isnan(want))
+            EXPECT_TRUE(std::isnan(out[v])) << v;
+        else
+            EXPECT_EQ(std::memcmp(&out[v], &want, 4), 0) << v;  // bitwise: keeps -0.0
+    }
 }
 
 }  // namespace
