@@ -142,8 +142,13 @@ std::optional<Blob> DiskStore::get(const std::string& key) {
     }
     ::utimensat(dir_fd_, key.c_str(), nullptr, 0);  // records the use; best effort
     {
+        // A remove() or eviction may have unlinked the file since it was mapped (the mapping
+        // stays valid): count the entry only if it is still there, else the index would hold
+        // bytes that are no longer on disk. remove() unlinks under this lock, so the check holds.
         std::lock_guard lock(mu_);
-        touch_locked(key, file->size());
+        struct stat st {};
+        if (::fstatat(dir_fd_, key.c_str(), &st, 0) == 0)
+            touch_locked(key, static_cast<uint64_t>(st.st_size));
     }
     counters_.count_lookup(true);
     const uint8_t* data = file->data();
