@@ -37,6 +37,16 @@ class SamVitGolden : public ::testing::Test {
     static inline std::unique_ptr<SamVitEncoder> encoder_;
 };
 
+TEST(SamVitDetect, TellsTheSamViTCheckpointFromTheOtherFamilies) {
+    SPLITSEG_REQUIRE_GOLDEN(dir, "sam-vit-tiny");
+    EXPECT_TRUE(SamVitEncoder::detect(WeightFile::open(dir + "/weights.pth")));
+    for (const char* other : {"mobilesam", "sam2.1-hiera-mini"}) {
+        const std::string other_dir = golden::model_dir(other);
+        if (other_dir.empty()) continue;
+        EXPECT_FALSE(SamVitEncoder::detect(WeightFile::open(other_dir + "/weights.pth"))) << other;
+    }
+}
+
 TEST_F(SamVitGolden, InfersTheReferenceConfig) {
     SPLITSEG_REQUIRE_GOLDEN(dir, "sam-vit-tiny");
     const SamVitConfig& cfg = encoder_->config();

@@ -360,7 +360,8 @@ void SamVitEncoder::global_attention(const Block& b, Workspace& ws) const {
 // Attention within S x S windows tiling the G x G grid, padded at the bottom and right as the
 // reference's window_partition does; (window, head) pairs run in parallel. Padding tokens are
 // zero after norm1, so their q, k, v are the qkv bias; as keys they take part in the softmax
-// exactly as in the reference.
+// exactly as in the reference. As queries their outputs are dropped, so whole padding rows of
+// queries are skipped.
 void SamVitEncoder::windowed_attention(const Block& b, Workspace& ws) const {
     const int64_t G = cfg_.grid(), S = b.window, C = cfg_.embed_dim, D = cfg_.head_dim();
     const int64_t H = cfg_.num_heads, L = S * S, per_side = (G + S - 1) / S;
@@ -374,10 +375,10 @@ void SamVitEncoder::windowed_attention(const Block& b, Workspace& ws) const {
             for (int64_t j = 0; j < 3; ++j)  // q, k, v
                 gather_part(ws.qkv.data(), G, 3 * H, D, j * H + h, y0, x0, S, b.qkv_b.data(),
                             qkv.data() + j * L * D);
-            const float* q = qkv.data();
-            attention(q, D, q + L * D, D, q + 2 * L * D, D, out.data(), D, L, L, 1, D,
-                      rel_pos_bias(q, D, S, b.rel_pos_h, b.rel_pos_w));
             const int64_t rows = std::min(S, G - y0), cols = std::min(S, G - x0);
+            const float* q = qkv.data();
+            attention(q, D, q + L * D, D, q + 2 * L * D, D, out.data(), D, rows * S, L, 1, D,
+                      rel_pos_bias(q, D, S, b.rel_pos_h, b.rel_pos_w));
             for (int64_t ty = 0; ty < rows; ++ty)
                 for (int64_t tx = 0; tx < cols; ++tx)
                     std::memcpy(ws.normed.data() + ((y0 + ty) * G + x0 + tx) * C + h * D,
