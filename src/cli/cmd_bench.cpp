@@ -42,14 +42,14 @@ static std::vector<double> time_runs(int warmup, int runs, F&& f) {
 
 int cmd_bench(const std::vector<std::string>& argv) {
     Args args(argv, {"json"});
-    args.allow_only({"model", "image", "runs", "clicks", "threads", "json"});
+    args.allow_only({"model", "image", "runs", "clicks", "threads", "precision", "json"});
     apply_threads(args);
     const int runs = args.get_int("runs", 3, 1, 100);
     const int clicks = args.get_int("clicks", 30, 1, 100000);
 
     nlohmann::json j;
     Stopwatch load_clock;
-    auto model = Segmenter::load(args.require("model"));
+    auto model = load_model(args);
     j["load_ms"] = load_clock.ms();
     const Image image = args.get("image") ? load_image(*args.get("image")) : synthetic_image(1024);
 

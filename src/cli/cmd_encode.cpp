@@ -25,7 +25,7 @@ Embedding encode_image_file(const Segmenter& model, const std::string& path,
 
 int cmd_encode(const std::vector<std::string>& argv) {
     Args args(argv, {"json"});
-    args.allow_only({"model", "image", "out", "store", "dtype", "json", "threads"});
+    args.allow_only({"model", "image", "out", "store", "dtype", "json", "threads", "precision"});
     apply_threads(args);
     BundleDType dtype = BundleDType::F16;
     if (auto d = args.get("dtype"); d && !bundle_dtype_from_name(*d, &dtype))
@@ -38,7 +38,7 @@ int cmd_encode(const std::vector<std::string>& argv) {
 
     nlohmann::json j;
     Stopwatch load_clock;
-    auto model = Segmenter::load(args.require("model"));
+    auto model = load_model(args);
     j["load_ms"] = load_clock.ms();
     Embedding e = encode_image_file(*model, args.require("image"), &j);
     Stopwatch write_clock;

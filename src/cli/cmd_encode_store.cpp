@@ -69,7 +69,7 @@ int encode_into_store(const Args& args, BundleDType dtype) {
     const std::vector<std::string> paths = images_at(args.require("image"));
     EmbeddingCache cache(open_store(args.require("store")), dtype);
     Stopwatch total_clock;
-    auto model = Segmenter::load(args.require("model"));
+    auto model = load_model(args);
     const double load_ms = total_clock.ms();
 
     nlohmann::json images = nlohmann::json::array();

@@ -70,7 +70,7 @@ static void write_outputs(const std::string& path, const Masks& m) {
 int cmd_segment(const std::vector<std::string>& argv) {
     Args args(argv, {"multimask", "logits", "json"});
     args.allow_only({"model", "image", "bundle", "point", "box", "mask-input", "multimask", "out",
-                     "mask-png", "logits", "json", "threads"});
+                     "mask-png", "logits", "json", "threads", "precision"});
     apply_threads(args);
     if (args.get("image").has_value() == args.get("bundle").has_value())
         throw UsageError("give exactly one of --image or --bundle");
@@ -79,7 +79,7 @@ int cmd_segment(const std::vector<std::string>& argv) {
 
     nlohmann::json j;
     Stopwatch load_clock;
-    auto model = Segmenter::load(args.require("model"));
+    auto model = load_model(args);
     j["load_ms"] = load_clock.ms();
     Embedding e;
     if (auto image = args.get("image")) {

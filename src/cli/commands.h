@@ -26,6 +26,9 @@ int encode_into_store(const Args& args, BundleDType dtype);
 // --threads N (default: all cores), shared by every command.
 void apply_threads(const Args& args);
 
+// Loads --model with the encoder's --precision f32|bf16 (default f32).
+std::unique_ptr<Segmenter> load_model(const Args& args);
+
 // Decodes and encodes an image file; records image_decode_ms and encode_ms in timings and sets
 // the embedding's image hash.
 Embedding encode_image_file(const Segmenter& model, const std::string& path,

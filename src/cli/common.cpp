@@ -6,7 +6,17 @@
 
 namespace splitseg::cli {
 
-void apply_threads(const Args& args) { set_num_threads(args.get_int("threads", 0, 0, 1024)); }
+void apply_threads(const Args& args) {
+    set_num_threads(args.get_int("threads", 0, 0, 1024));
+}
+
+std::unique_ptr<Segmenter> load_model(const Args& args) {
+    const std::string name = args.get("precision").value_or("f32");
+    Precision precision;
+    if (!precision_from_name(name, &precision))
+        throw UsageError("--precision must be f32 or bf16, not '" + name + "'");
+    return Segmenter::load(args.require("model"), precision);
+}
 
 double peak_rss_mib() {
     FILE* f = std::fopen("/proc/self/status", "r");

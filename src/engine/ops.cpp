@@ -172,9 +172,7 @@ void add_scaled_(Tensor& x, const Tensor& y, float s) {
     for (int64_t i = 0; i < n; ++i) a[i] += s * b[i];
 }
 
-// Row r of x [rows, cols] becomes exp(x - the row's max), in place, and inv_sum[r] 1 / its sum:
-// softmax before the normalising scale, which attention applies to its narrower output instead.
-static void softmax_numerators(float* x, int64_t rows, int64_t cols, float* inv_sum) {
+void softmax_numerators(float* x, int64_t rows, int64_t cols, float* inv_sum) {
     for (int64_t r = 0; r < rows; ++r) {
         float* row = x + r * cols;
         float mx = row[0];

@@ -42,6 +42,9 @@ void relu(Tensor& x);
 void add_(Tensor& x, const Tensor& y);              // x += y, same numel
 void add_scaled_(Tensor& x, const Tensor& y, float s);  // x += s * y
 void softmax_rows(float* x, int64_t rows, int64_t cols);  // in place, numerically stable
+// Row r of x [rows, cols] becomes exp(x - the row's max), in place, and inv_sum[r] 1 / its sum:
+// softmax before the normalising scale, which attention applies to its narrower output instead.
+void softmax_numerators(float* x, int64_t rows, int64_t cols, float* inv_sum);
 // In place over each column of x [rows, cols]: softmax over the rows (few rows, many columns).
 void softmax_columns(float* x, int64_t rows, int64_t cols);
 

@@ -14,9 +14,12 @@ namespace splitseg {
 
 const char* family_name(ModelFamily f) {
     switch (f) {
-        case ModelFamily::Sam: return "sam";
-        case ModelFamily::MobileSam: return "mobilesam";
-        case ModelFamily::Sam2: return "sam2.1";
+        case ModelFamily::Sam:
+            return "sam";
+        case ModelFamily::MobileSam:
+            return "mobilesam";
+        case ModelFamily::Sam2:
+            return "sam2.1";
     }
     return "?";
 }
@@ -48,7 +51,7 @@ struct Segmenter::Encoders {
 Segmenter::Segmenter() : encoders_(std::make_unique<Encoders>()) {}
 Segmenter::~Segmenter() = default;
 
-std::unique_ptr<Segmenter> Segmenter::load(const std::string& path) {
+std::unique_ptr<Segmenter> Segmenter::load(const std::string& path, Precision precision) {
     WeightFile w = WeightFile::open(path);
     std::unique_ptr<Segmenter> s(new Segmenter());
     if (HieraEncoder::detect(w)) {
@@ -59,14 +62,16 @@ std::unique_ptr<Segmenter> Segmenter::load(const std::string& path) {
         s->encoders_->tiny_vit = TinyVitEncoder::load(w);
     } else if (SamVitEncoder::detect(w)) {
         s->family_ = ModelFamily::Sam;
-        s->encoders_->vit = SamVitEncoder::load(w);
+        s->encoders_->vit = SamVitEncoder::load(w, precision);
     } else {
-        throw FormatError(path + ": no supported image encoder found (expected SAM ViT, "
-                                 "MobileSAM TinyViT or SAM 2.1 Hiera tensors)");
+        throw FormatError(path +
+                          ": no supported image encoder found (expected SAM ViT, "
+                          "MobileSAM TinyViT or SAM 2.1 Hiera tensors)");
     }
     if (!SamDecoder::detect(w)) throw FormatError(path + ": no prompt encoder/mask decoder found");
     s->decoder_ = std::make_unique<SamDecoder>(SamDecoder::load(w));
     s->model_hash_ = w.content_hash();
+    s->precision_ = precision;
     return s;
 }
 
@@ -83,6 +88,7 @@ std::string Segmenter::describe() const {
     } else {
         d << " tiny_vit";
     }
+    if (precision_ != Precision::F32) d << ", " << precision_name(precision_) << " compute";
     return d.str();
 }
 
@@ -169,8 +175,7 @@ static Prompt to_model_prompt(const ImageGeometry& geom, const Prompts& p) {
 
 Masks Segmenter::decode(const DecoderImage& image, const ImageGeometry& geom,
                         const Prompts& prompts, MaskOutput output) const {
-    DecoderOutput out =
-        decoder_->decode(image, to_model_prompt(geom, prompts), prompts.multimask);
+    DecoderOutput out = decoder_->decode(image, to_model_prompt(geom, prompts), prompts.multimask);
     Masks m;
     m.width = geom.orig_w;
     m.height = geom.orig_h;

@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "engine/linear.h"
 #include "engine/models/sam_decoder.h"
 #include "engine/tensor.h"
 #include "engine/trace.h"
@@ -53,20 +54,22 @@ enum class MaskOutput {
 };
 
 struct Masks {
-    Tensor low_res_logits;        // [C, 256, 256]
-    std::vector<float> iou;       // [C]
-    Tensor logits;                // [C, H, W] at the original size (MaskOutput::Logits)
-    std::vector<uint8_t> masks;   // C * H * W, logits > 0 (MaskOutput::Masks and Logits)
-    int width = 0, height = 0;    // original size
+    Tensor low_res_logits;       // [C, 256, 256]
+    std::vector<float> iou;      // [C]
+    Tensor logits;               // [C, H, W] at the original size (MaskOutput::Logits)
+    std::vector<uint8_t> masks;  // C * H * W, logits > 0 (MaskOutput::Masks and Logits)
+    int width = 0, height = 0;   // original size
     int count() const { return static_cast<int>(iou.size()); }
-    int best() const;             // index of the highest predicted IoU
+    int best() const;  // index of the highest predicted IoU
 };
 
 class Segmenter {
-public:
+  public:
     // Loads a checkpoint (.pth/.pt or safetensors) and infers the family and size from its
-    // tensors. Throws FormatError.
-    static std::unique_ptr<Segmenter> load(const std::string& path);
+    // tensors; the image encoder's heavy products compute at `precision` (the prompt decoder is
+    // always f32). Throws FormatError.
+    static std::unique_ptr<Segmenter> load(const std::string& path,
+                                           Precision precision = Precision::F32);
     ~Segmenter();
 
     ModelFamily family() const { return family_; }
@@ -85,11 +88,12 @@ public:
     // Throws std::invalid_argument unless the embedding was made by this model.
     void check_embedding(const Embedding& embedding) const;
 
-private:
+  private:
     Segmenter();
     struct Encoders;
     ModelFamily family_ = ModelFamily::Sam;
     std::string model_hash_;
+    Precision precision_ = Precision::F32;
     std::unique_ptr<Encoders> encoders_;
     std::unique_ptr<SamDecoder> decoder_;
 };

@@ -1,5 +1,6 @@
-// Reduced-precision bundles keep the masks: for every golden model, image and prompt case, masks
-// decoded from an f16, bf16 or int8 bundle have IoU >= 0.99 with the masks from float32.
+// Reduced precision keeps the masks: for every golden model, image and prompt case, masks decoded
+// from an f16, bf16 or int8 bundle, or from an embedding the encoder computed in bf16, have
+// IoU >= 0.99 with the masks of the float32 path.
 #include <gtest/gtest.h>
 
 #include <fstream>
@@ -13,6 +14,28 @@ namespace splitseg {
 namespace {
 
 class BundlePrecision : public testing::TestWithParam<std::string> {};
+
+// Every case of `img`: the masks decoded from `reduced` against those from `exact`.
+void expect_same_masks(const Segmenter& model, const WeightFile& vectors,
+                       const nlohmann::json& cases, const std::string& img,
+                       const DecoderImage& exact, const DecoderImage& reduced,
+                       const ImageGeometry& geom, const std::string& what) {
+    for (const auto& c : cases.at("cases")) {
+        if (c.at("image") != img) continue;
+        const std::string key = img + "." + c.at("case").get<std::string>();
+        const Prompts p = golden::case_prompts(vectors, key, c.at("multimask_output").get<bool>());
+        const Masks want = model.decode(exact, geom, p);
+        const Masks got = model.decode(reduced, geom, p);
+        ASSERT_EQ(want.masks.size(), got.masks.size());
+        const int64_t plane = static_cast<int64_t>(want.width) * want.height;
+        for (int i = 0; i < want.count(); ++i) {
+            EXPECT_GE(golden::mask_iou(want.masks.data() + i * plane, got.masks.data() + i * plane,
+                                       plane),
+                      0.99)
+                << key << " mask " << i << " from " << what;
+        }
+    }
+}
 
 TEST_P(BundlePrecision, MasksKeepIoUAbove099) {
     SPLITSEG_REQUIRE_GOLDEN(dir, GetParam());
@@ -31,24 +54,28 @@ TEST_P(BundlePrecision, MasksKeepIoUAbove099) {
                 EXPECT_LE(bytes.size(), limit) << bundle_dtype_name(dtype) << " bundle size";
             }
             const DecoderImage reduced = model->prepare(parse_bundle(bytes));
-            for (const auto& c : cases.at("cases")) {
-                if (c.at("image") != img) continue;
-                const std::string key = img + "." + c.at("case").get<std::string>();
-                const Prompts p =
-                    golden::case_prompts(vectors, key, c.at("multimask_output").get<bool>());
-                const Masks want = model->decode(exact, e.geom, p);
-                const Masks got = model->decode(reduced, e.geom, p);
-                ASSERT_EQ(want.masks.size(), got.masks.size());
-                const int64_t plane = static_cast<int64_t>(want.width) * want.height;
-                for (int i = 0; i < want.count(); ++i) {
-                    EXPECT_GE(golden::mask_iou(want.masks.data() + i * plane,
-                                               got.masks.data() + i * plane, plane),
-                              0.99)
-                        << key << " mask " << i << " from a " << bundle_dtype_name(dtype)
-                        << " bundle";
-                }
-            }
+            expect_same_masks(*model, vectors, cases, img, exact, reduced, e.geom,
+                              std::string("a ") + bundle_dtype_name(dtype) + " bundle");
         }
+    }
+}
+
+TEST_P(BundlePrecision, Bf16EncoderKeepsIoUAbove099) {
+    SPLITSEG_REQUIRE_GOLDEN(dir, GetParam());
+    if (!precision_supported(Precision::BF16))
+        GTEST_SKIP() << "this CPU cannot run oneDNN's bf16 products (no AVX-512)";
+    const WeightFile vectors = WeightFile::open(dir + "/vectors.safetensors");
+    nlohmann::json cases;
+    std::ifstream(dir + "/cases.json") >> cases;
+    auto model = Segmenter::load(dir + "/weights.pth");
+    auto bf16 = Segmenter::load(dir + "/weights.pth", Precision::BF16);
+
+    for (const std::string img : {"img0", "img1"}) {
+        const Image image = load_image(dir + "/" + img + ".png");
+        const Embedding e = model->encode(image);
+        const DecoderImage reduced = model->prepare(bf16->encode(image));
+        expect_same_masks(*model, vectors, cases, img, model->prepare(e), reduced, e.geom,
+                          "a bf16-computed embedding");
     }
 }
 

@@ -9,6 +9,7 @@
 #include <cstring>
 #include <stdexcept>
 
+#include "engine/attention.h"
 #include "engine/ops.h"
 
 namespace splitseg {
@@ -47,19 +48,21 @@ void gather_part(const float* qkv, int64_t G, int64_t parts, int64_t D, int64_t 
     }
 }
 
-// Decomposed relative positions (MViTv2; SAM's add_decomposed_rel_pos) for one head attending
-// within an S x S grid of tokens (a window, or the whole image), q [S * S, D] unscaled:
+// Decomposed relative positions (MViTv2; SAM's add_decomposed_rel_pos) for a head attending
+// within an S x S grid of tokens (a window, or the whole image), q [S * S, heads * D] unscaled,
+// rows ldq apart:
 //   score[q, k] += q . rel_h[qy - ky + S - 1] + q . rel_w[qx - kx + S - 1]
 // One small product per table gives a block of queries against every offset at once, so the
 // [L, L] bias is never formed.
-ScoreBias rel_pos_bias(const float* q, int64_t D, int64_t S, const Tensor& rel_h,
+ScoreBias rel_pos_bias(const float* q, int64_t ldq, int64_t D, int64_t S, const Tensor& rel_h,
                        const Tensor& rel_w) {
-    return [=, &rel_h, &rel_w](int, int64_t q0, int64_t q1, float* scores) {
+    return [=, &rel_h, &rel_w](int head, int64_t q0, int64_t q1, float* scores) {
         const int64_t n = q1 - q0, offsets = 2 * S - 1;
+        const float* rows = q + q0 * ldq + head * D;
         std::vector<float> by_h(n * offsets), by_w(n * offsets), row_w(S);
-        gemm(false, true, n, offsets, D, 1.0f, q + q0 * D, D, rel_h.data(), D, 0.0f, by_h.data(),
+        gemm(false, true, n, offsets, D, 1.0f, rows, ldq, rel_h.data(), D, 0.0f, by_h.data(),
              offsets);
-        gemm(false, true, n, offsets, D, 1.0f, q + q0 * D, D, rel_w.data(), D, 0.0f, by_w.data(),
+        gemm(false, true, n, offsets, D, 1.0f, rows, ldq, rel_w.data(), D, 0.0f, by_w.data(),
              offsets);
         for (int64_t i = 0; i < n; ++i) {
             const int64_t qy = (q0 + i) / S, qx = (q0 + i) % S;
@@ -200,18 +203,22 @@ SamVitConfig infer_sam_vit_config(const std::map<std::string, Shape>& shapes,
 }
 
 SamVitEncoder SamVitEncoder::build(const SamVitConfig& cfg, const TensorSource& source,
-                                   const std::string& prefix) {
+                                   Precision precision, const std::string& prefix) {
     std::map<std::string, Tensor> t;
     for (const auto& [name, shape] : sam_vit_tensor_shapes(cfg, prefix))
         t.emplace(name, source(name, shape));
     auto take = [&](const std::string& name) { return std::move(t.at(prefix + name)); };
+    auto linear = [&](const std::string& name) {
+        return Linear(t.at(prefix + name + ".weight"), t.at(prefix + name + ".bias"), precision);
+    };
 
     const int64_t C = cfg.embed_dim, G = cfg.grid();
     SamVitEncoder enc;
     enc.cfg_ = cfg;
-    enc.patch_w_ = take("patch_embed.proj.weight");
-    enc.patch_w_.reshape({C, -1});
-    enc.patch_b_ = take("patch_embed.proj.bias");
+    enc.precision_ = precision;
+    Tensor patch_w = take("patch_embed.proj.weight");
+    patch_w.reshape({C, -1});
+    enc.patch_ = Linear(patch_w, take("patch_embed.proj.bias"), precision);
     enc.pos_embed_ = take("pos_embed");
     enc.pos_embed_.reshape({G, G, C});
     for (int i = 0; i < cfg.depth; ++i) {
@@ -220,18 +227,15 @@ SamVitEncoder SamVitEncoder::build(const SamVitConfig& cfg, const TensorSource& 
         b.window = cfg.is_global(i) ? 0 : cfg.window_size;
         b.norm1_w = take(p + "norm1.weight");
         b.norm1_b = take(p + "norm1.bias");
-        b.qkv_w = take(p + "attn.qkv.weight");
+        b.qkv = linear(p + "attn.qkv");
         b.qkv_b = take(p + "attn.qkv.bias");
         b.rel_pos_h = take(p + "attn.rel_pos_h");
         b.rel_pos_w = take(p + "attn.rel_pos_w");
-        b.proj_w = take(p + "attn.proj.weight");
-        b.proj_b = take(p + "attn.proj.bias");
+        b.proj = linear(p + "attn.proj");
         b.norm2_w = take(p + "norm2.weight");
         b.norm2_b = take(p + "norm2.bias");
-        b.lin1_w = take(p + "mlp.lin1.weight");
-        b.lin1_b = take(p + "mlp.lin1.bias");
-        b.lin2_w = take(p + "mlp.lin2.weight");
-        b.lin2_b = take(p + "mlp.lin2.bias");
+        b.lin1 = linear(p + "mlp.lin1");
+        b.lin2 = linear(p + "mlp.lin2");
         enc.blocks_.push_back(std::move(b));
     }
     enc.neck_conv1_w_ = take("neck.0.weight");
@@ -243,7 +247,8 @@ SamVitEncoder SamVitEncoder::build(const SamVitConfig& cfg, const TensorSource& 
     return enc;
 }
 
-SamVitEncoder SamVitEncoder::load(const WeightFile& w, const std::string& prefix) {
+SamVitEncoder SamVitEncoder::load(const WeightFile& w, Precision precision,
+                                  const std::string& prefix) {
     std::map<std::string, Shape> shapes;
     for (const std::string& name : w.names())
         if (name.starts_with(prefix)) shapes.emplace(name, w.ref(name).shape);
@@ -255,11 +260,11 @@ SamVitEncoder SamVitEncoder::load(const WeightFile& w, const std::string& prefix
     }
     return build(
         cfg, [&](const std::string& name, const Shape& shape) { return w.get(name, shape); },
-        prefix);
+        precision, prefix);
 }
 
 SamVitEncoder SamVitEncoder::from_tensors(std::map<std::string, Tensor> tensors,
-                                          const std::string& prefix) {
+                                          Precision precision, const std::string& prefix) {
     std::map<std::string, Shape> shapes;
     for (const auto& [name, t] : tensors) shapes.emplace(name, t.shape());
     auto source = [&](const std::string& name, const Shape& shape) {
@@ -269,7 +274,7 @@ SamVitEncoder SamVitEncoder::from_tensors(std::map<std::string, Tensor> tensors,
             bad_shape(name, it->second.shape(), "expected " + shape_str(shape));
         return std::move(it->second);
     };
-    return build(infer_sam_vit_config(shapes, prefix), source, prefix);
+    return build(infer_sam_vit_config(shapes, prefix), source, precision, prefix);
 }
 
 bool SamVitEncoder::detect(const WeightFile& w, const std::string& prefix) {
@@ -280,7 +285,6 @@ SamVitEncoder::Workspace::Workspace(const SamVitConfig& cfg) {
     const int64_t N = static_cast<int64_t>(cfg.grid()) * cfg.grid(), C = cfg.embed_dim;
     normed = Tensor({N, C});
     qkv = Tensor({N, 3 * C});
-    heads = Tensor({3 * C * (cfg.global_blocks.empty() ? 0 : N)});
     hidden = Tensor({N, cfg.mlp_dim});
 }
 
@@ -315,46 +319,37 @@ Tensor SamVitEncoder::patch_embed(const Tensor& image) const {
                                 image.data() + (c * S + py * P + y) * S + px * P,
                                 P * sizeof(float));
         }
-    Tensor x = linear(patches, patch_w_, patch_b_);  // [G * G, C]
+    Tensor x = patch_(patches);  // [G * G, C]
     x.reshape({G, G, cfg_.embed_dim});
     return x;
 }
 
 void SamVitEncoder::run_block(const Block& b, Tensor& x, Workspace& ws) const {
-    const int64_t C = cfg_.embed_dim, N = x.numel() / C, M = cfg_.mlp_dim;
+    const int64_t C = cfg_.embed_dim, N = x.numel() / C;
     float* normed = ws.normed.data();
 
     // x += proj(attention(norm1(x)))
     layer_norm(x.data(), normed, N, C, b.norm1_w.data(), b.norm1_b.data(), kLayerNormEps);
-    linear(normed, N, C, b.qkv_w.data(), b.qkv_b.data(), 3 * C, ws.qkv.data());  // [N, 3C]
+    b.qkv.run(normed, N, ws.qkv.data());  // [N, 3C]
     if (b.window)
         windowed_attention(b, ws);  // -> normed
     else
         global_attention(b, ws);
-    linear_add(normed, N, C, b.proj_w.data(), b.proj_b.data(), C, x.data());
+    b.proj.run(normed, N, x.data(), Epilogue::Add);
 
     // x += lin2(gelu(lin1(norm2(x))))
     layer_norm(x.data(), normed, N, C, b.norm2_w.data(), b.norm2_b.data(), kLayerNormEps);
-    linear(normed, N, C, b.lin1_w.data(), b.lin1_b.data(), M, ws.hidden.data());  // [N, mlp]
-    gelu(ws.hidden);
-    linear_add(ws.hidden.data(), N, M, b.lin2_w.data(), b.lin2_b.data(), C, x.data());
+    b.lin1.run(normed, N, ws.hidden.data(), Epilogue::Gelu);  // [N, mlp]
+    b.lin2.run(ws.hidden.data(), N, x.data(), Epilogue::Add);
 }
 
-// Attention over all G x G tokens, head by head, each head's query blocks in parallel.
+// Attention over all G x G tokens, read in place from the qkv rows [N, 3C]: q, k, v.
 void SamVitEncoder::global_attention(const Block& b, Workspace& ws) const {
     const int64_t G = cfg_.grid(), N = G * G, C = cfg_.embed_dim, D = cfg_.head_dim();
-    const int64_t H = cfg_.num_heads;
-    float* heads = ws.heads.data();  // [3 * H, N, D]: all q heads, all k heads, all v heads
-#pragma omp parallel for
-    for (int64_t p = 0; p < 3 * H; ++p)
-        gather_part(ws.qkv.data(), G, 3 * H, D, p, 0, 0, G, nullptr, heads + p * N * D);
-    for (int64_t h = 0; h < H; ++h) {
-        const float* q = heads + h * N * D;
-        const float* k = q + H * N * D;
-        const float* v = k + H * N * D;
-        attention(q, D, k, D, v, D, ws.normed.data() + h * D, C, N, N, 1, D,
-                  rel_pos_bias(q, D, G, b.rel_pos_h, b.rel_pos_w));
-    }
+    const float* q = ws.qkv.data();
+    attention_packed(q, 3 * C, q + C, 3 * C, q + 2 * C, 3 * C, ws.normed.data(), C, N, N,
+                     cfg_.num_heads, D, precision_,
+                     rel_pos_bias(q, 3 * C, D, G, b.rel_pos_h, b.rel_pos_w));
 }
 
 // Attention within S x S windows tiling the G x G grid, padded at the bottom and right as the
@@ -378,7 +373,7 @@ void SamVitEncoder::windowed_attention(const Block& b, Workspace& ws) const {
             const int64_t rows = std::min(S, G - y0), cols = std::min(S, G - x0);
             const float* q = qkv.data();
             attention(q, D, q + L * D, D, q + 2 * L * D, D, out.data(), D, rows * S, L, 1, D,
-                      rel_pos_bias(q, D, S, b.rel_pos_h, b.rel_pos_w));
+                      rel_pos_bias(q, D, D, S, b.rel_pos_h, b.rel_pos_w));
             for (int64_t ty = 0; ty < rows; ++ty)
                 for (int64_t tx = 0; tx < cols; ++tx)
                     std::memcpy(ws.normed.data() + ((y0 + ty) * G + x0 + tx) * C + h * D,

@@ -8,6 +8,7 @@
 #include <utility>
 #include <vector>
 
+#include "engine/linear.h"
 #include "engine/tensor.h"
 #include "engine/trace.h"
 #include "engine/weights/weight_file.h"
@@ -49,10 +50,13 @@ SamVitConfig infer_sam_vit_config(const std::map<std::string, Shape>& shapes,
 
 class SamVitEncoder {
   public:
-    // Loads from keys under prefix ("image_encoder." in official checkpoints). Throws FormatError.
-    static SamVitEncoder load(const WeightFile& w, const std::string& prefix = "image_encoder.");
+    // Loads from keys under prefix ("image_encoder." in official checkpoints); the linear layers
+    // compute at `precision`. Throws FormatError.
+    static SamVitEncoder load(const WeightFile& w, Precision precision = Precision::F32,
+                              const std::string& prefix = "image_encoder.");
     // The same from tensors already in memory (synthetic weights, tests), keys under prefix.
     static SamVitEncoder from_tensors(std::map<std::string, Tensor> tensors,
+                                      Precision precision = Precision::F32,
                                       const std::string& prefix = "image_encoder.");
     static bool detect(const WeightFile& w, const std::string& prefix = "image_encoder.");
 
@@ -66,17 +70,18 @@ class SamVitEncoder {
     struct Block {
         int window = 0;  // 0: global attention
         Tensor norm1_w, norm1_b;
-        Tensor qkv_w, qkv_b;          // [3C, C], [3C]: q, k, v, each heads x head_dim
+        Linear qkv;                   // C -> 3C: q, k, v, each heads x head_dim
+        Tensor qkv_b;                 // [3C]: the q, k, v of a zero (padding) token
         Tensor rel_pos_h, rel_pos_w;  // [2S - 1, head_dim]
-        Tensor proj_w, proj_b;
+        Linear proj;                  // C -> C
         Tensor norm2_w, norm2_b;
-        Tensor lin1_w, lin1_b, lin2_w, lin2_b;
+        Linear lin1, lin2;  // C -> mlp -> C
     };
 
     // name (with prefix) and expected shape -> tensor; throws FormatError.
     using TensorSource = std::function<Tensor(const std::string& name, const Shape& shape)>;
     static SamVitEncoder build(const SamVitConfig& cfg, const TensorSource& source,
-                               const std::string& prefix);
+                               Precision precision, const std::string& prefix);
 
     // Activations reused by every block of one encode: fresh multi-megabyte allocations would
     // page-fault on every use.
@@ -84,7 +89,6 @@ class SamVitEncoder {
         explicit Workspace(const SamVitConfig& cfg);
         Tensor normed;  // [N, C]: norm1 / norm2 output, and the attention output
         Tensor qkv;     // [N, 3C]
-        Tensor heads;   // [3 * heads, N, D]: a global block's q, k, v, head by head
         Tensor hidden;  // [N, mlp]
     };
 
@@ -95,8 +99,9 @@ class SamVitEncoder {
     Tensor neck(const Tensor& x) const;
 
     SamVitConfig cfg_;
-    Tensor patch_w_, patch_b_;  // [C, 3 * P * P] (the conv kernel as a matrix), [C]
-    Tensor pos_embed_;          // [G, G, C]
+    Precision precision_ = Precision::F32;  // of the linear layers and global attention
+    Linear patch_;                          // 3 * P * P -> C: the conv kernel as a matrix
+    Tensor pos_embed_;                      // [G, G, C]
     std::vector<Block> blocks_;
     Tensor neck_conv1_w_;  // [out, C, 1, 1]
     Tensor neck_norm1_w_, neck_norm1_b_;
