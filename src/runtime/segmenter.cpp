@@ -59,7 +59,7 @@ std::unique_ptr<Segmenter> Segmenter::load(const std::string& path, Precision pr
         s->encoders_->hiera = HieraEncoder::load(w);
     } else if (TinyVitEncoder::detect(w)) {
         s->family_ = ModelFamily::MobileSam;
-        s->encoders_->tiny_vit = TinyVitEncoder::load(w);
+        s->encoders_->tiny_vit = TinyVitEncoder::load(w, precision);
     } else if (SamVitEncoder::detect(w)) {
         s->family_ = ModelFamily::Sam;
         s->encoders_->vit = SamVitEncoder::load(w, precision);

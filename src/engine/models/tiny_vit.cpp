@@ -117,14 +117,18 @@ float ratio(int64_t a, int64_t b) {
 // head may be absent.
 struct Reader {
     const std::function<Tensor(const std::string&, const Shape&)>& source;
+    Precision precision;
     std::map<std::string, Shape> shapes;
 
     Tensor get(const std::string& name) const { return source(name, shapes.at(name)); }
+    Linear linear(const std::string& name) const {
+        return Linear(get(name + "weight"), get(name + "bias"), precision);
+    }
 
     // Folds the BatchNorm into the convolution: w' = w * s, b' = beta - mean * s with
-    // s = gamma / sqrt(var + eps). A 1x1 convolution keeps its weight as [out, in] for linear.
+    // s = gamma / sqrt(var + eps). A 1x1 convolution becomes a Linear.
     ConvBn conv_bn(const std::string& name, int stride) const {
-        ConvBn cb{get(name + "c.weight"), Tensor(), stride};
+        ConvBn cb{get(name + "c.weight"), Tensor(), Linear(), stride};
         const Tensor gamma = get(name + "bn.weight"), beta = get(name + "bn.bias");
         const Tensor mean = get(name + "bn.running_mean"), var = get(name + "bn.running_var");
         const int64_t out = cb.weight.dim(0), per_out = cb.weight.numel() / out;
@@ -134,7 +138,11 @@ struct Reader {
             for (int64_t i = 0; i < per_out; ++i) cb.weight[o * per_out + i] *= s;
             cb.bias[o] = beta[o] - mean[o] * s;
         }
-        if (cb.weight.dim(2) == 1 && cb.weight.dim(3) == 1) cb.weight.reshape({out, per_out});
+        if (cb.weight.dim(2) == 1 && cb.weight.dim(3) == 1) {
+            cb.weight.reshape({out, per_out});
+            cb.linear = Linear(cb.weight, cb.bias, precision);
+            cb.weight = cb.bias = Tensor();
+        }
         return cb;
     }
 
@@ -163,12 +171,11 @@ AttentionBlock Reader::attention_block(const std::string& name, int heads, int w
     b.window = window;
     b.attn_norm_w = get(name + "attn.norm.weight");
     b.attn_norm_b = get(name + "attn.norm.bias");
-    b.qkv_w = get(name + "attn.qkv.weight");
-    b.qkv_b = get(name + "attn.qkv.bias");
-    regroup_qkv_rows(b.qkv_w, heads);
-    regroup_qkv_rows(b.qkv_b, heads);
-    b.proj_w = get(name + "attn.proj.weight");
-    b.proj_b = get(name + "attn.proj.bias");
+    Tensor qkv_w = get(name + "attn.qkv.weight"), qkv_b = get(name + "attn.qkv.bias");
+    regroup_qkv_rows(qkv_w, heads);
+    regroup_qkv_rows(qkv_b, heads);
+    b.qkv = Linear(qkv_w, qkv_b, precision);
+    b.proj = linear(name + "attn.proj.");
     // Expand the per-offset biases to a [heads, L, L] table once, as the reference's eval `ab`.
     const Tensor biases = get(name + "attn.attention_biases");  // [heads, window^2]
     const std::vector<int> index = tiny_vit_attention_bias_index(window);
@@ -179,10 +186,8 @@ AttentionBlock Reader::attention_block(const std::string& name, int heads, int w
     b.local_conv = conv_bn(name + "local_conv.", 1);
     b.mlp_norm_w = get(name + "mlp.norm.weight");
     b.mlp_norm_b = get(name + "mlp.norm.bias");
-    b.fc1_w = get(name + "mlp.fc1.weight");
-    b.fc1_b = get(name + "mlp.fc1.bias");
-    b.fc2_w = get(name + "mlp.fc2.weight");
-    b.fc2_b = get(name + "mlp.fc2.bias");
+    b.fc1 = linear(name + "mlp.fc1.");
+    b.fc2 = linear(name + "mlp.fc2.");
     return b;
 }
 
@@ -199,7 +204,7 @@ constexpr int64_t kChunkFloats = int64_t{1} << 18;
 // conv reads: they never exist at full size, and the bands run in parallel.
 Tensor bottleneck(const Tensor& x, const Bottleneck& b, bool residual) {
     const int64_t H = x.dim(0), W = x.dim(1), C = x.dim(2), s = b.depthwise.stride;
-    const int64_t hidden = b.expand.weight.dim(0), O = b.project.weight.dim(0);
+    const int64_t hidden = b.expand.linear.out_features(), O = b.project.linear.out_features();
     const int64_t OH = (H - 1) / s + 1, OW = (W - 1) / s + 1;  // 3x3, padding 1
     Tensor out({OH, OW, O});
     // Output rows per band: the budget less the two halo rows, and at least 8 bands so that
@@ -214,16 +219,13 @@ Tensor bottleneck(const Tensor& x, const Bottleneck& b, bool residual) {
         const int64_t i0 = std::max<int64_t>(0, s * (y0 - 1)), i1 = std::min(H, s * (y1 - 1) + 2);
         const int64_t skip = y0 - i0 / s;
         Tensor h({i1 - i0, W, hidden});
-        linear(x.data() + i0 * W * C, (i1 - i0) * W, C, b.expand.weight.data(),
-               b.expand.bias.data(), hidden, h.data());
-        gelu(h);
+        b.expand.linear.run(x.data() + i0 * W * C, (i1 - i0) * W, h.data(), Epilogue::Gelu);
         // Zero padding at the band's edges only reaches rows the band does not use.
         h = depthwise_conv2d_hwc(h, b.depthwise.weight, b.depthwise.bias, s, 1);
         gelu(h);
         const int64_t n = (y1 - y0) * OW;
         float* o = out.data() + y0 * OW * O;
-        linear(h.data() + skip * OW * hidden, n, hidden, b.project.weight.data(),
-               b.project.bias.data(), O, o);
+        b.project.linear.run(h.data() + skip * OW * hidden, n, o);
         if (residual) {
             const float* r = x.data() + y0 * OW * O;
             for (int64_t i = 0; i < n * O; ++i) o[i] += r[i];
@@ -277,7 +279,7 @@ void add_window_attention(Tensor& x, const AttentionBlock& b) {
     const int64_t C = x.dim(2), L = static_cast<int64_t>(b.window) * b.window;
     Tensor windows = window_partition(x, b.window);  // [nwin, L, C]
     layer_norm(windows, b.attn_norm_w, b.attn_norm_b, kLayerNormEps);
-    const Tensor qkv = linear(windows, b.qkv_w, b.qkv_b);  // [nwin, L, 3C]: q | k | v
+    const Tensor qkv = b.qkv(windows);  // [nwin, L, 3C]: q | k | v
     const float* table = b.bias.data();
     const ScoreBias add_bias = [table, L](int head, int64_t q0, int64_t q1, float* scores) {
         const float* src = table + (head * L + q0) * L;
@@ -291,14 +293,13 @@ void add_window_attention(Tensor& x, const AttentionBlock& b) {
                   b.heads, C / b.heads, add_bias);
     }
     const Tensor merged = window_merge(windows, x.dim(0), x.dim(1), b.window);
-    linear_add(merged.data(), x.dim(0) * x.dim(1), C, b.proj_w.data(), b.proj_b.data(), C,
-               x.data());
+    b.proj.run(merged.data(), x.dim(0) * x.dim(1), x.data(), Epilogue::Add);
 }
 
 // x += fc2(GELU(fc1(LayerNorm(x)))), x [H, W, C]. Runs over chunks of tokens so that the 4x
 // wider hidden activations of a chunk stay in cache; the chunks run in parallel.
 void add_mlp(Tensor& x, const AttentionBlock& b) {
-    const int64_t N = x.dim(0) * x.dim(1), C = x.dim(2), hidden = b.fc1_w.dim(0);
+    const int64_t N = x.dim(0) * x.dim(1), C = x.dim(2), hidden = b.fc1.out_features();
     const int64_t rows = std::max<int64_t>(16, kChunkFloats / hidden);
     const int64_t chunks = (N + rows - 1) / rows;
 #pragma omp parallel for schedule(dynamic)
@@ -308,9 +309,8 @@ void add_mlp(Tensor& x, const AttentionBlock& b) {
         Tensor normed({n, C}), h({n, hidden});
         layer_norm(xc, normed.data(), n, C, b.mlp_norm_w.data(), b.mlp_norm_b.data(),
                    kLayerNormEps);
-        linear(normed.data(), n, C, b.fc1_w.data(), b.fc1_b.data(), hidden, h.data());
-        gelu(h);
-        linear_add(h.data(), n, hidden, b.fc2_w.data(), b.fc2_b.data(), C, xc);
+        b.fc1.run(normed.data(), n, h.data(), Epilogue::Gelu);
+        b.fc2.run(h.data(), n, xc, Epilogue::Add);
     }
 }
 
@@ -428,8 +428,8 @@ bool TinyVitEncoder::detect(const WeightFile& w, const std::string& prefix) {
 }
 
 TinyVitEncoder TinyVitEncoder::build(const TinyVitConfig& cfg, const TensorSource& source,
-                                     const std::string& prefix) {
-    Reader r{source, {}};
+                                     Precision precision, const std::string& prefix) {
+    Reader r{source, precision, {}};
     for (auto& [name, shape] : tiny_vit_tensor_shapes(cfg, prefix)) r.shapes[name] = shape;
 
     TinyVitEncoder enc;
@@ -451,8 +451,9 @@ TinyVitEncoder TinyVitEncoder::build(const TinyVitConfig& cfg, const TensorSourc
                                             patch_merging_stride(cfg.embed_dims[i + 1]));
         enc.layers_.push_back(std::move(layer));
     }
-    enc.neck_conv1_ = r.get(prefix + "neck.0.weight");
-    enc.neck_conv1_.reshape({cfg.out_chans, cfg.embed_dims.back()});
+    Tensor neck_conv1 = r.get(prefix + "neck.0.weight");
+    neck_conv1.reshape({cfg.out_chans, cfg.embed_dims.back()});
+    enc.neck_conv1_ = Linear(neck_conv1, Tensor(), precision);
     enc.neck_norm1_w_ = r.get(prefix + "neck.1.weight");
     enc.neck_norm1_b_ = r.get(prefix + "neck.1.bias");
     enc.neck_conv2_ = r.get(prefix + "neck.2.weight");
@@ -461,7 +462,8 @@ TinyVitEncoder TinyVitEncoder::build(const TinyVitConfig& cfg, const TensorSourc
     return enc;
 }
 
-TinyVitEncoder TinyVitEncoder::load(const WeightFile& w, const std::string& prefix) {
+TinyVitEncoder TinyVitEncoder::load(const WeightFile& w, Precision precision,
+                                    const std::string& prefix) {
     std::map<std::string, Shape> shapes;
     for (const std::string& name : w.names())
         if (name.starts_with(prefix)) shapes.emplace(name, w.ref(name).shape);
@@ -473,11 +475,11 @@ TinyVitEncoder TinyVitEncoder::load(const WeightFile& w, const std::string& pref
     }
     return build(
         cfg, [&](const std::string& name, const Shape& shape) { return w.get(name, shape); },
-        prefix);
+        precision, prefix);
 }
 
 TinyVitEncoder TinyVitEncoder::from_tensors(std::map<std::string, Tensor> tensors,
-                                            const std::string& prefix) {
+                                            Precision precision, const std::string& prefix) {
     std::map<std::string, Shape> shapes;
     for (const auto& [name, t] : tensors) shapes.emplace(name, t.shape());
     auto source = [&](const std::string& name, const Shape& shape) {
@@ -487,7 +489,7 @@ TinyVitEncoder TinyVitEncoder::from_tensors(std::map<std::string, Tensor> tensor
             bad_shape(name, it->second.shape(), "expected " + shape_str(shape));
         return std::move(it->second);
     };
-    return build(infer_tiny_vit_config(shapes, prefix), source, prefix);
+    return build(infer_tiny_vit_config(shapes, prefix), source, precision, prefix);
 }
 
 Tensor TinyVitEncoder::encode(const Tensor& image, const Trace& trace) const {
@@ -513,7 +515,7 @@ Tensor TinyVitEncoder::encode(const Tensor& image, const Trace& trace) const {
 
     // Neck: 1x1 conv, LayerNorm2d, 3x3 conv, LayerNorm2d -> [256, 64, 64]. On channels-last
     // tokens the 1x1 conv is a linear and LayerNorm2d a LayerNorm over the last dimension.
-    x = linear(x, neck_conv1_, Tensor());
+    x = neck_conv1_(x);
     layer_norm(x, neck_norm1_w_, neck_norm1_b_, kNeckNormEps);
     x = conv2d_hwc(x, neck_conv2_, Tensor(), 1, 1);
     layer_norm(x, neck_norm2_w_, neck_norm2_b_, kNeckNormEps);

@@ -10,6 +10,7 @@
 #include <utility>
 #include <vector>
 
+#include "engine/linear.h"
 #include "engine/tensor.h"
 #include "engine/trace.h"
 #include "engine/weights/weight_file.h"
@@ -52,10 +53,10 @@ std::vector<int> tiny_vit_attention_bias_index(int window);
 
 namespace tiny_vit {
 
-// Convolution with its BatchNorm folded in. 1x1 convolutions run as linear on tokens and keep
-// their weight as [out, in].
+// Convolution with its BatchNorm folded in. 1x1 convolutions run as a Linear on tokens.
 struct ConvBn {
-    Tensor weight, bias;
+    Tensor weight, bias;  // other convolutions
+    Linear linear;        // 1x1
     int stride = 1;
 };
 // 1x1 conv -> GELU -> depthwise 3x3 conv -> GELU -> 1x1 conv: the body of an MBConv block (which
@@ -66,11 +67,12 @@ struct Bottleneck {
 struct AttentionBlock {
     int heads = 0, window = 0;
     Tensor attn_norm_w, attn_norm_b;
-    Tensor qkv_w, qkv_b;  // rows regrouped to [q of all heads; k; v]
-    Tensor proj_w, proj_b;
+    Linear qkv;  // rows regrouped to [q of all heads; k; v]
+    Linear proj;
     Tensor bias;        // [heads, window^2, window^2], attention biases expanded by index
     ConvBn local_conv;  // depthwise 3x3
-    Tensor mlp_norm_w, mlp_norm_b, fc1_w, fc1_b, fc2_w, fc2_b;
+    Tensor mlp_norm_w, mlp_norm_b;
+    Linear fc1, fc2;
 };
 struct Layer {
     std::vector<Bottleneck> conv_blocks;  // MBConv blocks, or
@@ -83,10 +85,13 @@ struct Layer {
 class TinyVitEncoder {
   public:
     static bool detect(const WeightFile& w, const std::string& prefix = "image_encoder.");
-    // Folds every BatchNorm into its convolution. Throws FormatError.
-    static TinyVitEncoder load(const WeightFile& w, const std::string& prefix = "image_encoder.");
+    // Folds every BatchNorm into its convolution; the linear layers (and 1x1 convolutions)
+    // compute at `precision`. Throws FormatError.
+    static TinyVitEncoder load(const WeightFile& w, Precision precision = Precision::F32,
+                               const std::string& prefix = "image_encoder.");
     // The same from tensors already in memory (synthetic weights, tests), keys under prefix.
     static TinyVitEncoder from_tensors(std::map<std::string, Tensor> tensors,
+                                       Precision precision = Precision::F32,
                                        const std::string& prefix = "image_encoder.");
 
     // image [3, 1024, 1024], normalised and padded -> embedding [256, 64, 64].
@@ -99,13 +104,14 @@ class TinyVitEncoder {
     // name (with prefix) and expected shape -> tensor; throws FormatError.
     using TensorSource = std::function<Tensor(const std::string& name, const Shape& shape)>;
     static TinyVitEncoder build(const TinyVitConfig& cfg, const TensorSource& source,
-                                const std::string& prefix);
+                                Precision precision, const std::string& prefix);
     TinyVitEncoder() = default;
 
     TinyVitConfig cfg_;
     tiny_vit::ConvBn embed0_, embed1_;
     std::vector<tiny_vit::Layer> layers_;
-    Tensor neck_conv1_, neck_norm1_w_, neck_norm1_b_, neck_conv2_, neck_norm2_w_, neck_norm2_b_;
+    Linear neck_conv1_;  // 1x1, no bias
+    Tensor neck_norm1_w_, neck_norm1_b_, neck_conv2_, neck_norm2_w_, neck_norm2_b_;
 };
 
 }  // namespace splitseg
