@@ -71,6 +71,7 @@ int cmd_bench(const std::vector<std::string>& argv) {
 
     j["model"] = model->describe();
     j["threads"] = num_threads();
+    j["precision"] = precision_name(model->precision());
     j["image"] = std::to_string(image.width) + "x" + std::to_string(image.height);
     j["encode_runs_ms"] = encode;
     j["encode_ms"] = median(encode);

@@ -57,6 +57,7 @@ std::unique_ptr<Segmenter> Segmenter::load(const std::string& path, Precision pr
     if (HieraEncoder::detect(w)) {
         s->family_ = ModelFamily::Sam2;
         s->encoders_->hiera = HieraEncoder::load(w);
+        precision = Precision::F32;  // SAM 2.1 computes in f32 only (see HieraEncoder::build)
     } else if (TinyVitEncoder::detect(w)) {
         s->family_ = ModelFamily::MobileSam;
         s->encoders_->tiny_vit = TinyVitEncoder::load(w, precision);

@@ -66,14 +66,15 @@ struct Masks {
 class Segmenter {
   public:
     // Loads a checkpoint (.pth/.pt or safetensors) and infers the family and size from its
-    // tensors; the image encoder's heavy products compute at `precision` (the prompt decoder is
-    // always f32). Throws FormatError.
+    // tensors; the image encoder's heavy products compute at `precision` (SAM and MobileSAM; SAM
+    // 2.1 and every prompt decoder stay f32: precision() says what applies). Throws FormatError.
     static std::unique_ptr<Segmenter> load(const std::string& path,
                                            Precision precision = Precision::F32);
     ~Segmenter();
 
     ModelFamily family() const { return family_; }
     const std::string& model_hash() const { return model_hash_; }
+    Precision precision() const { return precision_; }
     std::string describe() const;  // one line: family and inferred architecture
 
     Preprocessed preprocess(const Image& image) const;

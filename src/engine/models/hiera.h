@@ -31,6 +31,7 @@
 #include <utility>
 #include <vector>
 
+#include "engine/linear.h"
 #include "engine/tensor.h"
 #include "engine/trace.h"
 #include "engine/weights/weight_file.h"
@@ -97,11 +98,12 @@ class HieraEncoder {
         int window = 0;     // 0: global attention
         bool pool = false;  // first block of stages 1..3: query and shortcut max-pooled 2x2
         Tensor norm1_w, norm1_b;
-        Tensor qkv_w, qkv_b;  // [3 * dim_out, dim]: q, k, v, each heads x head_dim
-        Tensor attn_proj_w, attn_proj_b;
+        Linear qkv;    // dim -> 3 * dim_out: q, k, v, each heads x head_dim
+        Tensor qkv_b;  // [3 * dim_out]
+        Linear attn_proj;
         Tensor norm2_w, norm2_b;
-        Tensor mlp0_w, mlp0_b, mlp1_w, mlp1_b;
-        Tensor proj_w, proj_b;  // shortcut projection to dim_out (pooling blocks only)
+        Linear mlp0, mlp1;
+        Linear proj;  // shortcut projection to dim_out (pooling blocks only)
     };
 
     // name and expected shape -> tensor; throws FormatError.
