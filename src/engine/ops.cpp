@@ -189,11 +189,14 @@ void softmax_numerators(float* x, int64_t rows, int64_t cols, float* inv_sum) {
 }
 
 void softmax_rows(float* x, int64_t rows, int64_t cols) {
+    // All rows at once: a call per row let GCC clone softmax_numerators for rows == 1, and the
+    // clone lost its vectorisation (5 ns per element instead of 0.3).
+    std::vector<float> inv_sum(rows);
+    softmax_numerators(x, rows, cols, inv_sum.data());
     for (int64_t r = 0; r < rows; ++r) {
         float* row = x + r * cols;
-        float inv_sum;
-        softmax_numerators(row, 1, cols, &inv_sum);
-        for (int64_t c = 0; c < cols; ++c) row[c] *= inv_sum;
+#pragma omp simd
+        for (int64_t c = 0; c < cols; ++c) row[c] *= inv_sum[r];
     }
 }
 
