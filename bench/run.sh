@@ -11,8 +11,14 @@ bin=build/splitseg
 for arch in ${SPLITSEG_BENCH_ARCHS:-vit_b mobilesam sam2.1_hiera_t sam2.1_hiera_l}; do
     model=$out/$arch.safetensors
     [ -f "$model" ] || $bin models synth --arch "$arch" --out "$model" >/dev/null
-    echo "== $arch"
-    $bin bench --model "$model" --threads "$threads" --runs "${SPLITSEG_BENCH_RUNS:-3}" --json
+    # bf16 compute applies to the SAM and MobileSAM encoders (SAM 2.1 stays f32).
+    precisions="f32"
+    case $arch in vit_* | mobilesam) precisions=${SPLITSEG_BENCH_PRECISIONS:-f32 bf16} ;; esac
+    for precision in $precisions; do
+        echo "== $arch $precision"
+        $bin bench --model "$model" --threads "$threads" --runs "${SPLITSEG_BENCH_RUNS:-3}" \
+            --precision "$precision" --json
+    done
 done
 if [ -f "$out/vit_b.safetensors" ]; then
     echo "== segment peak memory, vit_b (image -> masks, then bundle -> masks)"
