@@ -208,8 +208,10 @@ SamVitEncoder SamVitEncoder::build(const SamVitConfig& cfg, const TensorSource& 
     for (const auto& [name, shape] : sam_vit_tensor_shapes(cfg, prefix))
         t.emplace(name, source(name, shape));
     auto take = [&](const std::string& name) { return std::move(t.at(prefix + name)); };
+    // Each layer's f32 weights are freed as soon as they are packed: peak memory stays near one
+    // copy of the model.
     auto linear = [&](const std::string& name) {
-        return Linear(t.at(prefix + name + ".weight"), t.at(prefix + name + ".bias"), precision);
+        return Linear(take(name + ".weight"), take(name + ".bias"), precision);
     };
 
     const int64_t C = cfg.embed_dim, G = cfg.grid();
@@ -227,8 +229,8 @@ SamVitEncoder SamVitEncoder::build(const SamVitConfig& cfg, const TensorSource& 
         b.window = cfg.is_global(i) ? 0 : cfg.window_size;
         b.norm1_w = take(p + "norm1.weight");
         b.norm1_b = take(p + "norm1.bias");
+        b.qkv_b = t.at(prefix + p + "attn.qkv.bias");  // a copy: the padding tokens' q, k, v
         b.qkv = linear(p + "attn.qkv");
-        b.qkv_b = take(p + "attn.qkv.bias");
         b.rel_pos_h = take(p + "attn.rel_pos_h");
         b.rel_pos_w = take(p + "attn.rel_pos_w");
         b.proj = linear(p + "attn.proj");
