@@ -1,7 +1,6 @@
 #include "engine/attention.h"
 
 #include <algorithm>
-#include <bit>
 #include <cmath>
 #include <vector>
 
@@ -17,13 +16,6 @@ using onednn::dt;
 // Query rows per task: fewer calls (each has a fixed cost) against scores [128, Lk] that stay
 // in the core's L2 between the products.
 constexpr int64_t kBlock = 128;
-
-void round_to_bf16(const float* x, uint16_t* y, int64_t n) {
-    for (int64_t i = 0; i < n; ++i) {  // round to nearest even (the inputs are finite)
-        const uint32_t u = std::bit_cast<uint32_t>(x[i]);
-        y[i] = static_cast<uint16_t>((u + 0x7FFF + ((u >> 16) & 1)) >> 16);
-    }
-}
 
 // The two products of one block size: scores = scale * q K^T, out = p V.
 struct Products {
@@ -120,12 +112,10 @@ void attention_packed(const float* q, int64_t ldq, const float* k, int64_t ldk, 
             if (bias) bias(h, q0, q0 + n, scores.data());
             // The softmax's normalising scale goes onto the [n, D] output, not the [n, Lk]
             // probabilities.
-            softmax_numerators(scores.data(), n, Lk, inv_sum.data());
-            dnnl::memory p_mem = s_mem;
-            if (bf16) {
-                round_to_bf16(scores.data(), rounded.data(), n * Lk);
-                p_mem = dnnl::memory(onednn::rows(n, Lk, Lk, dt::bf16), eng, rounded.data());
-            }
+            softmax_numerators(scores.data(), n, Lk, inv_sum.data(),
+                               bf16 ? rounded.data() : nullptr);
+            const dnnl::memory p_mem =
+                bf16 ? dnnl::memory(onednn::rows(n, Lk, Lk, dt::bf16), eng, rounded.data()) : s_mem;
             float* o = out + q0 * ldo + h * D;
             dnnl::memory o_mem(onednn::rows(n, D, ldo), eng, o);
             products.values.execute(stream, {{DNNL_ARG_SRC, p_mem},

@@ -19,7 +19,9 @@ void set_num_threads(int n) {
     omp_set_num_threads(g_threads);
 }
 
-int num_threads() { return g_threads > 0 ? g_threads : omp_get_max_threads(); }
+int num_threads() {
+    return g_threads > 0 ? g_threads : omp_get_max_threads();
+}
 
 void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
           int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
@@ -160,7 +162,9 @@ void relu(Tensor& x) {
     for (int64_t i = 0; i < x.numel(); ++i) d[i] = std::max(d[i], 0.0f);
 }
 
-void add_(Tensor& x, const Tensor& y) { add_scaled_(x, y, 1.0f); }
+void add_(Tensor& x, const Tensor& y) {
+    add_scaled_(x, y, 1.0f);
+}
 
 void add_scaled_(Tensor& x, const Tensor& y, float s) {
     if (x.numel() != y.numel())
@@ -172,17 +176,28 @@ void add_scaled_(Tensor& x, const Tensor& y, float s) {
     for (int64_t i = 0; i < n; ++i) a[i] += s * b[i];
 }
 
-void softmax_numerators(float* x, int64_t rows, int64_t cols, float* inv_sum) {
+void softmax_numerators(float* x, int64_t rows, int64_t cols, float* inv_sum, uint16_t* bf16) {
     for (int64_t r = 0; r < rows; ++r) {
         float* row = x + r * cols;
         float mx = row[0];
 #pragma omp simd reduction(max : mx)
         for (int64_t c = 1; c < cols; ++c) mx = row[c] > mx ? row[c] : mx;  // std::max: scalar
         float sum = 0.0f;
+        if (bf16) {
+            uint16_t* out = bf16 + r * cols;
 #pragma omp simd reduction(+ : sum)
-        for (int64_t c = 0; c < cols; ++c) {
-            row[c] = exp_approx(row[c] - mx);
-            sum += row[c];
+            for (int64_t c = 0; c < cols; ++c) {
+                const float e = exp_approx(row[c] - mx);
+                sum += e;
+                const uint32_t u = std::bit_cast<uint32_t>(e);  // round to nearest even
+                out[c] = static_cast<uint16_t>((u + 0x7FFF + ((u >> 16) & 1)) >> 16);
+            }
+        } else {
+#pragma omp simd reduction(+ : sum)
+            for (int64_t c = 0; c < cols; ++c) {
+                row[c] = exp_approx(row[c] - mx);
+                sum += row[c];
+            }
         }
         inv_sum[r] = 1.0f / sum;
     }
@@ -237,7 +252,8 @@ static Tensor conv2d_depthwise(const Tensor& x, const Tensor& weight, const Tens
                                int stride, int padding) {
     const int64_t C = x.dim(0), H = x.dim(1), W = x.dim(2);
     const int64_t kh = weight.dim(2), kw = weight.dim(3);
-    const int64_t OH = (H + 2 * padding - kh) / stride + 1, OW = (W + 2 * padding - kw) / stride + 1;
+    const int64_t OH = (H + 2 * padding - kh) / stride + 1,
+                  OW = (W + 2 * padding - kw) / stride + 1;
     Tensor y({C, OH, OW});
 #pragma omp parallel for
     for (int64_t c = 0; c < C; ++c) {
@@ -270,7 +286,8 @@ Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, int str
         throw std::invalid_argument("conv2d: x " + shape_str(x.shape()) + " vs weight " +
                                     shape_str(weight.shape()));
     if (groups == C && Cg == 1 && O == C) return conv2d_depthwise(x, weight, bias, stride, padding);
-    const int64_t OH = (H + 2 * padding - kh) / stride + 1, OW = (W + 2 * padding - kw) / stride + 1;
+    const int64_t OH = (H + 2 * padding - kh) / stride + 1,
+                  OW = (W + 2 * padding - kw) / stride + 1;
     const int64_t Og = O / groups, L = OH * OW, KK = Cg * kh * kw;
     Tensor y({O, OH, OW});
     const bool pointwise = kh == 1 && kw == 1 && stride == 1 && padding == 0;

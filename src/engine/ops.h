@@ -39,12 +39,14 @@ void layer_norm_channels(Tensor& x, const Tensor& weight, const Tensor& bias, fl
 
 void gelu(Tensor& x);  // exact (erf) GELU, PyTorch's default
 void relu(Tensor& x);
-void add_(Tensor& x, const Tensor& y);              // x += y, same numel
-void add_scaled_(Tensor& x, const Tensor& y, float s);  // x += s * y
+void add_(Tensor& x, const Tensor& y);                    // x += y, same numel
+void add_scaled_(Tensor& x, const Tensor& y, float s);    // x += s * y
 void softmax_rows(float* x, int64_t rows, int64_t cols);  // in place, numerically stable
 // Row r of x [rows, cols] becomes exp(x - the row's max), in place, and inv_sum[r] 1 / its sum:
 // softmax before the normalising scale, which attention applies to its narrower output instead.
-void softmax_numerators(float* x, int64_t rows, int64_t cols, float* inv_sum);
+// With bf16 given, the numerators go there instead, rounded to bfloat16 (x keeps its scores).
+void softmax_numerators(float* x, int64_t rows, int64_t cols, float* inv_sum,
+                        uint16_t* bf16 = nullptr);
 // In place over each column of x [rows, cols]: softmax over the rows (few rows, many columns).
 void softmax_columns(float* x, int64_t rows, int64_t cols);
 
