@@ -1,6 +1,7 @@
 // Element types of stored tensors (checkpoints, bundles) and conversions to float32.
 #pragma once
 
+#include <bit>
 #include <cstddef>
 #include <cstdint>
 #include <string>
@@ -17,6 +18,13 @@ float f16_to_f32(uint16_t h);
 uint16_t f32_to_f16(float f);  // round to nearest even
 float bf16_to_f32(uint16_t b);
 uint16_t f32_to_bf16(float f);  // round to nearest even
+
+// f32_to_bf16 for values known to be finite (activations, probabilities): branch-free, so loops
+// of it vectorise.
+inline uint16_t f32_to_bf16_finite(float f) {
+    const uint32_t u = std::bit_cast<uint32_t>(f);
+    return static_cast<uint16_t>((u + 0x7FFF + ((u >> 16) & 1)) >> 16);
+}
 
 // Converts n elements of type t at src to float32 (integers and bools by value).
 void convert_to_f32(DType t, const void* src, size_t n, float* dst);

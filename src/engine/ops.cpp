@@ -1,5 +1,7 @@
 #include "engine/ops.h"
 
+#include "engine/dtype.h"
+
 #include <dnnl.h>
 #include <omp.h>
 
@@ -189,8 +191,7 @@ void softmax_numerators(float* x, int64_t rows, int64_t cols, float* inv_sum, ui
             for (int64_t c = 0; c < cols; ++c) {
                 const float e = exp_approx(row[c] - mx);
                 sum += e;
-                const uint32_t u = std::bit_cast<uint32_t>(e);  // round to nearest even
-                out[c] = static_cast<uint16_t>((u + 0x7FFF + ((u >> 16) & 1)) >> 16);
+                out[c] = f32_to_bf16_finite(e);
             }
         } else {
 #pragma omp simd reduction(+ : sum)
