@@ -8,6 +8,11 @@ out=${1:-build/bench}
 threads=${SPLITSEG_BENCH_THREADS:-2}
 mkdir -p "$out"
 bin=build/splitseg
+if [ -x build/bench_gemm ]; then
+    echo "== matrix-product ceiling (OpenBLAS autodetected, then OPENBLAS_CORETYPE=Haswell)"
+    env -u OPENBLAS_CORETYPE build/bench_gemm --threads "$threads"
+    OPENBLAS_CORETYPE=Haswell build/bench_gemm --threads "$threads"
+fi
 for arch in ${SPLITSEG_BENCH_ARCHS:-vit_b mobilesam sam2.1_hiera_t sam2.1_hiera_l}; do
     model=$out/$arch.safetensors
     [ -f "$model" ] || $bin models synth --arch "$arch" --out "$model" >/dev/null
