@@ -12,6 +12,7 @@ packages=(
     libcurl4-openssl-dev libssl-dev   # object-store tiers (HTTP, HMAC/SHA-256 signing)
     libboost-dev libboost-system-dev  # Beast/Asio: the HTTP + WebSocket service
     libgtest-dev                      # tests
+    python3-onnx python3-numpy        # tools/onnx/export.py (ONNX export, onnx_parity test)
 )
 missing=()
 for p in "${packages[@]}"; do
