@@ -463,18 +463,24 @@ def sam_decoder(g, w, masks_mode, orig_size, heads=8):
         hyper.append(mlp(g, w, md + f"output_hypernetworks_mlps.{t}.", tok))  # [1, 1, C/8]
     hyper = g.op("Concat", hyper, axis=1) if len(hyper) > 1 else hyper[0]  # [1, K, C/8]
 
-    # Upscaled image features and the low-res masks.
-    x = g.reshape(g.transpose(keys, [0, 2, 1]), [1, C, grid, grid])
+    # Upscaled image features and the low-res masks. Each 2x2, stride 2 transposed convolution
+    # is one MatMul giving every token its 4 sub-pixels as rows; LayerNorm2d and GELU act per
+    # pixel, so the pixels stay in that (y, x, dy, dx, ey, ex) order until the masks, which take
+    # one small transpose: no image-sized transposes, no ConvTranspose.
     up = md + "output_upscaling."
-    x = g.op("ConvTranspose", [x, g.const(w[up + "0.weight"]), g.const(w[up + "0.bias"])],
-             kernel_shape=[2, 2], strides=[2, 2])
-    x = g.gelu(g.channel_norm_nchw(x, w[up + "1.weight"], w[up + "1.bias"], 1e-6))
-    x = g.op("ConvTranspose", [x, g.const(w[up + "3.weight"]), g.const(w[up + "3.bias"])],
-             kernel_shape=[2, 2], strides=[2, 2])
-    x = g.gelu(x)  # [1, C/8, 4g, 4g]
+    w1, w2 = w[up + "0.weight"], w[up + "3.weight"]  # [in, out, 2, 2]
+    C1, Cu = w1.shape[1], w2.shape[1]
+    x = g.op("MatMul", [keys, g.const(w1.transpose(0, 2, 3, 1).reshape(C, 4 * C1), "w")])
+    x = g.op("Add", [g.reshape(x, [1, grid * grid * 4, C1]), g.const(w[up + "0.bias"], "b")])
+    x = g.gelu(g.layer_norm(x, w[up + "1.weight"], w[up + "1.bias"], 1e-6))
+    x = g.op("MatMul", [x, g.const(w2.transpose(0, 2, 3, 1).reshape(C1, 4 * Cu), "w")])
+    x = g.op("Add", [g.reshape(x, [1, grid * grid * 16, Cu]), g.const(w[up + "3.bias"], "b")])
+    x = g.gelu(x)  # [1, 16 g^2, C/8]
     side = 4 * grid
-    Cu = w[up + "3.weight"].shape[1]
-    low = g.op("MatMul", [hyper, g.reshape(x, [1, Cu, side * side])])
+    K_all = last - first
+    low = g.op("MatMul", [x, g.transpose(hyper, [0, 2, 1])])  # [1, 16 g^2, K]
+    low = g.transpose(g.reshape(low, [grid, grid, 2, 2, 2, 2, K_all]), [6, 0, 2, 4, 1, 3, 5])
+    low = g.reshape(low, [1, K_all, side, side])
     K = last - first
     low = g.reshape(low, [1, K, side, side])
     if masks_mode == "best":  # keep the multimask output with the highest predicted IoU
