@@ -48,18 +48,25 @@ export function samInput(rgb, h, w, size = 1024) {
     return tensor(x, [1, 3, size, size]);
 }
 
-// The decoder's prompt in SamOnnxModel's form, from points and a box in model-frame pixels:
-// the box's corners (labels 2, 3) after the points, and a padding point (label -1) when there is
-// no box, as segment-anything's prompt encoder does.
-export function samPrompt(points, labels, box) {
-    const coords = [...points.flat()], labs = [...labels];
-    if (box) {
+// The decoder's prompt in SamOnnxModel's form, from points and a box in model-frame pixels, in
+// the order the reference's prompt encoder sees them. SAM: the points, then the box's corners
+// (labels 2, 3), or a padding point (label -1) when there is no box. SAM 2.1's predictor: the
+// box's corners first, then the points, then always a padding point.
+export function samPrompt(points, labels, box, sam2 = false) {
+    const coords = [], labs = [];
+    const addBox = () => {
+        if (!box) return;
         coords.push(box[0], box[1], box[2], box[3]);
         labs.push(2, 3);
-    } else {
+    };
+    if (sam2) addBox();
+    coords.push(...points.flat());
+    labs.push(...labels);
+    if (sam2 || !box) {
         coords.push(0, 0);
         labs.push(-1);
     }
+    if (!sam2) addBox();
     return {
         point_coords: tensor(Float32Array.from(coords), [1, labs.length, 2]),
         point_labels: tensor(Float32Array.from(labs), [1, labs.length]),

@@ -1,6 +1,8 @@
 // ONNX Runtime on the exported graphs against the golden vectors (what the reference computes).
 //   node parity.mjs GOLDEN_MODEL_DIR ONNX_DIR [--threads N]
-// ONNX_DIR holds encoder.onnx and decoder-{multimask,single,best}.onnx (tools/onnx/export.py).
+// ONNX_DIR holds decoder-{multimask,single,best}.onnx and, for SAM / MobileSAM, encoder.onnx
+// (tools/onnx/export.py). SAM 2.1 (decoder only): the cases of images with high-resolution
+// features in the vectors (img0).
 // Tolerances are the golden README's float32 ones. Exits 1 when any check fails.
 import fs from 'node:fs';
 import path from 'node:path';
@@ -53,23 +55,29 @@ function pngSize(file) {
     return { w: b.readUInt32BE(16), h: b.readUInt32BE(20) };
 }
 
+const sam2 = vec.has('img0.image_embed');
 const images = [...new Set(cases.map((c) => c.image))];
+// Model-frame geometry: SAM resizes the long side to 1024 (.resized holds the result), SAM 2.1
+// resizes to 1024x1024.
 const geometry = {};
 for (const img of images) {
-    const resized = vec.get(`${img}.resized`);
     const orig = pngSize(path.join(goldenDir, `${img}.png`));
-    geometry[img] = { orig, rh: resized.shape[0], rw: resized.shape[1], resized };
+    const resized = vec.get(`${img}.resized`);
+    geometry[img] = sam2 ? { orig, rh: 1024, rw: 1024 }
+                         : { orig, rh: resized.shape[0], rw: resized.shape[1], resized };
 }
 
 // Encoder: the golden resized image, normalised and padded, against the golden embedding.
-const encoder = await openSession(path.join(onnxDir, 'encoder.onnx'), threads);
-for (const img of images) {
-    const { rh, rw, resized } = geometry[img];
-    const out = await encoder.run({ image: samInput(resized.data, rh, rw) });
-    const got = out.image_embeddings.data, ref = vec.get(`${img}.image_embedding`).data;
-    const scale = Math.max(1, maxAbs(ref)), d = diffs(got, ref);
-    check(`encoder ${img} image_embeddings`, d.max <= 1e-3 * scale && d.mean <= 1e-4 * scale,
-          `max |diff| ${d.max.toExponential(2)}, mean ${d.mean.toExponential(2)} (scale ${scale.toFixed(2)})`);
+if (!sam2) {
+    const encoder = await openSession(path.join(onnxDir, 'encoder.onnx'), threads);
+    for (const img of images) {
+        const { rh, rw, resized } = geometry[img];
+        const out = await encoder.run({ image: samInput(resized.data, rh, rw) });
+        const got = out.image_embeddings.data, ref = vec.get(`${img}.image_embedding`).data;
+        const scale = Math.max(1, maxAbs(ref)), d = diffs(got, ref);
+        check(`encoder ${img} image_embeddings`, d.max <= 1e-3 * scale && d.mean <= 1e-4 * scale,
+              `max |diff| ${d.max.toExponential(2)}, mean ${d.mean.toExponential(2)} (scale ${scale.toFixed(2)})`);
+    }
 }
 
 // Decoder: the golden embedding and prompts; low-res logits, IoU and full-size masks.
@@ -79,6 +87,10 @@ for (const mode of ['multimask', 'single', 'best'])
 
 for (const c of cases) {
     const key = (t) => `${c.image}.${c.case}.${t}`;
+    if (sam2 && !vec.has(`${c.image}.high_res_feats_0`)) {
+        console.log(`skip decoder ${c.image}.${c.case}: no high-resolution features in the vectors`);
+        continue;
+    }
     const { orig, rh, rw } = geometry[c.image];
     const sx = rw / orig.w, sy = rh / orig.h;  // original pixels -> model frame
     const points = [], labels = [];
@@ -93,12 +105,17 @@ for (const c of cases) {
     const box = b && [b[0] * sx, b[1] * sy, b[2] * sx, b[3] * sy];
     const mask = vec.get(key('mask_input'));
     const feeds = {
-        image_embeddings: tensor(vec.get(`${c.image}.image_embedding`).data, [1, 256, 64, 64]),
-        ...samPrompt(points, labels, box),
+        image_embeddings: tensor(vec.get(`${c.image}.${sam2 ? 'image_embed' : 'image_embedding'}`).data,
+                                 [1, 256, 64, 64]),
+        ...samPrompt(points, labels, box, sam2),
         mask_input: tensor(mask ? mask.data : new Float32Array(256 * 256), [1, 1, 256, 256]),
         has_mask_input: tensor(Float32Array.of(mask ? 1 : 0), [1]),
         orig_im_size: tensor(Float32Array.of(orig.h, orig.w), [2]),
     };
+    if (sam2) {
+        feeds.high_res_feats_0 = tensor(vec.get(`${c.image}.high_res_feats_0`).data, [1, 32, 256, 256]);
+        feeds.high_res_feats_1 = tensor(vec.get(`${c.image}.high_res_feats_1`).data, [1, 64, 128, 128]);
+    }
     const mode = c.multimask_output ? 'multimask' : 'single';
     const out = await decoders[mode].run(feeds);
     const name = `decoder ${c.image}.${c.case} (${mode})`;

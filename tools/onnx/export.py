@@ -12,12 +12,15 @@ expanded relative-position and attention-bias tables, the grid's positional enco
 Graphs (batch 1, float32):
   encoder   SAM ViT or MobileSAM TinyViT (detected from the tensor names):
             image [1,3,S,S] (normalised, padded: splitseg's preprocessing) -> image_embeddings [1,256,64,64]
-  decoder   SAM / MobileSAM prompt encoder + mask decoder, inputs as segment-anything's SamOnnxModel:
-            image_embeddings [1,256,64,64], point_coords [1,N,2] (model frame: the resized image's
-            pixels), point_labels [1,N] (1 fg, 0 bg, 2/3 box corners, -1 padding point),
+  decoder   SAM / MobileSAM / SAM 2.1 prompt encoder + mask decoder, inputs as segment-anything's
+            SamOnnxModel: image_embeddings [1,256,64,64] (SAM 2.1: no_mem_embed added, and
+            high_res_feats_0 [1,32,256,256], high_res_feats_1 [1,64,128,128]), point_coords [1,N,2]
+            (model frame: the resized image's pixels), point_labels [1,N] (1 fg, 0 bg, 2/3 box
+            corners, -1 padding point; in the order the reference's predictor builds them),
             mask_input [1,1,256,256], has_mask_input [1], orig_im_size [2] (h, w as float)
-            -> masks [1,K,h,w] (bool: upscaled logits > 0), iou_predictions [1,K],
-               low_res_masks [1,K,256,256] (logits)
+            -> masks [1,K,h,w] (bool: upscaled logits > 0), iou_predictions [1,K] (SAM 2.1:
+               after the sigmoid), low_res_masks [1,K,256,256] (logits; SAM 2.1: clamped to
+               +-32 as its predictor returns them), SAM 2.1: object_score_logits [1,1]
             K by --masks: multimask (3, the multimask tokens), single (1, the single-mask token),
             best (1, the multimask token with the highest predicted IoU: only it is upscaled),
             all (4). With --orig-size HxW, orig_im_size is left out and the upscaling has fixed
@@ -369,25 +372,19 @@ def mlp(g, w, p, x):
     return x
 
 
-def sam_decoder(g, w, masks_mode, orig_size, heads=8):
-    pe, md = "prompt_encoder.", "mask_decoder."
-    C = w[pe + "no_mask_embed.weight"].shape[1]
+def prompt_embeddings(g, w, pe, C, size):
+    """Sparse prompt tokens [1, N, C] and the dense prompt [1, C, g, g] (SamOnnxModel's inputs)."""
     gauss = w[pe + "pe_layer.positional_encoding_gaussian_matrix"]
-    grid = 64
-    size = 1024.0
-    M = w[md + "mask_tokens.weight"].shape[0]
-
-    # Sparse prompts: Fourier features of the pixel centres (zero for padding points) plus the
-    # learned embedding of the label (row label + 1 of [not_a_point, bg, fg, corner 0, corner 1]).
+    # Fourier features of the pixel centres (zero for padding points) plus the learned embedding
+    # of the label: row label + 1 of [not_a_point, bg, fg, box corner 0, box corner 1].
     xy = g.op("Div", [g.op("Add", ["point_coords", g.const(np.float32(0.5))]),
                       g.const(np.float32(size))])
     xy = g.op("Sub", [g.op("Mul", [xy, g.const(np.float32(2.0))]), g.const(np.float32(1.0))])
     a = g.op("MatMul", [xy, g.const(gauss * np.float32(2.0 * np.pi))])  # [1, N, C/2]
     feats = g.op("Concat", [g.op("Sin", [a]), g.op("Cos", [a])], axis=-1)
-    is_point = g.op("Unsqueeze", [g.op("Cast", [g.op("Greater", ["point_labels",
-                                                               g.const(np.float32(-0.5))])],
-                                      to=TensorProto.FLOAT), g.ints([2])])
-    feats = g.op("Mul", [feats, is_point])
+    is_point = g.op("Greater", ["point_labels", g.const(np.float32(-0.5))])
+    is_point = g.op("Cast", [is_point], to=TensorProto.FLOAT)
+    feats = g.op("Mul", [feats, g.op("Unsqueeze", [is_point, g.ints([2])])])
     table = np.concatenate([w[pe + "not_a_point_embed.weight"]] +
                            [w[pe + f"point_embeddings.{i}.weight"] for i in range(4)], 0)
     label_index = g.op("Cast", [g.op("Add", ["point_labels", g.const(np.float32(1.0))])],
@@ -395,30 +392,23 @@ def sam_decoder(g, w, masks_mode, orig_size, heads=8):
     sparse = g.op("Add", [feats, g.op("Gather", [g.const(table), label_index], axis=0)])
 
     # Dense prompt: the downscaled mask when has_mask_input, else no_mask_embed.
-    m = g.conv("mask_input", w[pe + "mask_downscaling.0.weight"], w[pe + "mask_downscaling.0.bias"],
-               stride=2)
-    m = g.gelu(g.channel_norm_nchw(m, w[pe + "mask_downscaling.1.weight"],
-                                   w[pe + "mask_downscaling.1.bias"], 1e-6))
-    m = g.conv(m, w[pe + "mask_downscaling.3.weight"], w[pe + "mask_downscaling.3.bias"], stride=2)
-    m = g.gelu(g.channel_norm_nchw(m, w[pe + "mask_downscaling.4.weight"],
-                                   w[pe + "mask_downscaling.4.bias"], 1e-6))
-    m = g.conv(m, w[pe + "mask_downscaling.6.weight"], w[pe + "mask_downscaling.6.bias"])
+    md = pe + "mask_downscaling."
+    m = g.conv("mask_input", w[md + "0.weight"], w[md + "0.bias"], stride=2)
+    m = g.gelu(g.channel_norm_nchw(m, w[md + "1.weight"], w[md + "1.bias"], 1e-6))
+    m = g.conv(m, w[md + "3.weight"], w[md + "3.bias"], stride=2)
+    m = g.gelu(g.channel_norm_nchw(m, w[md + "4.weight"], w[md + "4.bias"], 1e-6))
+    m = g.conv(m, w[md + "6.weight"], w[md + "6.bias"])
     has = g.op("Reshape", ["has_mask_input", g.ints([1, 1, 1, 1])])
     no_mask = w[pe + "no_mask_embed.weight"].reshape(1, C, 1, 1)
     dense = g.op("Add", [g.op("Mul", [m, has]),
                          g.op("Mul", [g.op("Sub", [g.const(np.float32(1.0)), has]),
                                       g.const(no_mask)])])
+    return sparse, dense
 
-    # Two-way transformer. Tokens [1, T, C]; image tokens [1, 4096, C].
-    tokens0 = np.concatenate([w[md + "iou_token.weight"], w[md + "mask_tokens.weight"]], 0)
-    tokens = g.op("Concat", [g.const(tokens0[None]), sparse], axis=1)
-    src = g.op("Add", ["image_embeddings", dense])
-    keys = g.transpose(g.reshape(src, [1, C, grid * grid]), [0, 2, 1])
-    centres = (np.stack(np.meshgrid(np.arange(grid), np.arange(grid), indexing="ij"), -1)[..., ::-1]
-               + 0.5) / grid  # (x, y) of each cell in [0, 1]
-    key_pe = g.const(fourier(gauss, centres.reshape(1, grid * grid, 2)))
+
+def two_way_transformer(g, w, tf, tokens, keys, key_pe, sam2, heads):
+    """Tokens [1, T, C] and image tokens [1, g*g, C] -> (queries, keys)."""
     queries, query_pe = tokens, tokens
-    tf = md + "transformer."
     i = 0
     while tf + f"layers.{i}.norm1.weight" in w:
         L = tf + f"layers.{i}."
@@ -434,10 +424,12 @@ def sam_decoder(g, w, masks_mode, orig_size, heads=8):
         queries = g.op("Add", [queries, dec_attention(g, w, L + "cross_attn_token_to_image.", q, k,
                                                       keys, heads)])
         queries = g.layer_norm(queries, w[L + "norm2.weight"], w[L + "norm2.bias"], 1e-5)
-        h = g.op("Relu", [g.linear(queries, w[L + "mlp.lin1.weight"], w[L + "mlp.lin1.bias"])])
-        queries = g.op("Add", [queries, g.linear(h, w[L + "mlp.lin2.weight"],
-                                                 w[L + "mlp.lin2.bias"])])
-        queries = g.layer_norm(queries, w[L + "norm3.weight"], w[L + "norm3.bias"], 1e-5)
+        # SAM 2 uses its generic MLP (mlp.layers.*), SAM an MLPBlock (mlp.lin1, mlp.lin2).
+        names = ["mlp.layers.0", "mlp.layers.1"] if sam2 else ["mlp.lin1", "mlp.lin2"]
+        h = g.op("Relu", [g.linear(queries, w[L + names[0] + ".weight"], w[L + names[0] + ".bias"])])
+        h = g.linear(h, w[L + names[1] + ".weight"], w[L + names[1] + ".bias"])
+        queries = g.layer_norm(g.op("Add", [queries, h]), w[L + "norm3.weight"],
+                               w[L + "norm3.bias"], 1e-5)
         q = g.op("Add", [queries, query_pe])
         k = g.op("Add", [keys, key_pe])
         keys = g.op("Add", [keys, dec_attention(g, w, L + "cross_attn_image_to_token.", k, q,
@@ -450,74 +442,127 @@ def sam_decoder(g, w, masks_mode, orig_size, heads=8):
                                                   keys, heads)])
     queries = g.layer_norm(queries, w[tf + "norm_final_attn.weight"],
                            w[tf + "norm_final_attn.bias"], 1e-5)
+    return queries, keys
 
-    # IoU head and the masks' hypernetwork weights.
-    first = {"multimask": 1, "single": 0, "best": 1, "all": 0}[masks_mode]
-    last = {"multimask": M, "single": 1, "best": M, "all": M}[masks_mode]
-    iou_tok = g.op("Slice", [queries, g.ints([0]), g.ints([1]), g.ints([1])])
-    iou = g.reshape(mlp(g, w, md + "iou_prediction_head.", iou_tok), [1, M])
-    iou = g.op("Slice", [iou, g.ints([first]), g.ints([last]), g.ints([1])])
-    hyper = []
-    for t in range(first, last):
-        tok = g.op("Slice", [queries, g.ints([1 + t]), g.ints([2 + t]), g.ints([1])])
-        hyper.append(mlp(g, w, md + f"output_hypernetworks_mlps.{t}.", tok))  # [1, 1, C/8]
-    hyper = g.op("Concat", hyper, axis=1) if len(hyper) > 1 else hyper[0]  # [1, K, C/8]
 
-    # Upscaled image features and the low-res masks. Each 2x2, stride 2 transposed convolution
-    # is one MatMul giving every token its 4 sub-pixels as rows; LayerNorm2d and GELU act per
-    # pixel, so the pixels stay in that (y, x, dy, dx, ey, ex) order until the masks, which take
-    # one small transpose: no image-sized transposes, no ConvTranspose.
-    up = md + "output_upscaling."
+def subpixel_rows(g, feats, C, grid, steps):
+    """NCHW high-resolution features [1, C, grid*2^steps, grid*2^steps] -> [1, rows, C] in the
+    upscaling's (y, x, dy, dx[, ey, ex]) pixel order."""
+    if steps == 1:
+        t = g.transpose(g.reshape(feats, [C, grid, 2, grid, 2]), [1, 3, 2, 4, 0])
+    else:
+        t = g.transpose(g.reshape(feats, [C, grid, 2, 2, grid, 2, 2]), [1, 4, 2, 5, 3, 6, 0])
+    return g.reshape(t, [1, grid * grid * 4 ** steps, C])
+
+
+def upscaled_features(g, w, up, keys, C, grid, high_res):
+    """SAM's output upscaling of the image tokens [1, g*g, C] -> [1, 16 g*g, C/8]. Each 2x2,
+    stride 2 transposed convolution is one MatMul giving every token its 4 sub-pixels as rows;
+    LayerNorm2d and GELU act per pixel, so the pixels stay in that (y, x, dy, dx, ey, ex) order
+    until the masks, which take one small transpose: no image-sized transposes, no ConvTranspose.
+    high_res: SAM 2's (feats_1, feats_0) added after each transposed convolution, or None."""
     w1, w2 = w[up + "0.weight"], w[up + "3.weight"]  # [in, out, 2, 2]
     C1, Cu = w1.shape[1], w2.shape[1]
     x = g.op("MatMul", [keys, g.const(w1.transpose(0, 2, 3, 1).reshape(C, 4 * C1), "w")])
     x = g.op("Add", [g.reshape(x, [1, grid * grid * 4, C1]), g.const(w[up + "0.bias"], "b")])
+    if high_res:
+        x = g.op("Add", [x, subpixel_rows(g, high_res[0], C1, grid, 1)])
     x = g.gelu(g.layer_norm(x, w[up + "1.weight"], w[up + "1.bias"], 1e-6))
     x = g.op("MatMul", [x, g.const(w2.transpose(0, 2, 3, 1).reshape(C1, 4 * Cu), "w")])
     x = g.op("Add", [g.reshape(x, [1, grid * grid * 16, Cu]), g.const(w[up + "3.bias"], "b")])
-    x = g.gelu(x)  # [1, 16 g^2, C/8]
-    side = 4 * grid
-    K_all = last - first
+    if high_res:
+        x = g.op("Add", [x, subpixel_rows(g, high_res[1], Cu, grid, 2)])
+    return g.gelu(x)
+
+
+def sam_decoder(g, w, masks_mode, orig_size, sam2, heads=8):
+    pe, md = ("sam_prompt_encoder.", "sam_mask_decoder.") if sam2 else \
+        ("prompt_encoder.", "mask_decoder.")
+    C = w[pe + "no_mask_embed.weight"].shape[1]
+    gauss = w[pe + "pe_layer.positional_encoding_gaussian_matrix"]
+    grid, size = 64, 1024.0
+    M = w[md + "mask_tokens.weight"].shape[0]
+    sparse, dense = prompt_embeddings(g, w, pe, C, size)
+
+    # Output tokens (SAM 2: object score first), then the prompts; image tokens [1, g*g, C].
+    out_tokens = ([w[md + "obj_score_token.weight"]] if sam2 else []) + \
+        [w[md + "iou_token.weight"], w[md + "mask_tokens.weight"]]
+    tokens = g.op("Concat", [g.const(np.concatenate(out_tokens, 0)[None]), sparse], axis=1)
+    src = g.op("Add", ["image_embeddings", dense])
+    keys = g.transpose(g.reshape(src, [1, C, grid * grid]), [0, 2, 1])
+    centres = (np.stack(np.meshgrid(np.arange(grid), np.arange(grid), indexing="ij"), -1)[..., ::-1]
+               + 0.5) / grid  # (x, y) of each cell in [0, 1]
+    key_pe = g.const(fourier(gauss, centres.reshape(1, grid * grid, 2)))
+    queries, keys = two_way_transformer(g, w, md + "transformer.", tokens, keys, key_pe, sam2,
+                                        heads)
+
+    # IoU (SAM 2: after a sigmoid) and the masks' hypernetwork weights, for the kept tokens.
+    t0 = 1 if sam2 else 0  # the IoU token
+    first = {"multimask": 1, "single": 0, "best": 1, "all": 0}[masks_mode]
+    last = {"multimask": M, "single": 1, "best": M, "all": M}[masks_mode]
+    token = lambda t: g.op("Slice", [queries, g.ints([t]), g.ints([t + 1]), g.ints([1])])
+    iou = g.reshape(mlp(g, w, md + "iou_prediction_head.", token(t0)), [1, M])
+    if sam2:
+        iou = g.op("Sigmoid", [iou])
+        head = md + "pred_obj_score_head."
+        obj = mlp(g, w, head, token(0)) if head + "layers.0.weight" in w else \
+            g.linear(token(0), w[head[:-1] + ".weight"], w[head[:-1] + ".bias"])
+        g.op("Reshape", [obj, g.ints([1, 1])], outputs=["object_score_logits"])
+    iou = g.op("Slice", [iou, g.ints([first]), g.ints([last]), g.ints([1])])
+    hyper = [mlp(g, w, md + f"output_hypernetworks_mlps.{t}.", token(t0 + 1 + t))
+             for t in range(first, last)]  # [1, 1, C/8] each
+    hyper = g.op("Concat", hyper, axis=1) if len(hyper) > 1 else hyper[0]  # [1, K, C/8]
+
+    high_res = ("high_res_feats_1", "high_res_feats_0") if sam2 else None
+    x = upscaled_features(g, w, md + "output_upscaling.", keys, C, grid, high_res)
+    K, side = last - first, 4 * grid
     low = g.op("MatMul", [x, g.transpose(hyper, [0, 2, 1])])  # [1, 16 g^2, K]
-    low = g.transpose(g.reshape(low, [grid, grid, 2, 2, 2, 2, K_all]), [6, 0, 2, 4, 1, 3, 5])
-    low = g.reshape(low, [1, K_all, side, side])
-    K = last - first
+    low = g.transpose(g.reshape(low, [grid, grid, 2, 2, 2, 2, K]), [6, 0, 2, 4, 1, 3, 5])
     low = g.reshape(low, [1, K, side, side])
     if masks_mode == "best":  # keep the multimask output with the highest predicted IoU
         best = g.op("ArgMax", [iou], axis=1, keepdims=1)  # [1, 1]
         low = g.op("Gather", [low, g.reshape(best, [1])], axis=1)
         iou = g.op("GatherElements", [iou, best], axis=1)
         K = 1
-    g.op("Identity", [low], outputs=["low_res_masks"])
+    # SAM 2's predictor upscales the raw logits and returns the low-res ones clamped.
+    g.op("Clip", [low, g.const(np.float32(-32)), g.const(np.float32(32))] if sam2 else [low],
+         outputs=["low_res_masks"])
     g.op("Identity", [iou], outputs=["iou_predictions"])
+    full = upscale_masks(g, low, K, size, orig_size, square=sam2)
+    g.op("Greater", [full, g.const(np.float32(0.0))], outputs=["masks"])
+    return K
 
-    # Upscaling as segment-anything's postprocess_masks: to the model's square, crop to the
-    # resized image, to the original size; then logits > 0.
+
+def upscale_masks(g, low, K, size, orig_size, square):
+    """Low-res logits to the original size. SAM (postprocess_masks): to the model's square, crop
+    to the resized image, to the original size. SAM 2 (aspect ratio not kept): to the original
+    size. orig_size None: from the orig_im_size input."""
     def resize(t, sizes):
         return g.op("Resize", [t, "", "", sizes], mode="linear",
                     coordinate_transformation_mode="half_pixel")
 
-    square = resize(low, g.ints([1, K, int(size), int(size)]))
     if orig_size is None:
         hw = "orig_im_size"
+        orig = g.op("Concat", [g.ints([1, K]), g.op("Cast", [hw], to=TensorProto.INT64)], axis=0)
+        if square:
+            return resize(low, orig)
         scale = g.op("Div", [g.const(np.float32(size)), g.op("ReduceMax", [hw], keepdims=1)])
         resized = g.op("Cast", [g.op("Floor", [g.op("Add", [g.op("Mul", [hw, scale]),
                                                             g.const(np.float32(0.5))])])],
                        to=TensorProto.INT64)
-        crop = g.op("Slice", [square, g.ints([0, 0]), resized, g.ints([2, 3])])
-        orig = g.op("Cast", [hw], to=TensorProto.INT64)
-        full = resize(crop, g.op("Concat", [g.ints([1, K]), orig], axis=0))
-    else:
-        oh, ow = orig_size
-        s = size / max(oh, ow)
-        rh, rw = int(math.floor(oh * s + 0.5)), int(math.floor(ow * s + 0.5))
-        full = square
-        if (rh, rw) != (int(size), int(size)):
-            full = g.op("Slice", [square, g.ints([0, 0]), g.ints([rh, rw]), g.ints([2, 3])])
-        if (rh, rw) != (oh, ow):
-            full = resize(full, g.ints([1, K, oh, ow]))
-    g.op("Greater", [full, g.const(np.float32(0.0))], outputs=["masks"])
-    return K
+        full = resize(low, g.ints([1, K, int(size), int(size)]))
+        return resize(g.op("Slice", [full, g.ints([0, 0]), resized, g.ints([2, 3])]), orig)
+    oh, ow = orig_size
+    if square:
+        return resize(low, g.ints([1, K, oh, ow]))
+    s = size / max(oh, ow)
+    rh, rw = int(math.floor(oh * s + 0.5)), int(math.floor(ow * s + 0.5))
+    full = resize(low, g.ints([1, K, int(size), int(size)]))
+    if (rh, rw) != (int(size), int(size)):
+        full = g.op("Slice", [full, g.ints([0, 0]), g.ints([rh, rw]), g.ints([2, 3])])
+    if (rh, rw) != (oh, ow):  # an identity resize is left out
+        full = resize(full, g.ints([1, K, oh, ow]))
+    return full
 
 
 # ------------------------------------------------------------------------------------------------
@@ -539,16 +584,19 @@ def export_encoder(w):
 
 
 def export_decoder(w, masks_mode, orig_size):
-    if "prompt_encoder.no_mask_embed.weight" not in w:
-        sys.exit("export.py: no SAM / MobileSAM prompt decoder in these weights "
-                 "(SAM 2.1's decoder is not exported yet)")
+    sam2 = "sam_prompt_encoder.no_mask_embed.weight" in w
+    if not sam2 and "prompt_encoder.no_mask_embed.weight" not in w:
+        sys.exit("export.py: no SAM, MobileSAM or SAM 2.1 prompt decoder in these weights")
     g = Graph()
-    K = sam_decoder(g, w, masks_mode, orig_size)
-    inputs = [value_info("image_embeddings", [1, 256, 64, 64]),
-              value_info("point_coords", [1, "num_points", 2]),
-              value_info("point_labels", [1, "num_points"]),
-              value_info("mask_input", [1, 1, 256, 256]),
-              value_info("has_mask_input", [1])]
+    K = sam_decoder(g, w, masks_mode, orig_size, sam2)
+    inputs = [value_info("image_embeddings", [1, 256, 64, 64])]
+    if sam2:
+        inputs += [value_info("high_res_feats_0", [1, 32, 256, 256]),
+                   value_info("high_res_feats_1", [1, 64, 128, 128])]
+    inputs += [value_info("point_coords", [1, "num_points", 2]),
+               value_info("point_labels", [1, "num_points"]),
+               value_info("mask_input", [1, 1, 256, 256]),
+               value_info("has_mask_input", [1])]
     if orig_size is None:
         inputs.append(value_info("orig_im_size", [2]))
         mask_shape = [1, K, "height", "width"]
@@ -557,7 +605,10 @@ def export_decoder(w, masks_mode, orig_size):
     outputs = [value_info("masks", mask_shape, TensorProto.BOOL),
                value_info("iou_predictions", [1, K]),
                value_info("low_res_masks", [1, K, 256, 256])]
-    return g.model(inputs, outputs, f"SAM prompt encoder + mask decoder, masks: {masks_mode}")
+    if sam2:
+        outputs.append(value_info("object_score_logits", [1, 1]))
+    kind = "SAM 2.1" if sam2 else "SAM"
+    return g.model(inputs, outputs, f"{kind} prompt encoder + mask decoder, masks: {masks_mode}")
 
 
 def main():
