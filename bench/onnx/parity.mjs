@@ -85,6 +85,7 @@ const decoders = {};
 for (const mode of ['multimask', 'single', 'best'])
     decoders[mode] = await openSession(path.join(onnxDir, `decoder-${mode}.onnx`), threads);
 
+const fixedSessions = {};
 for (const c of cases) {
     const key = (t) => `${c.image}.${c.case}.${t}`;
     if (sam2 && !vec.has(`${c.image}.high_res_feats_0`)) {
@@ -139,6 +140,16 @@ for (const c of cases) {
         }
         check(`${name} masks ${C}x${H}x${W}`, sameShape && worst >= 0.999,
               sameShape ? `lowest IoU ${worst.toFixed(5)}` : `got ${dims.join('x')}`);
+    }
+    // A decoder exported for this original size (--orig-size HxW) gives the same masks.
+    const fixedFile = path.join(onnxDir, `decoder-${mode}-${orig.h}x${orig.w}.onnx`);
+    if (fs.existsSync(fixedFile)) {
+        fixedSessions[fixedFile] ??= await openSession(fixedFile, threads);
+        const { orig_im_size, ...fixedFeeds } = feeds;
+        const fixed = await fixedSessions[fixedFile].run(fixedFeeds);
+        const same = fixed.masks.dims.join('x') === out.masks.dims.join('x') &&
+                     fixed.masks.data.every((v, i) => v === out.masks.data[i]);
+        check(`${name} fixed-size graph ${orig.h}x${orig.w}`, same, same ? 'same masks' : 'masks differ');
     }
     if (c.multimask_output) {  // the best-mask graph keeps the multimask output of highest IoU
         const best = await decoders.best.run(feeds);

@@ -32,5 +32,9 @@ for model in sam-vit-tiny mobilesam sam2.1-hiera-mini; do
         "$python" "$root/tools/onnx/export.py" --model "$dir/weights.safetensors" --part decoder \
             --masks "$masks" --out "$dir/decoder-$masks.onnx"
     done
+    for size in 480x640 1000x1500; do  # the golden images' sizes: fixed-size graphs
+        "$python" "$root/tools/onnx/export.py" --model "$dir/weights.safetensors" --part decoder \
+            --masks multimask --orig-size "$size" --out "$dir/decoder-multimask-$size.onnx"
+    done
     node "$root/bench/onnx/parity.mjs" "$golden/$model" "$dir" --threads 1
 done
