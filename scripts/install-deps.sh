@@ -13,6 +13,7 @@ packages=(
     libboost-dev libboost-system-dev  # Beast/Asio: the HTTP + WebSocket service
     libgtest-dev                      # tests
     libopenblas-dev                   # bench_gemm only: OpenBLAS as the sgemm peer
+    python3-onnx python3-numpy        # tools/onnx/export.py (ONNX export, onnx_parity test)
 )
 missing=()
 for p in "${packages[@]}"; do

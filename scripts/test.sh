@@ -7,6 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
 npm ci --ignore-scripts --no-audit --no-fund --loglevel=error  # Azurite, s3rver (store tests)
+(cd bench/onnx && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error)  # onnxruntime-node
 jobs=$(nproc)
 
 echo "== release build + tests"

@@ -1,0 +1,106 @@
+// splitseg against ONNX Runtime (onnxruntime-node, CPU) on the same weights, inputs and thread
+// count, in alternating rounds: each round runs `splitseg bench` once, then ONNX Runtime.
+//   node bench.mjs --splitseg BIN --model M.safetensors --onnx-dir DIR [--threads 2] [--rounds 3]
+//                  [--clicks 30]
+// DIR holds encoder.onnx, decoder-multimask.onnx and decoder-best.onnx exported for a 1024x1024
+// original (tools/onnx/export.py --orig-size 1024x1024), as bench/onnx/run.sh makes them.
+//
+// What each side times (wall clock, after warm-up):
+//   encoder   splitseg: encode() of the synthetic 1024x1024 picture (preprocessing, which is
+//             normalisation only at that size, + image encoder); ORT: session.run of the encoder
+//             graph on the same picture, already normalised.
+//   click     one foreground click in the middle, the 3 multimask masks as logits > 0 at 1024x1024
+//             (+ low-res logits and IoUs). splitseg: decode() with MaskOutput::Masks after its
+//             per-image prepare(); ORT: session.run of the multimask decoder graph (it has no
+//             per-image precompute: the graph redoes the image-side work each click).
+//   best      ORT only: the best-IoU multimask output alone upscaled to 1024x1024 (splitseg's
+//             figure beside it is whatever its bench reports for its interactive path).
+import { execFileSync } from 'node:child_process';
+import path from 'node:path';
+import { openSession, tensor, samPrompt, median } from './lib.mjs';
+
+function option(name, fallback) {
+    const i = process.argv.indexOf(`--${name}`);
+    if (i < 0) {
+        if (fallback === undefined) throw new Error(`missing --${name}`);
+        return fallback;
+    }
+    return process.argv[i + 1];
+}
+const bin = option('splitseg'), model = option('model'), dir = option('onnx-dir');
+const threads = Number(option('threads', 2)), rounds = Number(option('rounds', 3));
+const clicks = Number(option('clicks', 30));
+
+// splitseg bench's synthetic picture (src/cli/cmd_bench.cpp), normalised as SAM preprocesses.
+function syntheticInput(size = 1024) {
+    const mean = [123.675, 116.28, 103.53], std = [58.395, 57.12, 57.375];
+    const x = new Float32Array(3 * size * size), plane = size * size;
+    for (let y = 0; y < size; ++y)
+        for (let i = 0; i < size; ++i) {
+            const p = [Math.trunc((i * 255) / size), Math.trunc((y * 255) / size),
+                       Math.trunc(127 + 120 * Math.sin(i * 0.02) * Math.cos(y * 0.03))];
+            for (let c = 0; c < 3; ++c) x[c * plane + y * size + i] = (p[c] - mean[c]) / std[c];
+        }
+    return tensor(x, [1, 3, size, size]);
+}
+
+async function timeRuns(n, f) {
+    const ms = [];
+    for (let i = 0; i < n; ++i) {
+        const t0 = process.hrtime.bigint();
+        await f();
+        ms.push(Number(process.hrtime.bigint() - t0) / 1e6);
+    }
+    return ms;
+}
+
+const encoder = await openSession(path.join(dir, 'encoder.onnx'), threads);
+const multimask = await openSession(path.join(dir, 'decoder-multimask.onnx'), threads);
+const best = await openSession(path.join(dir, 'decoder-best.onnx'), threads);
+const image = syntheticInput();
+const { image_embeddings } = await encoder.run({ image });  // also the encoder's warm-up
+const feeds = {
+    image_embeddings,
+    ...samPrompt([[512, 512]], [1], null),
+    mask_input: tensor(new Float32Array(256 * 256), [1, 1, 256, 256]),
+    has_mask_input: tensor(Float32Array.of(0), [1]),
+};
+const check = await multimask.run(feeds);
+if (check.masks.dims.join('x') !== '1x3x1024x1024') throw new Error('unexpected masks shape');
+
+const ours = { encode: [], click: [], low_res: [], rss: [] }, ort = { encode: [], click: [], best: [] };
+for (let r = 0; r < rounds; ++r) {
+    const out = execFileSync(bin, ['bench', '--model', model, '--threads', String(threads), '--runs', '1',
+                                   '--clicks', String(clicks), '--json'], { encoding: 'utf8' });
+    const j = JSON.parse(out.trim().split('\n').pop());
+    ours.encode.push(j.encode_ms);
+    ours.click.push(j.decode_ms);
+    ours.low_res.push(j.decode_low_res_ms);
+    ours.rss.push(j.peak_rss_mib);
+    if (r === 0) console.log(`splitseg: ${j.model}, ${j.threads} threads`);
+
+    ort.encode.push(...(await timeRuns(1, () => encoder.run({ image }))));
+    await timeRuns(3, () => multimask.run(feeds));
+    ort.click.push(median(await timeRuns(clicks, () => multimask.run(feeds))));
+    await timeRuns(3, () => best.run(feeds));
+    ort.best.push(median(await timeRuns(clicks, () => best.run(feeds))));
+    console.log(`round ${r + 1}/${rounds}: encode ${ours.encode.at(-1).toFixed(0)} vs ` +
+                `${ort.encode.at(-1).toFixed(0)} ms, click ${ours.click.at(-1).toFixed(2)} vs ` +
+                `${ort.click.at(-1).toFixed(2)} ms`);
+}
+
+const fmt = (v) => (v === null ? '—' : v.toFixed(v < 100 ? 2 : 0));
+const row = (what, a, b) => {
+    const ma = a && median(a), mb = b && median(b);
+    const ratio = a && b ? `${(mb / ma).toFixed(2)}x` : '—';
+    console.log(`| ${what} | ${fmt(ma)} | ${fmt(mb)} | ${ratio} |`);
+};
+console.log(`\nmedians of ${rounds} alternating rounds, ${threads} threads (clicks: median of ` +
+            `${clicks} per round, then across rounds); ratio = ONNX Runtime / splitseg`);
+console.log('| work | splitseg ms | ONNX Runtime ms | ratio |\n| --- | --- | --- | --- |');
+row('image encoder, 1024x1024', ours.encode, ort.encode);
+row('one click, 3 masks at 1024x1024', ours.click, ort.click);
+row('one click, 3 masks, low-res logits only', ours.low_res, null);
+row('one click, best mask only at 1024x1024 (ONNX Runtime)', null, ort.best);
+console.log(`splitseg peak RSS ${Math.max(...ours.rss)} MiB; ` +
+            `ONNX Runtime process RSS ${(process.memoryUsage().rss / 2 ** 20).toFixed(0)} MiB`);
