@@ -1,6 +1,7 @@
 // splitseg serve: the HTTP API over one model, with one background encode thread. Everything
 // lives under --data-dir by default: the SQLite job database, uploaded images and a disk cache of
-// embedding bundles.
+// embedding bundles. --jobs postgres:CONNINFO puts the job queue in PostgreSQL instead, for
+// encode workers on other machines.
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
@@ -9,33 +10,56 @@
 #include "cli/commands.h"
 #include "service/api.h"
 #include "service/server.h"
+#include "store/postgres_job_queue.h"
 #include "store/sqlite_job_queue.h"
 #include "store/store_spec.h"
 
 namespace splitseg::cli {
 
+// "sqlite:PATH" or "postgres:CONNINFO" (a libpq string or postgresql:// URI). Each call opens
+// its own connection: the API and the encode thread each need one.
+static std::unique_ptr<JobQueue> open_job_queue(const std::string& spec) {
+    if (spec.rfind("sqlite:", 0) == 0) return open_sqlite_job_queue(spec.substr(7));
+    if (spec.rfind("postgres:", 0) == 0) return open_postgres_job_queue(spec.substr(9));
+    if (spec.rfind("postgresql://", 0) == 0) return open_postgres_job_queue(spec);
+    throw UsageError("--jobs is sqlite:PATH or postgres:CONNINFO, not '" + spec + "'");
+}
+
+static std::optional<std::string> flag_or_env(const Args& args, const std::string& name,
+                                              const char* env) {
+    if (auto v = args.get(name)) return v;
+    const char* e = std::getenv(env);
+    return e && *e ? std::optional<std::string>(e) : std::nullopt;
+}
+
 int cmd_serve(const std::vector<std::string>& argv) {
-    Args args(argv, {});
+    Args args(argv, {"quiet"});
     args.allow_only({"host", "port", "data-dir", "model", "store", "threads", "api-keys",
-                     "cors-origin", "max-body-mb", "max-points"});
+                     "cors-origin", "max-body-mb", "max-points", "jobs", "max-sessions",
+                     "max-sessions-per-tenant", "max-session-mb", "session-ttl-s", "rate-limit",
+                     "rate-burst", "quiet"});
     const std::string data_dir = args.get("data-dir").value_or("./splitseg-data");
     std::filesystem::create_directories(data_dir);
-    const std::string jobs_path = data_dir + "/jobs.db";
+    const std::string jobs_spec =
+        flag_or_env(args, "jobs", "SPLITSEG_JOBS").value_or("sqlite:" + data_dir + "/jobs.db");
 
     ApiOptions api;
     api.data_dir = data_dir;
     api.cache = std::make_shared<EmbeddingCache>(open_store(
         args.get("store").value_or("mem:?max_bytes=256M,disk:" + data_dir + "/bundles")));
-    api.jobs = open_sqlite_job_queue(jobs_path);
+    api.jobs = open_job_queue(jobs_spec);
     api.max_body_bytes = static_cast<size_t>(args.get_int("max-body-mb", 32, 1, 4096)) << 20;
     api.max_points = static_cast<size_t>(args.get_int("max-points", 64, 1, 4096));
     api.cors_origin = args.get("cors-origin").value_or("*");
-    const char* env_model = std::getenv("SPLITSEG_MODEL");
-    const std::optional<std::string> model_path = args.get("model") ? args.get("model")
-                                                  : env_model
-                                                      ? std::optional<std::string>(env_model)
-                                                      : std::nullopt;
-    if (model_path) {
+    api.sessions.max_sessions = static_cast<size_t>(args.get_int("max-sessions", 1000, 1, 1 << 24));
+    api.sessions.max_per_tenant =
+        static_cast<size_t>(args.get_int("max-sessions-per-tenant", 1000, 1, 1 << 24));
+    api.sessions.max_bytes = static_cast<size_t>(args.get_int("max-session-mb", 2048, 1, 1 << 20))
+                             << 20;
+    api.sessions.ttl = Millis{1000} * args.get_int("session-ttl-s", 300, 1, 86400 * 7);
+    api.rate_limit.per_second = args.get_int("rate-limit", 0, 0, 1 << 20);
+    api.rate_limit.burst = args.get_int("rate-burst", 0, 0, 1 << 20);
+    if (const auto model_path = flag_or_env(args, "model", "SPLITSEG_MODEL")) {
         api.model = Segmenter::load(*model_path);
         std::fprintf(stderr, "splitseg serve: model %s\n", api.model->describe().c_str());
     } else {
@@ -56,26 +80,28 @@ int cmd_serve(const std::vector<std::string>& argv) {
     server_options.port = static_cast<uint16_t>(args.get_int("port", 8080, 0, 65535));
     server_options.threads = args.get_int("threads", 4, 1, 256);
     server_options.body_limit = api.max_body_bytes;
+    server_options.log_requests = !args.flag("quiet");
     server_options.stop_on_signals = true;
 
     Api service(api);
     Server server(service, server_options);
 
-    // One encode thread with its own database connection; it finishes its current job on
+    // One encode thread with its own queue connection; it finishes its current job on
     // shutdown and leaves the queued ones for the next start.
     std::unique_ptr<JobQueue> worker_queue;
     std::unique_ptr<EncodeWorker> worker;
     std::thread worker_thread;
     if (api.model) {
-        worker_queue = open_sqlite_job_queue(jobs_path);
+        worker_queue = open_job_queue(jobs_spec);
         worker = std::make_unique<EncodeWorker>(
             *worker_queue, [&service](JobLease& lease) { service.encode_job(lease); });
         worker_thread = std::thread([&worker] { worker->run(); });
     }
 
     server.start();
-    std::printf("splitseg serve: listening on http://%s:%u (data in %s)\n",
-                server_options.host.c_str(), server.port(), data_dir.c_str());
+    std::printf("splitseg serve: listening on http://%s:%u (data in %s, jobs in %s)\n",
+                server_options.host.c_str(), server.port(), data_dir.c_str(),
+                jobs_spec.rfind("sqlite:", 0) == 0 ? "SQLite" : "PostgreSQL");
     std::fflush(stdout);
     server.wait();
     std::fprintf(stderr, "splitseg serve: stopping\n");

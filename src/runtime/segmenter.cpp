@@ -1,6 +1,7 @@
 #include "runtime/segmenter.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <sstream>
 #include <stdexcept>
@@ -176,8 +177,15 @@ static Prompt to_model_prompt(const ImageGeometry& geom, const Prompts& p) {
 
 Masks Segmenter::decode(const DecoderImage& image, const ImageGeometry& geom,
                         const Prompts& prompts, MaskOutput output) const {
+    const auto start = std::chrono::steady_clock::now();
+    auto ms_since = [](std::chrono::steady_clock::time_point t) {
+        return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t)
+            .count();
+    };
     DecoderOutput out = decoder_->decode(image, to_model_prompt(geom, prompts), prompts.multimask);
     Masks m;
+    m.decoder_ms = ms_since(start);
+    const auto upscale_start = std::chrono::steady_clock::now();
     m.width = geom.orig_w;
     m.height = geom.orig_h;
     m.iou = std::move(out.iou);
@@ -187,6 +195,7 @@ Masks Segmenter::decode(const DecoderImage& image, const ImageGeometry& geom,
         m.masks = masks_from_logits(logits);
         if (output == MaskOutput::Logits) m.logits = std::move(logits);
     }
+    m.upscale_ms = ms_since(upscale_start);
     // SAM 2.1's predictor upscales the raw logits, then clamps the low-res ones it returns
     // (they are fed back as mask input).
     if (family_ == ModelFamily::Sam2) {

@@ -59,6 +59,8 @@ struct Masks {
     Tensor logits;               // [C, H, W] at the original size (MaskOutput::Logits)
     std::vector<uint8_t> masks;  // C * H * W, logits > 0 (MaskOutput::Masks and Logits)
     int width = 0, height = 0;   // original size
+    double decoder_ms = 0;       // decode()'s time in the mask decoder
+    double upscale_ms = 0;       // and upscaling to the original size
     int count() const { return static_cast<int>(iou.size()); }
     int best() const;  // index of the highest predicted IoU
 };

@@ -153,7 +153,35 @@ OutputOptions parse_output(const json& body) {
     return o;
 }
 
-json masks_json(const Masks& masks, const OutputOptions& out, double latency_ms) {
+// "mask_input": {"f32_base64": "..."} with 256x256 float32 little-endian logits, the form in
+// which "logits": true returns them; absent or null: none.
+std::optional<Tensor> parse_mask_input(const json& body) {
+    if (!body.contains("mask_input") || body["mask_input"].is_null()) return std::nullopt;
+    const json& m = body["mask_input"];
+    if (!m.is_object() || !m.contains("f32_base64") || !m["f32_base64"].is_string()) {
+        throw ApiError(400, "bad_request", "mask_input is {\"f32_base64\": \"...\"}");
+    }
+    if (m.contains("shape") && m["shape"] != json::array({256, 256})) {
+        throw ApiError(400, "bad_request", "mask_input must be 256x256 low-res logits");
+    }
+    std::vector<uint8_t> bytes;
+    if (!base64_decode(m["f32_base64"].get<std::string>(), &bytes)) {
+        throw ApiError(400, "bad_request", "mask_input.f32_base64 is not base64");
+    }
+    if (bytes.size() != 256 * 256 * sizeof(float)) {
+        throw ApiError(400, "bad_request", "mask_input must hold 256x256 float32 values");
+    }
+    std::vector<float> values(256 * 256);
+    std::memcpy(values.data(), bytes.data(), bytes.size());
+    return Tensor::from({1, 256, 256}, values.data());
+}
+
+double ms_since(std::chrono::steady_clock::time_point start) {
+    return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start)
+        .count();
+}
+
+json masks_json(const Masks& masks, const OutputOptions& out) {
     json list = json::array();
     const size_t plane = static_cast<size_t>(masks.width) * masks.height;
     for (int i = 0; i < masks.count(); ++i) {
@@ -165,7 +193,14 @@ json masks_json(const Masks& masks, const OutputOptions& out, double latency_ms)
                 {"size", {masks.height, masks.width}},
                 {"counts", coco_rle_string(coco_rle_counts(mask, masks.width, masks.height))}};
         } else if (out.format == "polygon") {
-            m["polygons"] = mask_polygons(mask, masks.width, masks.height);
+            // COCO-style outer outlines, and per outline the rings of its holes.
+            json outers = json::array(), holes = json::array();
+            for (MaskPolygon& p : mask_polygons(mask, masks.width, masks.height)) {
+                outers.push_back(std::move(p.outer));
+                holes.push_back(std::move(p.holes));
+            }
+            m["polygons"] = std::move(outers);
+            m["holes"] = std::move(holes);
         } else if (out.format == "png") {
             std::vector<uint8_t> gray(mask, mask + plane);
             for (uint8_t& v : gray) v = v ? 255 : 0;
@@ -182,12 +217,28 @@ json masks_json(const Masks& masks, const OutputOptions& out, double latency_ms)
         }
         list.push_back(std::move(m));
     }
-    return {{"masks", list}, {"best", masks.best()}, {"latency_ms", latency_ms}};
+    return {{"masks", list}, {"best", masks.best()}};
 }
 
-double ms_since(std::chrono::steady_clock::time_point start) {
-    return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start)
-        .count();
+// Decodes `prompts` and encodes the masks as `out` asks, recording each stage's time.
+json decode_masks(const Segmenter& model, const DecoderImage& decoder, const ImageGeometry& geom,
+                  const Prompts& prompts, const OutputOptions& out, RequestMetrics& metrics,
+                  Masks* masks) {
+    *masks = model.decode(decoder, geom, prompts);
+    metrics.observe_stage("decoder", masks->decoder_ms);
+    metrics.observe_stage("upscale", masks->upscale_ms);
+    const auto start = std::chrono::steady_clock::now();
+    json result = masks_json(*masks, out);
+    metrics.observe_stage("mask_encoding", ms_since(start));
+    return result;
+}
+
+// The response for a decode, with its total latency; its serialisation is a stage of its own.
+Response timed_json_response(const json& body, RequestMetrics& metrics) {
+    const auto start = std::chrono::steady_clock::now();
+    Response r = json_response(200, body);
+    metrics.observe_stage("json", ms_since(start));
+    return r;
 }
 
 // Digits only (no sign, no spaces); false when empty or not all digits.
@@ -269,7 +320,8 @@ struct Api::PreparedImage {
     DecoderImage decoder;
 };
 
-Api::Api(ApiOptions options) : options_(std::move(options)), sessions_(options_.sessions) {
+Api::Api(ApiOptions options)
+    : options_(std::move(options)), sessions_(options_.sessions), limiter_(options_.rate_limit) {
     if (!options_.cache || !options_.jobs) {
         throw std::invalid_argument("the API needs an embedding cache and a job queue");
     }
@@ -286,6 +338,8 @@ Api::Api(ApiOptions options) : options_(std::move(options)), sessions_(options_.
         {"GET", "/api/v1/images/{id}/embedding", &Api::get_embedding, true},
         {"HEAD", "/api/v1/images/{id}/embedding", &Api::get_embedding, true},
         {"POST", "/api/v1/images/{id}/infer", &Api::infer, true},
+        {"POST", "/api/v1/jobs", &Api::create_batch, true},
+        {"GET", "/api/v1/jobs/{id}", &Api::get_batch, true},
         {"POST", "/api/v1/sessions", &Api::create_session, true},
         {"GET", "/api/v1/sessions/{sid}", &Api::get_session, true},
         {"DELETE", "/api/v1/sessions/{sid}", &Api::delete_session, true},
@@ -319,6 +373,8 @@ Response Api::handle(const Request& request) {
         const bool too_large = std::strstr(e.what(), "above the limit") != nullptr;
         response = error_response(too_large ? 413 : 400,
                                   too_large ? "image_too_large" : "invalid_image", e.what());
+    } catch (const TooManySessions& e) {
+        response = error_response(429, "too_many_sessions", e.what());
     } catch (const std::invalid_argument& e) {
         response = error_response(400, "bad_request", e.what());
     } catch (const std::exception& e) {
@@ -371,9 +427,18 @@ Response Api::dispatch(const Request& request, std::string* route_name) {
             continue;
         }
         c.params = std::move(params);
-        if (r.needs_tenant && !authenticate(request, &c.tenant)) {
+        std::string key;
+        if (r.needs_tenant && !authenticate(request, &c.tenant, &key)) {
             return error_response(401, "unauthorized",
                                   "send a valid API key: Authorization: Bearer KEY or X-API-Key");
+        }
+        double retry_after = 0;
+        if (r.needs_tenant && !limiter_.allow(key, &retry_after)) {
+            Response limited = error_response(429, "rate_limited",
+                                              "too many requests for this API key: slow down");
+            limited.set_header("Retry-After",
+                               std::to_string(static_cast<int>(std::ceil(retry_after))));
+            return limited;
         }
         return (this->*(r.handler))(c);
     }
@@ -394,9 +459,10 @@ Response Api::dispatch(const Request& request, std::string* route_name) {
     return r;
 }
 
-bool Api::authenticate(const Request& request, std::string* tenant) const {
+bool Api::authenticate(const Request& request, std::string* tenant, std::string* key_out) const {
     if (options_.api_keys.empty()) {
         *tenant = "default";
+        *key_out = *tenant;
         return true;
     }
     std::string key = request.header("x-api-key");
@@ -405,6 +471,7 @@ bool Api::authenticate(const Request& request, std::string* tenant) const {
     auto it = options_.api_keys.find(key);
     if (key.empty() || it == options_.api_keys.end()) return false;
     *tenant = it->second;
+    *key_out = key;
     return true;
 }
 
@@ -436,7 +503,10 @@ Response Api::metrics(Context&) {
     std::ostringstream out;
     out << metrics_.render();
     out << "# HELP splitseg_sessions Interactive sessions open now.\n"
-        << "# TYPE splitseg_sessions gauge\nsplitseg_sessions " << sessions_.size() << "\n";
+        << "# TYPE splitseg_sessions gauge\nsplitseg_sessions " << sessions_.size() << "\n"
+        << "# HELP splitseg_session_bytes Bytes held by the sessions' prompts and masks.\n"
+        << "# TYPE splitseg_session_bytes gauge\nsplitseg_session_bytes " << sessions_.bytes()
+        << "\n";
     try {
         const QueueStats s = options_.jobs->stats();
         out << "# HELP splitseg_encode_jobs Encode jobs by status.\n"
@@ -605,6 +675,76 @@ Response Api::get_embedding(Context& c) {
     return r;
 }
 
+std::string Api::batch_path(const std::string& tenant, const std::string& id) const {
+    return options_.data_dir + "/batches/" + tenant + "/" + id + ".json";
+}
+
+// A batch is the list of its images, kept as a file; its progress is read from the images'
+// statuses each time, so it needs no bookkeeping of its own in the job queue.
+Response Api::create_batch(Context& c) {
+    const Segmenter& model = require_model();
+    const json body = parse_body(c.request);
+    if (!body.contains("image_ids") || !body["image_ids"].is_array() || body["image_ids"].empty()) {
+        throw ApiError(400, "bad_request", "give the batch's image_ids, a non-empty array");
+    }
+    const json& ids = body["image_ids"];
+    if (ids.size() > 1000) throw ApiError(400, "bad_request", "at most 1000 images per batch");
+    bool force = false;
+    if (body.contains("force")) {
+        if (!body["force"].is_boolean()) throw ApiError(400, "bad_request", "force is a bool");
+        force = body["force"];
+    }
+    std::vector<std::string> images;
+    for (const json& id : ids) {
+        if (!id.is_string()) throw ApiError(400, "bad_request", "image_ids holds strings");
+        image_record(c.tenant, id);  // 404 for an unknown image, before anything is queued
+        images.push_back(id);
+    }
+    for (const std::string& id : images) {
+        if (force || !options_.cache->contains(id, model.model_hash()))
+            options_.jobs->enqueue({c.tenant, id, model.model_hash(), force});
+    }
+    const std::string batch_id = random_id();
+    const std::string path = batch_path(c.tenant, batch_id);
+    fs::create_directories(fs::path(path).parent_path());
+    const std::string record = json{{"image_ids", images}}.dump();
+    write_file_atomic(path, std::vector<uint8_t>(record.begin(), record.end()));
+    c.params["{id}"] = batch_id;
+    Response r = get_batch(c);
+    r.status = 202;
+    return r;
+}
+
+Response Api::get_batch(Context& c) {
+    const std::string& id = c.params["{id}"];
+    if (!is_hex_id(id)) throw ApiError(404, "not_found", "no batch " + id);
+    std::ifstream in(batch_path(c.tenant, id));
+    if (!in) throw ApiError(404, "not_found", "no batch " + id);
+    const json record = json::parse(in);
+    json images = json::array();
+    std::map<std::string, int> counts;
+    for (const json& image_id : record["image_ids"]) {
+        json status;
+        try {
+            status = image_status(c.tenant, image_id);
+        } catch (const ApiError& e) {
+            if (e.status != 404) throw;
+            status = {{"id", image_id}, {"status", "not_found"}};  // deleted since
+        }
+        ++counts[status["status"].get<std::string>()];
+        images.push_back(std::move(status));
+    }
+    const int total = static_cast<int>(images.size());
+    const int finished = counts["completed"] + counts["failed"];
+    const int gone = counts["not_found"] + counts["missing"];
+    return json_response(200, {{"batch_id", id},
+                               {"total", total},
+                               {"counts", counts},
+                               {"done", finished + gone == total},
+                               {"progress", total ? double(finished) / total : 1.0},
+                               {"images", images}});
+}
+
 std::shared_ptr<const Api::PreparedImage> Api::prepared(const std::string& tenant,
                                                         const std::string& id) {
     const Segmenter& model = require_model();
@@ -648,10 +788,14 @@ Response Api::infer(Context& c) {
         throw ApiError(400, "bad_request", "give at least one point or a box");
     }
     if (body.contains("multimask")) prompts.multimask = body["multimask"].get<bool>();
+    prompts.mask_input = parse_mask_input(body);
     const OutputOptions out = parse_output(body);
     auto image = prepared(c.tenant, id);
-    const Masks masks = require_model().decode(image->decoder, image->geom, prompts);
-    return json_response(200, masks_json(masks, out, ms_since(start)));
+    Masks masks;
+    json result =
+        decode_masks(require_model(), image->decoder, image->geom, prompts, out, metrics_, &masks);
+    result["latency_ms"] = ms_since(start);
+    return timed_json_response(result, metrics_);
 }
 
 std::shared_ptr<Session> Api::session_for(Context& c) {
@@ -711,7 +855,11 @@ Response Api::add_prompts(Context& c) {
     auto session = session_for(c);
     const json record = image_record(c.tenant, session->image_id);
     const json body = parse_body(c.request);
+    const OutputOptions out = parse_output(body);
+    std::optional<Tensor> mask_input = parse_mask_input(body);
+    const auto wait_start = std::chrono::steady_clock::now();
     std::lock_guard lock(session->mutex);
+    metrics_.observe_stage("session_wait", ms_since(wait_start));
     SessionStep step;
     if (!session->steps.empty()) {
         step.points = session->steps.back().points;
@@ -730,17 +878,26 @@ Response Api::add_prompts(Context& c) {
     prompts.points = step.points;
     prompts.box = step.box;
     prompts.multimask = body.value("multimask", session->steps.empty());
-    // Refine the previous answer, as SAM's interactive use does.
-    if (!session->steps.empty()) prompts.mask_input = session->steps.back().best_low_res;
+    // Refine the previous answer, as SAM's interactive use does, unless the client sends a mask.
+    if (mask_input) {
+        prompts.mask_input = std::move(mask_input);
+    } else if (!session->steps.empty()) {
+        prompts.mask_input = session->steps.back().best_low_res;
+    }
     auto image = prepared(c.tenant, session->image_id);
-    const Masks masks = require_model().decode(image->decoder, image->geom, prompts);
+    Masks masks;
+    json result =
+        decode_masks(require_model(), image->decoder, image->geom, prompts, out, metrics_, &masks);
     const int64_t plane = 256 * 256;
     step.best_low_res =
         Tensor::from({1, 256, 256}, masks.low_res_logits.data() + plane * masks.best());
-    step.result = masks_json(masks, parse_output(body), ms_since(start));
-    step.result["steps"] = session->steps.size() + 1;
+    result["steps"] = session->steps.size() + 1;
+    result["latency_ms"] = ms_since(start);
+    Response response = timed_json_response(result, metrics_);
+    step.result = response.body;
     session->steps.push_back(std::move(step));
-    return json_response(200, session->steps.back().result);
+    sessions_.set_bytes(*session, session->bytes());
+    return response;
 }
 
 Response Api::undo(Context& c) {
@@ -749,8 +906,9 @@ Response Api::undo(Context& c) {
     if (session->steps.empty())
         throw ApiError(409, "nothing_to_undo", "the session has no prompts");
     session->steps.pop_back();
+    sessions_.set_bytes(*session, session->bytes());
     json out = session_state(*session);
-    if (!session->steps.empty()) out["result"] = session->steps.back().result;
+    if (!session->steps.empty()) out["result"] = json::parse(session->steps.back().result);
     return json_response(200, out);
 }
 
@@ -758,6 +916,7 @@ Response Api::reset(Context& c) {
     auto session = session_for(c);
     std::lock_guard lock(session->mutex);
     session->steps.clear();
+    sessions_.set_bytes(*session, session->bytes());
     return json_response(200, session_state(*session));
 }
 
@@ -799,8 +958,12 @@ std::string Api::session_message(const Request& upgrade, const std::string& text
                            message.dump()});
     }
     reply["status"] = r.status;
-    reply["body"] = json::parse(r.body, nullptr, false);
-    return reply.dump();
+    // Every answer a session message can get is a JSON body: splice it in rather than parse
+    // and re-serialise a body that holds the masks.
+    std::string text_reply = reply.dump();
+    text_reply.pop_back();  // the closing brace
+    text_reply += ",\"body\":" + (r.body.empty() ? std::string("null") : r.body) + "}";
+    return text_reply;
 }
 
 void Api::encode_job(JobLease& lease) {

@@ -5,7 +5,7 @@
 // Errors are JSON, {"error":{"code":"...","message":"..."}}, with stable codes: bad_request,
 // invalid_json, invalid_image, image_too_large, body_too_large, too_many_points, unauthorized,
 // not_found, no_route, method_not_allowed, not_encoded, nothing_to_undo, range_not_satisfiable,
-// upgrade_required, no_model, internal.
+// upgrade_required, no_model, too_many_sessions, rate_limited, internal.
 #pragma once
 
 #include <functional>
@@ -20,6 +20,7 @@
 #include "runtime/segmenter.h"
 #include "service/http_message.h"
 #include "service/metrics.h"
+#include "service/rate_limiter.h"
 #include "service/session_store.h"
 #include "store/embedding_cache.h"
 #include "store/encode_worker.h"
@@ -40,6 +41,7 @@ struct ApiOptions {
     size_t max_points = 64;
     size_t prepared_images = 8;  // decoder states kept for the most recently used images
     SessionStoreOptions sessions;
+    RateLimitOptions rate_limit;  // requests per API key (per tenant without keys)
 };
 
 // Reads {"keys":{"KEY":"tenant",...}}; tenants are 1-64 characters of [A-Za-z0-9_-].
@@ -78,7 +80,8 @@ class Api {
     struct PreparedImage;
 
     Response dispatch(const Request& request, std::string* route_name);
-    bool authenticate(const Request& request, std::string* tenant) const;
+    // The tenant of the request's API key (and the key, for rate limiting); false without one.
+    bool authenticate(const Request& request, std::string* tenant, std::string* key) const;
     void add_common_headers(Response& response) const;
 
     Response healthz(Context& c);
@@ -92,6 +95,8 @@ class Api {
     Response encode_image(Context& c);
     Response get_embedding(Context& c);
     Response infer(Context& c);
+    Response create_batch(Context& c);
+    Response get_batch(Context& c);
     Response create_session(Context& c);
     Response get_session(Context& c);
     Response delete_session(Context& c);
@@ -102,6 +107,7 @@ class Api {
 
     const Segmenter& require_model() const;
     std::string image_path(const std::string& tenant, const std::string& id) const;
+    std::string batch_path(const std::string& tenant, const std::string& id) const;
     nlohmann::json image_record(const std::string& tenant, const std::string& id) const;
     nlohmann::json image_status(const std::string& tenant, const std::string& id);
     std::shared_ptr<const PreparedImage> prepared(const std::string& tenant, const std::string& id);
@@ -111,6 +117,7 @@ class Api {
     std::vector<RouteEntry> table_;
     RequestMetrics metrics_;
     SessionStore sessions_;
+    RateLimiter limiter_;
     std::mutex prepared_mutex_;  // guards prepared_ and prepared_lru_
     std::unordered_map<std::string, std::shared_ptr<const PreparedImage>> prepared_;
     std::list<std::string> prepared_lru_;  // front = most recently used

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 
 namespace splitseg {
 
@@ -40,6 +41,7 @@ void simplify(const std::vector<Point>& points, size_t first, size_t last, float
     }
 }
 
+// Positive for loops clockwise on screen (y down).
 double signed_area(const std::vector<Point>& loop) {
     double sum = 0;
     for (size_t i = 0; i < loop.size(); ++i) {
@@ -50,10 +52,47 @@ double signed_area(const std::vector<Point>& loop) {
     return sum / 2;
 }
 
+// A closed loop simplified and flattened to x0, y0, x1, y1, ...; empty when it is degenerate.
+std::vector<float> simplified_ring(std::vector<Point> loop, float tolerance) {
+    std::vector<bool> keep(loop.size() + 1, false);
+    loop.push_back(loop.front());  // simplify the closed loop as an open path
+    keep.front() = keep.back() = true;
+    simplify(loop, 0, loop.size() - 1, tolerance, keep);
+    if (std::count(keep.begin(), keep.end() - 1, true) < 3) {
+        std::fill(keep.begin(), keep.end(), true);  // too small to simplify
+    }
+    std::vector<float> flat;
+    for (size_t i = 0; i + 1 < loop.size(); ++i) {
+        if (!keep[i]) continue;
+        flat.push_back(loop[i].x);
+        flat.push_back(loop[i].y);
+    }
+    if (flat.size() < 6) flat.clear();
+    return flat;
+}
+
+// Even-odd test; `p` never lies on the loop (pixel centres against pixel-corner loops).
+bool contains(const std::vector<Point>& loop, const Point& p) {
+    bool in = false;
+    for (size_t i = 0, j = loop.size() - 1; i < loop.size(); j = i++) {
+        const Point& a = loop[i];
+        const Point& b = loop[j];
+        if ((a.y > p.y) != (b.y > p.y) && p.x < (b.x - a.x) * (p.y - a.y) / (b.y - a.y) + a.x)
+            in = !in;
+    }
+    return in;
+}
+
+struct Loop {
+    std::vector<Point> corners;
+    double area = 0;  // > 0: an outer outline; < 0: a hole
+    Point inside;     // the centre of a mask pixel along the loop
+};
+
 }  // namespace
 
-std::vector<std::vector<float>> mask_polygons(const uint8_t* mask, int width, int height,
-                                              float tolerance) {
+std::vector<MaskPolygon> mask_polygons(const uint8_t* mask, int width, int height,
+                                       float tolerance) {
     // Every pixel side between inside and outside is a directed edge between pixel corners,
     // going clockwise around the inside pixel; a corner has at most two outgoing edges.
     const int stride = width + 1;
@@ -78,12 +117,12 @@ std::vector<std::vector<float>> mask_polygons(const uint8_t* mask, int width, in
         }
     }
 
-    std::vector<std::vector<float>> polygons;
+    std::vector<Loop> loops;
     for (size_t start = 0; start < corners; ++start) {
         while (out[0][start] >= 0 || out[1][start] >= 0) {
             // Follow unused edges until the loop closes, keeping only the corners where the
             // direction changes.
-            std::vector<Point> loop;
+            Loop loop;
             size_t at = start;
             int dx = 0, dy = 0;
             do {
@@ -92,29 +131,41 @@ std::vector<std::vector<float>> mask_polygons(const uint8_t* mask, int width, in
                 out[slot][at] = -1;
                 const int ndx = static_cast<int>(next % stride) - static_cast<int>(at % stride);
                 const int ndy = static_cast<int>(next / stride) - static_cast<int>(at / stride);
-                if (ndx != dx || ndy != dy) {
-                    loop.push_back(
-                        {static_cast<float>(at % stride), static_cast<float>(at / stride)});
+                const Point corner{static_cast<float>(at % stride),
+                                   static_cast<float>(at / stride)};
+                if (at == start) {  // the inside pixel lies right of the edge (y down)
+                    loop.inside = {corner.x + 0.5f * (ndx - ndy), corner.y + 0.5f * (ndx + ndy)};
                 }
+                if (ndx != dx || ndy != dy) loop.corners.push_back(corner);
                 dx = ndx, dy = ndy;
                 at = next;
             } while (at != start && (out[0][at] >= 0 || out[1][at] >= 0));
-            if (loop.size() < 3 || signed_area(loop) <= 0) continue;  // holes run the other way
-            std::vector<bool> keep(loop.size() + 1, false);
-            loop.push_back(loop.front());  // simplify the closed loop as an open path
-            keep.front() = keep.back() = true;
-            simplify(loop, 0, loop.size() - 1, tolerance, keep);
-            if (std::count(keep.begin(), keep.end() - 1, true) < 3) {
-                std::fill(keep.begin(), keep.end(), true);  // too small to simplify
-            }
-            std::vector<float> flat;
-            for (size_t i = 0; i + 1 < loop.size(); ++i) {
-                if (!keep[i]) continue;
-                flat.push_back(loop[i].x);
-                flat.push_back(loop[i].y);
-            }
-            if (flat.size() >= 6) polygons.push_back(std::move(flat));
+            if (loop.corners.size() < 3) continue;
+            loop.area = signed_area(loop.corners);
+            if (loop.area != 0) loops.push_back(std::move(loop));
         }
+    }
+
+    // Each hole belongs to the smallest outline around a mask pixel next to it.
+    std::vector<MaskPolygon> polygons;
+    std::vector<size_t> polygon_of(loops.size(), SIZE_MAX);
+    for (size_t i = 0; i < loops.size(); ++i) {
+        if (loops[i].area < 0) continue;
+        std::vector<float> ring = simplified_ring(loops[i].corners, tolerance);
+        if (ring.empty()) continue;
+        polygon_of[i] = polygons.size();
+        polygons.push_back({std::move(ring), {}});
+    }
+    for (const Loop& hole : loops) {
+        if (hole.area > 0) continue;
+        size_t owner = SIZE_MAX;
+        for (size_t i = 0; i < loops.size(); ++i) {
+            if (polygon_of[i] == SIZE_MAX || !contains(loops[i].corners, hole.inside)) continue;
+            if (owner == SIZE_MAX || loops[i].area < loops[owner].area) owner = i;
+        }
+        if (owner == SIZE_MAX) continue;
+        std::vector<float> ring = simplified_ring(hole.corners, tolerance);
+        if (!ring.empty()) polygons[polygon_of[owner]].holes.push_back(std::move(ring));
     }
     return polygons;
 }

@@ -4,16 +4,35 @@
 
 namespace splitseg {
 
+void RequestMetrics::Histogram::add(double seconds) {
+    for (size_t i = 0; i < kBucketsSeconds.size(); ++i)
+        if (seconds <= kBucketsSeconds[i]) ++buckets[i];
+    ++count;
+    sum += seconds;
+}
+
+// `labels` is `key="value"`, without braces.
+void RequestMetrics::Histogram::render(std::ostream& out, const std::string& name,
+                                       const std::string& labels) const {
+    for (size_t i = 0; i < kBucketsSeconds.size(); ++i) {
+        out << name << "_bucket{" << labels << ",le=\"" << kBucketsSeconds[i] << "\"} "
+            << buckets[i] << "\n";
+    }
+    out << name << "_bucket{" << labels << ",le=\"+Inf\"} " << count << "\n"
+        << name << "_sum{" << labels << "} " << sum << "\n"
+        << name << "_count{" << labels << "} " << count << "\n";
+}
+
 void RequestMetrics::observe(const std::string& method, const std::string& route, int status,
                              double ms) {
-    const double seconds = ms / 1000;
     std::lock_guard lock(mutex_);
     ++requests_[{method, route, status}];
-    Histogram& h = latency_[route];
-    for (size_t i = 0; i < kBucketsSeconds.size(); ++i)
-        if (seconds <= kBucketsSeconds[i]) ++h.buckets[i];
-    ++h.count;
-    h.sum += seconds;
+    latency_[route].add(ms / 1000);
+}
+
+void RequestMetrics::observe_stage(const std::string& stage, double ms) {
+    std::lock_guard lock(mutex_);
+    stages_[stage].add(ms / 1000);
 }
 
 std::string RequestMetrics::render() const {
@@ -28,16 +47,13 @@ std::string RequestMetrics::render() const {
     }
     out << "# HELP splitseg_http_request_duration_seconds Request latency by route.\n"
         << "# TYPE splitseg_http_request_duration_seconds histogram\n";
-    for (const auto& [route, h] : latency_) {
-        const std::string name = "splitseg_http_request_duration_seconds";
-        for (size_t i = 0; i < kBucketsSeconds.size(); ++i) {
-            out << name << "_bucket{route=\"" << route << "\",le=\"" << kBucketsSeconds[i] << "\"} "
-                << h.buckets[i] << "\n";
-        }
-        out << name << "_bucket{route=\"" << route << "\",le=\"+Inf\"} " << h.count << "\n"
-            << name << "_sum{route=\"" << route << "\"} " << h.sum << "\n"
-            << name << "_count{route=\"" << route << "\"} " << h.count << "\n";
-    }
+    for (const auto& [route, h] : latency_)
+        h.render(out, "splitseg_http_request_duration_seconds", "route=\"" + route + "\"");
+    out << "# HELP splitseg_click_stage_seconds Time per stage of a decode request (session "
+           "prompts, WebSocket clicks and stateless infer).\n"
+        << "# TYPE splitseg_click_stage_seconds histogram\n";
+    for (const auto& [stage, h] : stages_)
+        h.render(out, "splitseg_click_stage_seconds", "stage=\"" + stage + "\"");
     return out.str();
 }
 

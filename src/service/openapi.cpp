@@ -60,6 +60,8 @@ const char* Api::openapi_document() {
          "nothing_to_undo", "upgrade_required",
          "range_not_satisfiable",
          "no_model",
+         "too_many_sessions",
+         "rate_limited",
          "internal"
         ]
        },
@@ -134,6 +136,55 @@ const char* Api::openapi_document() {
      },
      "logits": {
       "type": "boolean"
+     },
+     "mask_input": {
+      "type": "object",
+      "description": "low-res logits of an earlier decode, as logits: true returns them; in a session it replaces the previous step's mask",
+      "properties": {
+       "shape": {
+        "type": "array",
+        "items": {
+         "type": "integer"
+        }
+       },
+       "f32_base64": {
+        "type": "string",
+        "format": "byte",
+        "description": "256x256 float32 little-endian"
+       }
+      },
+      "required": [
+       "f32_base64"
+      ]
+     }
+    }
+   },
+   "Batch": {
+    "type": "object",
+    "properties": {
+     "batch_id": {
+      "type": "string"
+     },
+     "total": {
+      "type": "integer"
+     },
+     "counts": {
+      "type": "object",
+      "description": "images by status: pending, processing, completed, failed, missing, not_found"
+     },
+     "done": {
+      "type": "boolean",
+      "description": "every image is completed, failed or gone"
+     },
+     "progress": {
+      "type": "number",
+      "description": "fraction of the images finished (completed or failed)"
+     },
+     "images": {
+      "type": "array",
+      "items": {
+       "$ref": "#/components/schemas/Image"
+      }
      }
     }
    },
@@ -182,6 +233,19 @@ const char* Api::openapi_document() {
           "type": "array",
           "items": {
            "type": "number"
+          }
+         }
+        },
+        "holes": {
+         "type": "array",
+         "description": "for each outline in polygons, the rings of its holes (flat lists, counter-clockwise on screen)",
+         "items": {
+          "type": "array",
+          "items": {
+           "type": "array",
+           "items": {
+            "type": "number"
+           }
           }
          }
         },
@@ -507,6 +571,83 @@ const char* Api::openapi_document() {
        "type": "string"
       },
       "description": "image content hash"
+     }
+    ]
+   }
+  },
+  "/api/v1/jobs": {
+   "post": {
+    "summary": "Batch encode: queue the encodes of many uploaded images at once",
+    "responses": {
+     "202": {
+      "description": "accepted",
+      "content": {
+       "application/json": {
+        "schema": {
+         "$ref": "#/components/schemas/Batch"
+        }
+       }
+      }
+     },
+     "4XX": {
+      "$ref": "#/components/responses/Error"
+     }
+    },
+    "requestBody": {
+     "required": true,
+     "content": {
+      "application/json": {
+       "schema": {
+        "type": "object",
+        "properties": {
+         "image_ids": {
+          "type": "array",
+          "items": {
+           "type": "string"
+          },
+          "maxItems": 1000
+         },
+         "force": {
+          "type": "boolean",
+          "description": "encode again even when cached"
+         }
+        },
+        "required": [
+         "image_ids"
+        ]
+       }
+      }
+     }
+    }
+   }
+  },
+  "/api/v1/jobs/{id}": {
+   "get": {
+    "summary": "A batch's progress",
+    "responses": {
+     "200": {
+      "description": "success",
+      "content": {
+       "application/json": {
+        "schema": {
+         "$ref": "#/components/schemas/Batch"
+        }
+       }
+      }
+     },
+     "4XX": {
+      "$ref": "#/components/responses/Error"
+     }
+    },
+    "parameters": [
+     {
+      "name": "id",
+      "in": "path",
+      "required": true,
+      "schema": {
+       "type": "string"
+      },
+      "description": "batch id"
      }
     ]
    }

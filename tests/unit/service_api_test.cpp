@@ -6,6 +6,7 @@
 #include <fstream>
 #include <set>
 
+#include "service/mask_encoding.h"
 #include "service_test_util.h"
 
 namespace splitseg {
@@ -199,6 +200,14 @@ class ServiceApiEncoded : public ::testing::Test {
         if (h.empty()) h = alice;
         return f->api->handle(make_request(method, target, body, std::move(h)));
     }
+    // A fresh API with other options, holding the same encoded image.
+    void reopen(SessionStoreOptions sessions,
+                const std::function<void(ApiOptions&)>& configure = {}) {
+        const std::optional<Embedding> e = f->cache->get(id, test::tiny_model()->model_hash());
+        f = std::make_unique<ApiFixture>(test::tiny_model(), kKeys, std::move(sessions), configure);
+        ASSERT_EQ(upload(*f, test::test_png(), alice).id, id);
+        f->cache->put(*e);
+    }
     std::string new_session() {
         const Response r = call("POST", "/api/v1/sessions", json{{"image_id", id}}.dump());
         EXPECT_EQ(r.status, 201);
@@ -349,6 +358,141 @@ TEST_F(ServiceApiEncoded, ReencodeAndDelete) {
     EXPECT_EQ(call("POST", "/api/v1/images/" + id + "/encode").status, 404);
 }
 
+TEST_F(ServiceApiEncoded, MaskInputFeedsTheDecoder) {
+    const std::string url = "/api/v1/images/" + id + "/infer";
+    const Response first = call("POST", url, R"({"points":[[32,24,1]],"logits":true})");
+    ASSERT_EQ(first.status, 200) << first.body;
+    const json logits = body_json(first)["masks"][0]["low_res_logits"];
+    const json with_mask = {{"points", {{32, 24, 1}}}, {"mask_input", logits}};
+    const Response refined = call("POST", url, with_mask.dump());
+    ASSERT_EQ(refined.status, 200) << refined.body;
+    // The same through a session: the client's mask replaces the session's previous one.
+    const std::string base = "/api/v1/sessions/" + new_session();
+    ASSERT_EQ(call("POST", base + "/prompts", R"({"points":[[32,24,1]]})").status, 200);
+    const Response session_refined = call("POST", base + "/prompts", with_mask.dump());
+    ASSERT_EQ(session_refined.status, 200) << session_refined.body;
+    // Two points with the same mask: the session's answer is the stateless one for its points.
+    const json two = {{"points", {{32, 24, 1}, {32, 24, 1}}}, {"mask_input", logits}};
+    EXPECT_EQ(body_json(session_refined)["masks"][0]["rle"],
+              body_json(call("POST", url, two.dump()))["masks"][0]["rle"]);
+
+    const std::vector<float> nan(256 * 256, std::nanf(""));
+    const std::string nan_b64 =
+        base64_encode(reinterpret_cast<const uint8_t*>(nan.data()), nan.size() * 4);
+    const std::string bad[] = {
+        R"({"points":[[1,1,1]],"mask_input":"x"})",
+        R"({"points":[[1,1,1]],"mask_input":{"f32_base64":"!!!!"}})",
+        R"({"points":[[1,1,1]],"mask_input":{"f32_base64":"AAAA"}})",
+        R"({"points":[[1,1,1]],"mask_input":{"shape":[64,64],"f32_base64":"AAAA"}})",
+        json{{"points", {{1, 1, 1}}}, {"mask_input", {{"f32_base64", nan_b64}}}}.dump(),
+    };
+    for (const std::string& body : bad) {
+        const Response r = call("POST", url, body);
+        EXPECT_EQ(r.status, 400) << body.substr(0, 80);
+        EXPECT_EQ(error_code(r), "bad_request") << body.substr(0, 80);
+        EXPECT_EQ(call("POST", base + "/prompts", body).status, 400) << body.substr(0, 80);
+    }
+}
+
+TEST_F(ServiceApiEncoded, PolygonsCarryTheirHoles) {
+    const Response r = call("POST", "/api/v1/images/" + id + "/infer",
+                            R"({"points":[[32,24,1]],"multimask":true,"output":"polygon"})");
+    ASSERT_EQ(r.status, 200) << r.body;
+    for (const json& m : body_json(r)["masks"]) {
+        ASSERT_TRUE(m["holes"].is_array());
+        EXPECT_EQ(m["holes"].size(), m["polygons"].size());
+    }
+}
+
+TEST_F(ServiceApiEncoded, TenantsAreCappedInSessions) {
+    reopen(SessionStoreOptions{60'000, 10, [this] { return now; }, 1u << 30, 2});
+    const std::string a = new_session();
+    new_session();
+    const Response refused = call("POST", "/api/v1/sessions", json{{"image_id", id}}.dump());
+    EXPECT_EQ(refused.status, 429);
+    EXPECT_EQ(error_code(refused), "too_many_sessions");
+    // Another tenant is not held back by alice's sessions (bob has no image: 404, not 429).
+    EXPECT_EQ(call("POST", "/api/v1/sessions", json{{"image_id", id}}.dump(), bob).status, 404);
+    EXPECT_EQ(call("DELETE", "/api/v1/sessions/" + a).status, 204);
+    new_session();
+}
+
+TEST_F(ServiceApiEncoded, SessionBytesAreCappedByEvictingTheLeastRecentlyUsed) {
+    // Room for about one session with one click (256x256 float logits and its answer).
+    reopen(SessionStoreOptions{60'000, 10, [this] { return now; }, 400u << 10, 10});
+    const std::string a = new_session(), b = new_session();
+    ASSERT_EQ(
+        call("POST", "/api/v1/sessions/" + a + "/prompts", R"({"points":[[32,24,1]]})").status,
+        200);
+    EXPECT_NE(call("GET", "/metrics").body.find("splitseg_session_bytes "), std::string::npos);
+    ASSERT_EQ(
+        call("POST", "/api/v1/sessions/" + b + "/prompts", R"({"points":[[32,24,1]]})").status,
+        200);
+    EXPECT_EQ(call("GET", "/api/v1/sessions/" + a).status, 404);  // evicted for b's bytes
+    EXPECT_EQ(call("GET", "/api/v1/sessions/" + b).status, 200);
+}
+
+TEST_F(ServiceApiEncoded, RateLimitsEachApiKey) {
+    reopen(SessionStoreOptions{}, [this](ApiOptions& o) {
+        o.rate_limit = {1, 2, [this] { return now; }};
+    });
+    const std::string url = "/api/v1/images?ids=" + id;
+    EXPECT_EQ(call("GET", url).status, 200);
+    EXPECT_EQ(call("GET", url).status, 200);
+    const Response limited = call("GET", url);
+    EXPECT_EQ(limited.status, 429);
+    EXPECT_EQ(error_code(limited), "rate_limited");
+    EXPECT_EQ(limited.header("Retry-After"), "1");
+    EXPECT_EQ(call("GET", url, "", bob).status, 200);  // bob's key has its own bucket
+    EXPECT_EQ(call("GET", "/healthz").status, 200);    // health is not rate limited
+    now += 1000;
+    EXPECT_EQ(call("GET", url).status, 200);
+    EXPECT_EQ(call("GET", url).status, 429);
+}
+
+TEST(ServiceApiModel, BatchEncodeJobsReportTheirProgress) {
+    SPLITSEG_REQUIRE_TINY_MODEL();
+    ApiFixture f(test::tiny_model(), kKeys);
+    const std::map<std::string, std::string> alice = {{"x-api-key", "key-a"}};
+    const std::string a = upload(f, test::test_png(1), alice).id;
+    const std::string b = upload(f, test::test_png(2), alice).id;
+    auto call = [&](const std::string& method, const std::string& target,
+                    const std::string& body = "", std::map<std::string, std::string> h = {}) {
+        return f.api->handle(make_request(method, target, body, h.empty() ? alice : h));
+    };
+    const Response created = call("POST", "/api/v1/jobs", json{{"image_ids", {a, b}}}.dump());
+    ASSERT_EQ(created.status, 202) << created.body;
+    const json batch = body_json(created);
+    EXPECT_EQ(batch["total"], 2);
+    EXPECT_EQ(batch["counts"]["pending"], 2);
+    EXPECT_EQ(batch["done"], false);
+    EXPECT_EQ(f.jobs->stats().counts.total(), 2);  // the uploads' jobs, not queued twice
+    const std::string url = "/api/v1/jobs/" + batch["batch_id"].get<std::string>();
+
+    f.encode_all();
+    const json done = body_json(call("GET", url));
+    EXPECT_EQ(done["done"], true);
+    EXPECT_EQ(done["progress"], 1.0);
+    EXPECT_EQ(done["counts"]["completed"], 2);
+    EXPECT_EQ(done["images"][1]["id"], b);
+
+    EXPECT_EQ(call("GET", url, "", {{"x-api-key", "key-b"}}).status, 404);  // alice's batch
+    EXPECT_EQ(call("GET", "/api/v1/jobs/" + std::string(32, '0')).status, 404);
+    const std::pair<std::string, int> bad[] = {
+        {"{}", 400},
+        {R"({"image_ids":[]})", 400},
+        {R"({"image_ids":[1]})", 400},
+        {R"({"image_ids":["0123"]})", 404},
+        {json{{"image_ids", {a}}, {"force", "yes"}}.dump(), 400},
+    };
+    for (const auto& [body, status] : bad)
+        EXPECT_EQ(call("POST", "/api/v1/jobs", body).status, status) << body;
+    // force queues them again.
+    const json forced =
+        body_json(call("POST", "/api/v1/jobs", json{{"image_ids", {a}}, {"force", true}}.dump()));
+    EXPECT_EQ(forced["total"], 1);
+}
+
 TEST_F(ServiceApiEncoded, MetricsCountRequestsPerRoute) {
     call("GET", "/api/v1/images/" + id);
     const std::string text = call("GET", "/metrics").body;
@@ -359,6 +503,15 @@ TEST_F(ServiceApiEncoded, MetricsCountRequestsPerRoute) {
     EXPECT_NE(text.find("splitseg_http_request_duration_seconds_bucket"), std::string::npos);
     EXPECT_NE(text.find("splitseg_encode_jobs{status=\"pending\"}"), std::string::npos);
     EXPECT_NE(text.find("splitseg_cache_hits_total"), std::string::npos);
+    // A click's time by stage.
+    call("POST", "/api/v1/images/" + id + "/infer", R"({"points":[[32,24,1]]})");
+    const std::string after = call("GET", "/metrics").body;
+    for (const char* stage : {"decoder", "upscale", "mask_encoding", "json"}) {
+        EXPECT_NE(after.find("splitseg_click_stage_seconds_count{stage=\"" + std::string(stage) +
+                             "\"} 1"),
+                  std::string::npos)
+            << stage;
+    }
 }
 
 }  // namespace

@@ -6,6 +6,7 @@
 
 #include <cstdlib>
 #include <filesystem>
+#include <functional>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -74,7 +75,8 @@ inline std::string error_code(const Response& r) {
 struct ApiFixture {
     explicit ApiFixture(std::shared_ptr<const Segmenter> model,
                         std::map<std::string, std::string> keys = {},
-                        SessionStoreOptions sessions = {}) {
+                        SessionStoreOptions sessions = {},
+                        const std::function<void(ApiOptions&)>& configure = {}) {
         ApiOptions o;
         o.data_dir = dir.path();
         o.model = std::move(model);
@@ -83,6 +85,7 @@ struct ApiFixture {
         o.api_keys = std::move(keys);
         o.max_points = 4;
         o.sessions = std::move(sessions);
+        if (configure) configure(o);
         jobs = o.jobs;
         api = std::make_unique<Api>(std::move(o));
     }

@@ -1,0 +1,734 @@
+// bench_load: the service under load, over loopback only. Starts `splitseg serve` as a child
+// process (so it can read the server's RSS from /proc), uploads a few images, waits for their
+// encodes, measures the memory of idle sessions, then runs N concurrent WebSocket clients that
+// click (add point, undo, reset) on their own sessions for a bounded time and count. Prints one
+// JSON object: clicks/s, latency percentiles, server RSS, memory per idle session and the
+// server's per-stage click timings (from /metrics).
+//
+// All clients share one io_context on this thread, as in Beast's async client examples: the
+// load generator itself takes little CPU from the server it measures.
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <boost/asio/connect.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <boost/beast/websocket.hpp>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <random>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "runtime/image.h"
+
+namespace beast = boost::beast;
+namespace http = beast::http;
+namespace net = boost::asio;
+namespace websocket = beast::websocket;
+namespace fs = std::filesystem;
+using nlohmann::json;
+using tcp = net::ip::tcp;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+constexpr int kSkip = 77;  // ctest's SKIP_RETURN_CODE
+
+struct Options {
+    std::string server = "build/splitseg";
+    std::string model;
+    std::string data_dir;  // empty: a fresh temporary directory, removed at the end
+    std::vector<std::string> image_files;
+    int synth_images = 4;  // synthetic images added to the files
+    int image_w = 1024, image_h = 768;
+    int clients = 32;
+    double duration_s = 20;
+    long max_clicks = 100000;
+    int idle_sessions = 100;
+    int server_threads = 2;
+    int server_omp = 0;  // OMP_NUM_THREADS for the server; 0 leaves the environment alone
+    std::string output = "rle";
+    uint32_t seed = 1;
+    bool skip_missing_model = false;
+};
+
+[[noreturn]] void usage(const std::string& problem) {
+    std::fprintf(stderr,
+                 "bench_load: %s\n"
+                 "usage: bench_load --model PATH [--server build/splitseg] [--image FILE]...\n"
+                 "  [--synth-images 4] [--image-size 1024x768] [--clients 32] [--duration 20]\n"
+                 "  [--max-clicks N] [--idle-sessions 100] [--server-threads 2]\n"
+                 "  [--server-omp N] [--output rle|png|polygon|none] [--seed 1]\n"
+                 "  [--data-dir DIR] [--skip-missing-model]\n",
+                 problem.c_str());
+    std::exit(2);
+}
+
+Options parse_options(int argc, char** argv) {
+    Options o;
+    for (int i = 1; i < argc; ++i) {
+        const std::string flag = argv[i];
+        if (flag == "--skip-missing-model") {
+            o.skip_missing_model = true;
+            continue;
+        }
+        if (i + 1 >= argc) usage(flag + " needs a value");
+        const std::string v = argv[++i];
+        try {
+            if (flag == "--server")
+                o.server = v;
+            else if (flag == "--model")
+                o.model = v;
+            else if (flag == "--data-dir")
+                o.data_dir = v;
+            else if (flag == "--image")
+                o.image_files.push_back(v);
+            else if (flag == "--synth-images")
+                o.synth_images = std::stoi(v);
+            else if (flag == "--image-size") {
+                const size_t x = v.find('x');
+                if (x == std::string::npos) usage("--image-size is WxH");
+                o.image_w = std::stoi(v.substr(0, x));
+                o.image_h = std::stoi(v.substr(x + 1));
+            } else if (flag == "--clients")
+                o.clients = std::stoi(v);
+            else if (flag == "--duration")
+                o.duration_s = std::stod(v);
+            else if (flag == "--max-clicks")
+                o.max_clicks = std::stol(v);
+            else if (flag == "--idle-sessions")
+                o.idle_sessions = std::stoi(v);
+            else if (flag == "--server-threads")
+                o.server_threads = std::stoi(v);
+            else if (flag == "--server-omp")
+                o.server_omp = std::stoi(v);
+            else if (flag == "--output")
+                o.output = v;
+            else if (flag == "--seed")
+                o.seed = static_cast<uint32_t>(std::stoul(v));
+            else
+                usage("unknown flag " + flag);
+        } catch (const std::logic_error&) {
+            usage("bad value for " + flag + ": " + v);
+        }
+    }
+    if (o.model.empty()) usage("--model is required");
+    if (o.clients < 1 || o.duration_s <= 0 || o.max_clicks < 1 || o.idle_sessions < 0 ||
+        o.synth_images < 0 || o.image_w < 16 || o.image_h < 16) {
+        usage("counts, sizes and the duration must be positive");
+    }
+    if (o.synth_images + o.image_files.size() == 0) usage("no images");
+    return o;
+}
+
+std::string read_file(const std::string& path) {
+    std::ifstream in(path, std::ios::binary);
+    if (!in) throw std::runtime_error("cannot read " + path);
+    std::ostringstream s;
+    s << in.rdbuf();
+    return s.str();
+}
+
+// ---- the server process ----------------------------------------------------------------------
+
+struct Memory {
+    double rss_mb = 0, hwm_mb = 0;
+};
+
+class ServerProcess {
+  public:
+    // Starts `serve` on an ephemeral loopback port and waits (bounded) for its URL line.
+    ServerProcess(const Options& o, const std::string& data_dir) {
+        int out[2];
+        if (pipe(out) != 0) throw std::runtime_error("pipe failed");
+        const std::string log = data_dir + "/server.log";
+        std::vector<std::string> args = {
+            o.server,  "serve", "--host",     "127.0.0.1",
+            "--port",  "0",     "--data-dir", data_dir,
+            "--model", o.model, "--threads",  std::to_string(o.server_threads),
+            "--quiet"};
+        pid_ = fork();
+        if (pid_ < 0) throw std::runtime_error("fork failed");
+        if (pid_ == 0) {
+            dup2(out[1], STDOUT_FILENO);
+            const int err = open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+            if (err >= 0) dup2(err, STDERR_FILENO);
+            close(out[0]);
+            if (o.server_omp > 0)
+                setenv("OMP_NUM_THREADS", std::to_string(o.server_omp).c_str(), 1);
+            std::vector<char*> argv;
+            for (std::string& a : args) argv.push_back(a.data());
+            argv.push_back(nullptr);
+            execv(argv[0], argv.data());
+            std::perror("bench_load: exec splitseg");
+            _exit(127);
+        }
+        close(out[1]);
+        out_ = out[0];
+        port_ = read_port(log);
+    }
+    ~ServerProcess() {
+        kill(pid_, SIGTERM);
+        int status = 0;
+        for (int i = 0; i < 100 && waitpid(pid_, &status, WNOHANG) == 0; ++i)
+            std::this_thread::sleep_for(std::chrono::milliseconds(100));
+        if (waitpid(pid_, &status, WNOHANG) == 0) {
+            kill(pid_, SIGKILL);
+            waitpid(pid_, &status, 0);
+        }
+        close(out_);
+    }
+    uint16_t port() const { return port_; }
+    pid_t pid() const { return pid_; }
+
+    Memory memory() const {
+        std::ifstream in("/proc/" + std::to_string(pid_) + "/status");
+        Memory m;
+        std::string line;
+        while (std::getline(in, line)) {
+            // "VmRSS:    123456 kB"
+            if (line.rfind("VmRSS:", 0) == 0) m.rss_mb = std::stod(line.substr(6)) / 1024;
+            if (line.rfind("VmHWM:", 0) == 0) m.hwm_mb = std::stod(line.substr(6)) / 1024;
+        }
+        return m;
+    }
+
+  private:
+    uint16_t read_port(const std::string& log) {
+        std::string text;
+        const auto deadline = Clock::now() + std::chrono::seconds(180);
+        while (Clock::now() < deadline) {
+            pollfd p{out_, POLLIN, 0};
+            if (poll(&p, 1, 200) > 0) {
+                char buf[512];
+                const ssize_t n = read(out_, buf, sizeof buf);
+                if (n <= 0) break;
+                text.append(buf, static_cast<size_t>(n));
+                const std::string marker = "listening on http://127.0.0.1:";
+                const size_t at = text.find(marker);
+                if (at != std::string::npos &&
+                    text.find(' ', at + marker.size()) != std::string::npos)
+                    return static_cast<uint16_t>(std::stoi(text.substr(at + marker.size())));
+            }
+            int status = 0;
+            if (waitpid(pid_, &status, WNOHANG) == pid_) break;
+        }
+        std::string tail = read_file(log);
+        if (tail.size() > 2000) tail = tail.substr(tail.size() - 2000);
+        throw std::runtime_error("the server did not start; its log ends:\n" + tail);
+    }
+
+    pid_t pid_ = -1;
+    int out_ = -1;
+    uint16_t port_ = 0;
+};
+
+// ---- HTTP over one keep-alive connection, each exchange bounded in time ----------------------
+
+class HttpClient {
+  public:
+    explicit HttpClient(uint16_t port) : stream_(ioc_) {
+        stream_.expires_after(std::chrono::seconds(10));
+        bool done = false;
+        beast::error_code ec;
+        stream_.async_connect(tcp::endpoint(net::ip::make_address("127.0.0.1"), port),
+                              [&](beast::error_code e) {
+                                  ec = e;
+                                  done = true;
+                              });
+        run(done);
+        if (ec) throw beast::system_error(ec);
+    }
+
+    std::pair<int, std::string> send(http::verb method, const std::string& target,
+                                     const std::string& body = "") {
+        http::request<http::string_body> req{method, target, 11};
+        req.set(http::field::host, "127.0.0.1");
+        req.body() = body;
+        req.prepare_payload();
+        http::response_parser<http::string_body> parser;
+        parser.body_limit(256u << 20);
+        bool done = false;
+        beast::error_code ec;
+        stream_.expires_after(std::chrono::seconds(60));
+        http::async_write(stream_, req, [&](beast::error_code e, size_t) {
+            if (e) {
+                ec = e;
+                done = true;
+                return;
+            }
+            http::async_read(stream_, buffer_, parser, [&](beast::error_code e2, size_t) {
+                ec = e2;
+                done = true;
+            });
+        });
+        run(done);
+        if (ec) throw beast::system_error(ec);
+        return {parser.get().result_int(), parser.get().body()};
+    }
+
+    json send_json(http::verb method, const std::string& target, const std::string& body,
+                   int expect_low, int expect_high) {
+        auto [status, text] = send(method, target, body);
+        if (status < expect_low || status > expect_high) {
+            throw std::runtime_error(target + " answered " + std::to_string(status) + ": " + text);
+        }
+        return json::parse(text);
+    }
+
+  private:
+    void run(const bool& done) {
+        ioc_.restart();
+        while (!done && ioc_.run_one() > 0) {
+        }
+        if (!done) throw std::runtime_error("HTTP exchange ended without an answer");
+    }
+
+    net::io_context ioc_;
+    beast::tcp_stream stream_;  // its expiry bounds every exchange
+    beast::flat_buffer buffer_;
+};
+
+// ---- images ----------------------------------------------------------------------------------
+
+// A synthetic photo-sized picture: a gradient with a few filled ellipses, different per seed.
+std::string synthetic_png(int w, int h, uint32_t seed) {
+    std::mt19937 rng(seed);
+    std::uniform_real_distribution<float> u(0, 1);
+    std::vector<uint8_t> rgba(static_cast<size_t>(w) * h * 4);
+    for (int y = 0; y < h; ++y)
+        for (int x = 0; x < w; ++x) {
+            uint8_t* p = &rgba[(static_cast<size_t>(y) * w + x) * 4];
+            p[0] = static_cast<uint8_t>(40 + 100 * x / w);
+            p[1] = static_cast<uint8_t>(60 + 80 * y / h);
+            p[2] = static_cast<uint8_t>(90 + (seed * 37) % 100);
+            p[3] = 255;
+        }
+    for (int e = 0; e < 6; ++e) {
+        const float cx = u(rng) * w, cy = u(rng) * h;
+        const float rx = (0.05f + 0.2f * u(rng)) * w, ry = (0.05f + 0.2f * u(rng)) * h;
+        const uint8_t color[3] = {static_cast<uint8_t>(255 * u(rng)),
+                                  static_cast<uint8_t>(255 * u(rng)),
+                                  static_cast<uint8_t>(255 * u(rng))};
+        for (int y = std::max(0, int(cy - ry)); y < std::min(h, int(cy + ry) + 1); ++y)
+            for (int x = std::max(0, int(cx - rx)); x < std::min(w, int(cx + rx) + 1); ++x) {
+                const float dx = (x - cx) / rx, dy = (y - cy) / ry;
+                if (dx * dx + dy * dy > 1) continue;
+                uint8_t* p = &rgba[(static_cast<size_t>(y) * w + x) * 4];
+                std::copy(color, color + 3, p);
+            }
+    }
+    const std::vector<uint8_t> png = splitseg::encode_png_rgba(rgba.data(), w, h);
+    return std::string(png.begin(), png.end());
+}
+
+struct UploadedImage {
+    std::string id;
+    int width = 0, height = 0;
+};
+
+// ---- statistics ------------------------------------------------------------------------------
+
+json latency_summary(std::vector<double> ms) {
+    if (ms.empty()) return {{"count", 0}};
+    std::sort(ms.begin(), ms.end());
+    auto pct = [&](double p) {  // nearest rank
+        const size_t rank = static_cast<size_t>(std::ceil(p / 100 * ms.size()));
+        return ms[std::clamp<size_t>(rank, 1, ms.size()) - 1];
+    };
+    double sum = 0;
+    for (double v : ms) sum += v;
+    auto r2 = [](double v) { return std::round(v * 100) / 100; };
+    return {{"count", ms.size()}, {"mean", r2(sum / ms.size())}, {"p50", r2(pct(50))},
+            {"p95", r2(pct(95))}, {"p99", r2(pct(99))},          {"max", r2(ms.back())}};
+}
+
+// Sum and count of every splitseg_click_stage_seconds series, by stage.
+std::map<std::string, std::pair<double, double>> stage_totals(const std::string& metrics) {
+    std::map<std::string, std::pair<double, double>> out;
+    std::istringstream in(metrics);
+    std::string line;
+    const std::string name = "splitseg_click_stage_seconds_";
+    while (std::getline(in, line)) {
+        if (line.rfind(name, 0) != 0) continue;
+        const size_t q = line.find("stage=\"");
+        if (q == std::string::npos) continue;
+        const std::string stage = line.substr(q + 7, line.find('"', q + 7) - q - 7);
+        const double value = std::stod(line.substr(line.rfind(' ') + 1));
+        if (line.compare(name.size(), 4, "sum{") == 0) out[stage].first = value;
+        if (line.compare(name.size(), 6, "count{") == 0) out[stage].second = value;
+    }
+    return out;
+}
+
+double metric_value(const std::string& metrics, const std::string& name) {
+    std::istringstream in(metrics);
+    std::string line;
+    while (std::getline(in, line))
+        if (line.rfind(name + " ", 0) == 0) return std::stod(line.substr(name.size() + 1));
+    return 0;
+}
+
+// ---- the WebSocket clickers ------------------------------------------------------------------
+
+struct LoadState {
+    Clock::time_point start, stop_at;
+    long max_clicks = 0;
+    long clicks_sent = 0;
+    bool stopping = false;
+    std::vector<double> click_ms, undo_ms, reset_ms;
+    long errors = 0;
+    std::string first_error;
+    int connected = 0, finished = 0;
+
+    void fail(const std::string& what) {
+        if (errors++ == 0) first_error = what;
+    }
+};
+
+// One client: opens the session's socket, then clicks until the run stops. Each message waits
+// for its reply before the next is sent, as a person clicking would.
+class Clicker : public std::enable_shared_from_this<Clicker> {
+  public:
+    Clicker(net::io_context& ioc, LoadState& state, uint16_t port, std::string session_id,
+            const UploadedImage& image, const std::string& output, uint32_t seed)
+        : ws_(ioc),
+          state_(state),
+          port_(port),
+          session_id_(std::move(session_id)),
+          image_(image),
+          output_(output),
+          rng_(seed) {}
+
+    void connect(std::function<void()> on_ready) {
+        on_ready_ = std::move(on_ready);
+        beast::get_lowest_layer(ws_).expires_after(std::chrono::seconds(10));
+        beast::get_lowest_layer(ws_).async_connect(
+            tcp::endpoint(net::ip::make_address("127.0.0.1"), port_),
+            [self = shared_from_this()](beast::error_code ec) {
+                if (ec) return self->finish("connect: " + ec.message());
+                beast::get_lowest_layer(self->ws_).expires_never();
+                self->ws_.set_option(
+                    websocket::stream_base::timeout::suggested(beast::role_type::client));
+                self->ws_.read_message_max(64u << 20);
+                self->ws_.async_handshake("127.0.0.1",
+                                          "/api/v1/sessions/" + self->session_id_ + "/ws",
+                                          [self](beast::error_code e) {
+                                              if (e)
+                                                  return self->finish("handshake: " + e.message());
+                                              self->on_ready_();
+                                          });
+            });
+    }
+
+    void send_next() {
+        if (state_.stopping || Clock::now() >= state_.stop_at ||
+            state_.clicks_sent >= state_.max_clicks) {
+            state_.stopping = true;
+            return ws_.async_close(
+                websocket::close_code::normal,
+                [self = shared_from_this()](beast::error_code) { self->finish(""); });
+        }
+        json msg;
+        std::uniform_real_distribution<float> u(0, 1);
+        if (points_ >= 8) {
+            kind_ = "reset";
+            msg = {{"type", "reset"}};
+        } else if (points_ > 1 && u(rng_) < 0.15f) {
+            kind_ = "undo";
+            msg = {{"type", "undo"}};
+        } else {
+            kind_ = "click";
+            // Points near this client's object, mostly foreground.
+            if (points_ == 0) {
+                cx_ = image_.width * (0.2f + 0.6f * u(rng_));
+                cy_ = image_.height * (0.2f + 0.6f * u(rng_));
+            }
+            const float x = std::clamp(cx_ + (u(rng_) - 0.5f) * 0.1f * image_.width, 0.f,
+                                       float(image_.width - 1));
+            const float y = std::clamp(cy_ + (u(rng_) - 0.5f) * 0.1f * image_.height, 0.f,
+                                       float(image_.height - 1));
+            msg = {{"type", "prompts"},
+                   {"points", {{x, y, u(rng_) < 0.8f ? 1 : 0}}},
+                   {"output", output_}};
+            ++state_.clicks_sent;
+        }
+        msg["id"] = ++sent_;
+        out_ = msg.dump();
+        sent_at_ = Clock::now();
+        ws_.text(true);
+        ws_.async_write(
+            net::buffer(out_), [self = shared_from_this()](beast::error_code ec, size_t) {
+                if (ec) return self->finish("write: " + ec.message());
+                self->buffer_.clear();
+                self->ws_.async_read(self->buffer_,
+                                     [self](beast::error_code e, size_t) { self->on_reply(e); });
+            });
+    }
+
+  private:
+    void on_reply(beast::error_code ec) {
+        if (ec) return finish("read: " + ec.message());
+        const double ms =
+            std::chrono::duration<double, std::milli>(Clock::now() - sent_at_).count();
+        const json reply = json::parse(beast::buffers_to_string(buffer_.data()), nullptr, false);
+        const int status = reply.is_object() ? reply.value("status", 0) : 0;
+        if (status != 200 || reply.value("id", -1L) != sent_) {
+            state_.fail(kind_ + " answered " + std::to_string(status) + ": " +
+                        beast::buffers_to_string(buffer_.data()).substr(0, 300));
+        } else if (kind_ == "click") {
+            state_.click_ms.push_back(ms);
+            ++points_;
+        } else if (kind_ == "undo") {
+            state_.undo_ms.push_back(ms);
+            --points_;
+        } else {
+            state_.reset_ms.push_back(ms);
+            points_ = 0;
+        }
+        send_next();
+    }
+
+    void finish(const std::string& error) {
+        if (!error.empty()) state_.fail(error);
+        ++state_.finished;
+    }
+
+    websocket::stream<beast::tcp_stream> ws_;
+    LoadState& state_;
+    uint16_t port_;
+    std::string session_id_;
+    UploadedImage image_;
+    std::string output_;
+    std::mt19937 rng_;
+    std::function<void()> on_ready_;
+    beast::flat_buffer buffer_;
+    std::string out_, kind_;
+    Clock::time_point sent_at_;
+    long sent_ = 0;
+    int points_ = 0;
+    float cx_ = 0, cy_ = 0;
+};
+
+// Runs every client on one io_context until all have finished or the run's hard limit passes.
+json run_clicks(const Options& o, uint16_t port, const std::vector<std::string>& session_ids,
+                const std::vector<UploadedImage>& images, const ServerProcess& server) {
+    net::io_context ioc;
+    LoadState state;
+    state.max_clicks = o.max_clicks;
+    std::vector<std::shared_ptr<Clicker>> clickers;
+    for (size_t i = 0; i < session_ids.size(); ++i) {
+        clickers.push_back(std::make_shared<Clicker>(ioc, state, port, session_ids[i],
+                                                     images[i % images.size()], o.output,
+                                                     o.seed * 1000 + static_cast<uint32_t>(i)));
+    }
+    // Everyone connects first; the clock starts when the last socket is open.
+    for (auto& c : clickers) {
+        c->connect([&] {
+            if (++state.connected < static_cast<int>(clickers.size())) return;
+            state.start = Clock::now();
+            state.stop_at = state.start + std::chrono::duration_cast<Clock::duration>(
+                                              std::chrono::duration<double>(o.duration_s));
+            for (auto& each : clickers) each->send_next();
+        });
+    }
+    // Sample the server's RSS while it works.
+    double peak_rss = 0;
+    net::steady_timer sampler(ioc);
+    std::function<void()> sample = [&] {
+        peak_rss = std::max(peak_rss, server.memory().rss_mb);
+        if (state.finished == static_cast<int>(clickers.size())) return;
+        sampler.expires_after(std::chrono::milliseconds(250));
+        sampler.async_wait([&](beast::error_code ec) {
+            if (!ec) sample();
+        });
+    };
+    sample();
+    ioc.run_for(std::chrono::duration_cast<std::chrono::milliseconds>(
+        std::chrono::duration<double>(o.duration_s + 60)));
+    const double seconds = std::chrono::duration<double>(Clock::now() - state.start).count();
+    if (state.finished < static_cast<int>(clickers.size()))
+        state.fail(std::to_string(clickers.size() - state.finished) + " clients never finished");
+    const double clicks = static_cast<double>(state.click_ms.size());
+    const double messages = clicks + state.undo_ms.size() + state.reset_ms.size();
+    return {{"seconds", std::round(seconds * 100) / 100},
+            {"clicks", state.click_ms.size()},
+            {"clicks_per_s", std::round(clicks / seconds * 10) / 10},
+            {"messages_per_s", std::round(messages / seconds * 10) / 10},
+            {"click_latency_ms", latency_summary(state.click_ms)},
+            {"undo_latency_ms", latency_summary(state.undo_ms)},
+            {"reset_latency_ms", latency_summary(state.reset_ms)},
+            {"errors", state.errors},
+            {"first_error", state.first_error},
+            {"server_peak_rss_mb", std::round(peak_rss * 10) / 10}};
+}
+
+std::string session_body(const std::string& image_id) {
+    return json{{"image_id", image_id}}.dump();
+}
+
+int run(const Options& o) {
+    if (!fs::exists(o.model)) {
+        std::fprintf(stderr, "bench_load: no model at %s\n", o.model.c_str());
+        return o.skip_missing_model ? kSkip : 1;
+    }
+    if (!fs::exists(o.server)) usage("no server binary at " + o.server);
+    const bool own_dir = o.data_dir.empty();
+    const std::string data_dir =
+        own_dir ? (fs::temp_directory_path() / ("bench_load." + std::to_string(getpid()))).string()
+                : o.data_dir;
+    fs::create_directories(data_dir);
+    struct RemoveDir {  // a temporary directory goes, however the run ends
+        std::string path;
+        ~RemoveDir() {
+            std::error_code ignored;
+            if (!path.empty()) fs::remove_all(path, ignored);
+        }
+    } cleanup{own_dir ? data_dir : ""};
+    json report;
+    {
+        ServerProcess server(o, data_dir);
+        HttpClient http(server.port());
+        report["server"] = {{"pid", server.pid()},
+                            {"threads", o.server_threads},
+                            {"omp_threads", o.server_omp > 0 ? json(o.server_omp) : json(nullptr)},
+                            {"rss_mb_started", server.memory().rss_mb}};
+
+        // Upload and wait for every encode.
+        std::vector<std::string> bodies;
+        for (const std::string& f : o.image_files) bodies.push_back(read_file(f));
+        for (int i = 0; i < o.synth_images; ++i)
+            bodies.push_back(synthetic_png(o.image_w, o.image_h, o.seed + i));
+        std::vector<UploadedImage> images;
+        std::string ids;
+        const auto upload_start = Clock::now();
+        for (const std::string& body : bodies) {
+            json r = http.send_json(http::verb::post, "/api/v1/images", body, 200, 201);
+            images.push_back({r["id"], r["width"], r["height"]});
+            ids += (ids.empty() ? "" : ",") + images.back().id;
+        }
+        for (;;) {
+            json r = http.send_json(http::verb::get, "/api/v1/images?ids=" + ids, "", 200, 200);
+            int done = 0;
+            for (const json& im : r["images"]) {
+                if (im["status"] == "completed") ++done;
+                if (im["status"] == "failed")
+                    throw std::runtime_error("encode failed: " + im.dump());
+            }
+            if (done == static_cast<int>(images.size())) break;
+            if (Clock::now() - upload_start > std::chrono::minutes(15))
+                throw std::runtime_error("encodes did not finish within 15 minutes");
+            std::this_thread::sleep_for(std::chrono::milliseconds(250));
+        }
+        const double encode_s = std::chrono::duration<double>(Clock::now() - upload_start).count();
+        report["images"] = {
+            {"count", images.size()},
+            {"encode_all_s", std::round(encode_s * 10) / 10},
+            {"synthetic_size", std::to_string(o.image_w) + "x" + std::to_string(o.image_h)},
+            {"files", o.image_files}};
+
+        // Warm every image's decoder state with a throwaway session, so that neither the idle
+        // figure nor the first clicks pay for it.
+        for (const UploadedImage& im : images) {
+            json s =
+                http.send_json(http::verb::post, "/api/v1/sessions", session_body(im.id), 201, 201);
+            http.send(http::verb::delete_,
+                      "/api/v1/sessions/" + s["session_id"].get<std::string>());
+        }
+
+        // Idle sessions: K sessions that each answered one click, then sit idle.
+        if (o.idle_sessions > 0) {
+            const std::string before_metrics = http.send(http::verb::get, "/metrics").second;
+            const Memory before = server.memory();
+            std::vector<std::string> idle;
+            for (int i = 0; i < o.idle_sessions; ++i) {
+                const UploadedImage& im = images[i % images.size()];
+                json s = http.send_json(http::verb::post, "/api/v1/sessions", session_body(im.id),
+                                        201, 201);
+                idle.push_back(s["session_id"]);
+                const json click = {{"points", {{im.width / 2, im.height / 2, 1}}},
+                                    {"output", o.output}};
+                http.send_json(http::verb::post, "/api/v1/sessions/" + idle.back() + "/prompts",
+                               click.dump(), 200, 200);
+            }
+            const Memory after = server.memory();
+            const std::string after_metrics = http.send(http::verb::get, "/metrics").second;
+            const double held = metric_value(after_metrics, "splitseg_session_bytes") -
+                                metric_value(before_metrics, "splitseg_session_bytes");
+            const double per = (after.rss_mb - before.rss_mb) / o.idle_sessions;
+            report["idle_sessions"] = {{"count", o.idle_sessions},
+                                       {"rss_mb_before", std::round(before.rss_mb * 10) / 10},
+                                       {"rss_mb_after", std::round(after.rss_mb * 10) / 10},
+                                       {"rss_mb_per_session", std::round(per * 1000) / 1000},
+                                       {"accounted_mb_per_session",
+                                        std::round(held / o.idle_sessions / 1e6 * 1000) / 1000}};
+            for (const std::string& sid : idle)
+                http.send(http::verb::delete_, "/api/v1/sessions/" + sid);
+        }
+
+        // The clicking clients, each on its own session.
+        std::vector<std::string> sessions;
+        for (int i = 0; i < o.clients; ++i) {
+            json s = http.send_json(http::verb::post, "/api/v1/sessions",
+                                    session_body(images[i % images.size()].id), 201, 201);
+            sessions.push_back(s["session_id"]);
+        }
+        const auto stages_before = stage_totals(http.send(http::verb::get, "/metrics").second);
+        report["load"] = run_clicks(o, server.port(), sessions, images, server);
+        report["load"]["clients"] = o.clients;
+        report["load"]["output"] = o.output;
+        const auto stages_after = stage_totals(http.send(http::verb::get, "/metrics").second);
+        json stages = json::object();
+        for (const auto& [stage, total] : stages_after) {
+            const auto b = stages_before.count(stage) ? stages_before.at(stage)
+                                                      : std::pair<double, double>{0, 0};
+            const double n = total.second - b.second;
+            if (n > 0) stages[stage] = std::round((total.first - b.first) / n * 1e5) / 100;
+        }
+        report["load"]["server_stage_mean_ms"] = stages;
+        const Memory end = server.memory();
+        report["server"]["rss_mb_end"] = std::round(end.rss_mb * 10) / 10;
+        report["server"]["hwm_mb"] = std::round(end.hwm_mb * 10) / 10;
+    }
+
+    const json& load = report["load"];
+    const double p99 = load["click_latency_ms"].value("p99", 1e9);
+    report["targets"] = {{"clicks_per_s_ge_100", load["clicks_per_s"].get<double>() >= 100},
+                         {"p99_le_60ms", p99 <= 60}};
+    if (report.contains("idle_sessions"))
+        report["targets"]["idle_session_le_6mb"] =
+            report["idle_sessions"]["rss_mb_per_session"].get<double>() <= 6;
+    std::printf("%s\n", report.dump(2).c_str());
+    // A run with errors or without a single answered click did not measure anything.
+    if (load["errors"].get<long>() > 0 || load["clicks"].get<long>() == 0) return 1;
+    return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    signal(SIGPIPE, SIG_IGN);
+    const Options o = parse_options(argc, argv);
+    try {
+        return run(o);
+    } catch (const std::exception& e) {
+        std::fprintf(stderr, "bench_load: %s\n", e.what());
+        return 1;
+    }
+}
