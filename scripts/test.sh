@@ -9,6 +9,9 @@ scripts/install-deps.sh
 npm ci --ignore-scripts --no-audit --no-fund --loglevel=error  # Azurite, s3rver (store tests)
 jobs=$(nproc)
 
+echo "== web client (web/dist, with the WASM decoder of build-wasm when built; ctest web_e2e)"
+(cd web && npm ci --no-audit --no-fund --loglevel=error && npm run build)
+
 echo "== release build + tests"
 cmake -S . -B build -DCMAKE_BUILD_TYPE=Release >/dev/null
 cmake --build build -j"$jobs"

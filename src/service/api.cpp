@@ -293,6 +293,7 @@ Api::Api(ApiOptions options) : options_(std::move(options)), sessions_(options_.
         {"POST", "/api/v1/sessions/{sid}/undo", &Api::undo, true},
         {"POST", "/api/v1/sessions/{sid}/reset", &Api::reset, true},
         {"GET", "/api/v1/sessions/{sid}/ws", &Api::session_socket, true},
+        {"GET", "/api/v1/models/{name}/decoder", &Api::get_decoder, true},
     };
 }
 
@@ -376,6 +377,12 @@ Response Api::dispatch(const Request& request, std::string* route_name) {
                                   "send a valid API key: Authorization: Bearer KEY or X-API-Key");
         }
         return (this->*(r.handler))(c);
+    }
+    if (allowed.empty() && options_.web) {
+        if (std::optional<Response> file = options_.web->serve(request)) {
+            *route_name = "static";  // one metrics label for every file
+            return std::move(*file);
+        }
     }
     if (allowed.empty()) return error_response(404, "no_route", "no route for " + c.path);
     std::string allow;
@@ -602,6 +609,31 @@ Response Api::get_embedding(Context& c) {
                                           std::to_string(last) + "/" + std::to_string(size));
     }
     r.body.assign(reinterpret_cast<const char*>(bundle->data()) + first, last - first + 1);
+    return r;
+}
+
+Response Api::get_decoder(Context& c) {
+    const std::string& hash = require_model().model_hash();
+    const std::string& name = c.params["{name}"];
+    if (name != "current" && name != hash) throw ApiError(404, "not_found", "no model " + name);
+    if (options_.decoder_path.empty()) {
+        throw ApiError(404, "not_found",
+                       "no decoder weights: start serve with --decoder FILE (from splitseg models "
+                       "extract-decoder)");
+    }
+    Response r;
+    const std::string etag = "\"decoder-" + hash + "\"";
+    r.set_header("ETag", etag);
+    // By hash the weights never change; "current" changes when serve loads another model.
+    r.set_header("Cache-Control",
+                 name == hash ? "public, max-age=31536000, immutable" : "no-cache");
+    if (c.request.header("if-none-match") == etag) {
+        r.status = 304;
+        return r;
+    }
+    const std::vector<uint8_t> bytes = read_file_bytes(options_.decoder_path);
+    r.body.assign(bytes.begin(), bytes.end());
+    r.set_header("Content-Type", "application/octet-stream");
     return r;
 }
 

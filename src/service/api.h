@@ -21,6 +21,7 @@
 #include "service/http_message.h"
 #include "service/metrics.h"
 #include "service/session_store.h"
+#include "service/static_files.h"
 #include "store/embedding_cache.h"
 #include "store/encode_worker.h"
 #include "store/job_queue.h"
@@ -40,6 +41,10 @@ struct ApiOptions {
     size_t max_points = 64;
     size_t prepared_images = 8;  // decoder states kept for the most recently used images
     SessionStoreOptions sessions;
+    std::shared_ptr<const StaticFiles> web;  // the web client at "/"; null: none
+    // The browser's decoder weights (`splitseg models extract-decoder`) for the loaded model,
+    // served at /api/v1/models/{name}/decoder; "": none.
+    std::string decoder_path;
 };
 
 // Reads {"keys":{"KEY":"tenant",...}}; tenants are 1-64 characters of [A-Za-z0-9_-].
@@ -91,6 +96,7 @@ class Api {
     Response delete_image(Context& c);
     Response encode_image(Context& c);
     Response get_embedding(Context& c);
+    Response get_decoder(Context& c);
     Response infer(Context& c);
     Response create_session(Context& c);
     Response get_session(Context& c);

@@ -5,7 +5,7 @@
 // over the WebSocket when the page asks for it. Prints one click's latency.
 //
 //   node web/e2e/web_e2e.mjs --splitseg build/splitseg [--model CKPT] [--image PNG]
-//                            [--clicks N] [--keep-going] [--headed]
+//                            [--clicks N] [--keep-going] [--headed] [--url URL]
 // Exit 77 (ctest: skipped) with the reason when Chromium, playwright-core or web/dist is missing.
 import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
@@ -51,9 +51,10 @@ let server = null;
 let browser = null;
 
 // `splitseg serve` on an ephemeral port; resolves with its base URL.
-function startServer(model) {
+function startServer(model, decoder) {
   server = spawn(splitseg, ['serve', '--port', '0', '--threads', '2', '--data-dir', join(scratch, 'data'),
-    '--model', model, '--web', join(web, 'dist')], { stdio: ['ignore', 'pipe', 'pipe'] });
+    '--model', model, '--web', join(web, 'dist'), ...(decoder ? ['--decoder', decoder] : [])],
+  { stdio: ['ignore', 'pipe', 'pipe'] });
   let log = '';
   server.stderr.on('data', (d) => { log += d; });
   return new Promise((resolveUrl, reject) => {
@@ -117,11 +118,24 @@ function pngSize(bytes) {
 
 async function main() {
   const model = args.model ? resolve(args.model) : join(scratch, 'mobilesam.safetensors');
-  if (!args.model) {
+  if (!args.model && !args.url) {
     const r = spawnSync(splitseg, ['models', 'synth', '--arch', 'mobilesam', '--out', model], { encoding: 'utf8' });
     if (r.status !== 0) throw new Error(`models synth failed: ${r.stderr}`);
   }
-  const url = await startServer(model);
+  // The browser's decoder weights; without them (or without dist/wasm) the page decodes on the server.
+  let decoder = null;
+  const wasmBuilt = existsSync(join(web, 'dist', 'wasm', 'splitseg_decoder.wasm'));
+  if (wasmBuilt && !args.url) {
+    decoder = join(scratch, 'decoder.safetensors');
+    const r = spawnSync(splitseg, ['models', 'extract-decoder', '--model', model, '--out', decoder], { encoding: 'utf8' });
+    if (r.status !== 0) {
+      console.log(`web_e2e: no decoder weights for the browser (extract-decoder: ${r.stderr.trim()})`);
+      decoder = null;
+    }
+  } else if (!wasmBuilt) {
+    console.log('web_e2e: web/dist has no WASM decoder (no build-wasm/ when it was built): testing server decoding only');
+  }
+  const url = args.url ?? (await startServer(model, decoder)); // --url: a serve (or vite dev) already running
   console.log(`web_e2e: splitseg serve at ${url}`);
 
   browser = await chromium.launch({
@@ -153,6 +167,7 @@ async function main() {
   check(!s.error && s.imageId, 'image uploaded, encoded and opened', `${((Date.now() - t0) / 1000).toFixed(1)} s, ${s.error || s.imageId}`);
   const wasm = s.where === 'WASM';
   console.log(`web_e2e: decoding in ${s.where}${wasm ? '' : ` (WASM unavailable: ${s.wasmError})`}`);
+  if (decoder) check(wasm, 'with the WASM decoder built and its weights served, the page decodes in WASM', s.wasmError);
   check(s.bundleSource === 'network' && bundleDownloads.length === 1, 'the bundle was downloaded once', `${bundleDownloads.length}`);
 
   // Foreground click: candidates, a mask drawn.
