@@ -8,7 +8,7 @@
 //                            [--clicks N] [--keep-going] [--headed] [--url URL]
 // Exit 77 (ctest: skipped) with the reason when Chromium, playwright-core or web/dist is missing.
 import { spawn, spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -211,6 +211,8 @@ async function main() {
   check(size && size[0] === 640 && size[1] === 480, 'mask PNG export', size ? `${size[0]}x${size[1]}, ${maskPng.length} bytes` : 'not a PNG');
   const cutPng = await download(page, '#export-cutout');
   check(pngSize(cutPng) !== null, 'cut-out PNG export', `${cutPng.length} bytes`);
+  const secondImage = join(scratch, 'cutout.png'); // another picture for the cache test below
+  writeFileSync(secondImage, cutPng);
   const coco = JSON.parse((await download(page, '#export-coco')).toString());
   const ann = coco.annotations[0];
   const [h, w] = ann.segmentation.size;
@@ -270,6 +272,29 @@ async function main() {
     const close = serverAreas.every((a, i) => Math.abs(a - wasmAreas[i]) <= Math.max(16, 0.001 * 640 * 480));
     check(close, 'WASM and server masks agree for the same click', `${wasmAreas} vs ${serverAreas}`);
   }
+  await serverPage.close();
+
+  // LRU eviction under a quota that holds one image (bundle ~2 MB each): opening a second image
+  // evicts the first; preloading the first fetches its bundle (evicting the second), and opening
+  // it then needs no download.
+  const firstId = s.imageId;
+  const lru = await context.newPage();
+  await lru.goto(`${url}/?quota_mb=3`);
+  await lru.setInputFiles('#file', secondImage);
+  await lru.waitForFunction(() => window.splitseg.state.imageId || window.splitseg.state.error, null, { timeout: 180_000 });
+  const second = await state(lru);
+  const cached = () => lru.evaluate(() => window.splitseg.cached());
+  let ids = await cached();
+  check(ids.length === 1 && ids[0] === second.imageId, 'a second image evicts the least recently used bundle', ids.join(','));
+  const before = bundleDownloads.length;
+  await lru.goto(`${url}/?quota_mb=3&preload=${firstId}`);
+  await lru.waitForFunction((id) => window.splitseg.preloaded.includes(id), firstId, { timeout: 60_000 });
+  ids = await cached();
+  check(ids.length === 1 && ids[0] === firstId && bundleDownloads.length === before + 1, 'preloading fetches a bundle into the cache', ids.join(','));
+  await lru.setInputFiles('#file', imagePath);
+  await lru.waitForFunction((id) => window.splitseg.state.imageId === id || window.splitseg.state.error, firstId, { timeout: 60_000 });
+  s = await state(lru);
+  check(s.bundleSource === 'IndexedDB' && bundleDownloads.length === before + 1, 'a preloaded image opens without a download', s.bundleSource);
 }
 
 try {

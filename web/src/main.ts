@@ -369,6 +369,7 @@ async function preloadIds(ids: string[]): Promise<void> {
     showProgress(`preloading ${done + 1}/${ids.length}…`, done / ids.length);
     const status = await state.api.waitEncoded(id, () => undefined);
     await bundleFor(status, id, null);
+    testHooks.preloaded.push(id);
     done++;
   }
   ui.progress.hidden = true;
@@ -438,10 +439,8 @@ async function start(): Promise<void> {
   if (hash) await openCached(hash[1]);
 }
 
-void start();
-
 // For tests and the console: what the page is doing, without reading pixels.
-(window as unknown as { splitseg: unknown }).splitseg = {
+const testHooks = {
   get state() {
     const m = currentMask();
     return {
@@ -459,4 +458,9 @@ void start();
     };
   },
   idle: () => state.chain,
+  preloaded: [] as string[], // ids whose bundles preloadIds() has fetched
+  cached: async () => (await state.cache?.list())?.map((e) => e.id) ?? [],
 };
+(window as unknown as { splitseg: typeof testHooks }).splitseg = testHooks;
+
+void start();
