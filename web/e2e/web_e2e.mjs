@@ -116,6 +116,23 @@ function pngSize(bytes) {
   return signature ? [bytes.readUInt32BE(16), bytes.readUInt32BE(20)] : null;
 }
 
+// Latency of one click, the page's own measure: pointer up to masks in hand (the decode in the
+// worker or on the server, and the messages there and back). Clicks 1..N on a fresh step list.
+async function clickLatency(page) {
+  await page.click('#reset');
+  await waitSteps(page, 0);
+  const ms = [];
+  let s = null;
+  for (let i = 0; i < clicks; i++) {
+    await page.mouse.click(...(await at(page, 0.2 + (0.6 * i) / clicks, 0.4 + (0.2 * (i % 3)) / 3)));
+    s = await waitSteps(page, i + 1);
+    ms.push(s.lastRoundTripMs);
+  }
+  ms.sort((a, b) => a - b);
+  console.log(`web_e2e: click latency (${s.where}, ${clicks} clicks, points 1..${clicks}): median ${ms[Math.floor(ms.length / 2)].toFixed(1)} ms, ` +
+    `min ${ms[0].toFixed(1)} ms, max ${ms[ms.length - 1].toFixed(1)} ms; decoder ${s.lastDecoderMs.toFixed(1)} ms on the last`);
+}
+
 async function main() {
   const model = args.model ? resolve(args.model) : join(scratch, 'mobilesam.safetensors');
   if (!args.model && !args.url) {
@@ -233,19 +250,7 @@ async function main() {
   s = await waitSteps(page, 2);
   check(s.steps === 2, 'undo drops the last step');
 
-  // Latency of one click (the page's own measure: pointer up to masks in hand).
-  await page.click('#reset');
-  await waitSteps(page, 0);
-  const latencies = [];
-  for (let i = 0; i < clicks; i++) {
-    await page.mouse.click(...(await at(page, 0.2 + (0.6 * i) / clicks, 0.4 + (0.2 * (i % 3)) / 3)));
-    s = await waitSteps(page, i + 1);
-    latencies.push(s.lastRoundTripMs);
-  }
-  latencies.sort((a, b) => a - b);
-  const median = latencies[Math.floor(latencies.length / 2)];
-  console.log(`web_e2e: click latency (${s.where}, ${clicks} clicks, points 1..${clicks}): median ${median.toFixed(1)} ms, ` +
-    `min ${latencies[0].toFixed(1)} ms, max ${latencies[latencies.length - 1].toFixed(1)} ms; decoder ${s.lastDecoderMs.toFixed(1)} ms on the last`);
+  await clickLatency(page);
 
   // Reload: the page reopens the image from IndexedDB, the bundle is not downloaded again.
   await page.reload();
@@ -267,8 +272,9 @@ async function main() {
   await serverPage.mouse.click(...(await at(serverPage, 0.5, 0.5)));
   const sr = await waitSteps(serverPage, 1);
   check(sr.candidates >= 1, 'server decoding over the WebSocket', `${sr.lastRoundTripMs.toFixed(1)} ms`);
+  const serverAreas = await serverPage.locator('#candidates button').evaluateAll((bs) => bs.map((b) => Number(/(\d+) px/.exec(b.textContent)[1])));
+  if (wasm) await clickLatency(serverPage);
   if (wasmAreas) {
-    const serverAreas = await serverPage.locator('#candidates button').evaluateAll((bs) => bs.map((b) => Number(/(\d+) px/.exec(b.textContent)[1])));
     const close = serverAreas.every((a, i) => Math.abs(a - wasmAreas[i]) <= Math.max(16, 0.001 * 640 * 480));
     check(close, 'WASM and server masks agree for the same click', `${wasmAreas} vs ${serverAreas}`);
   }
