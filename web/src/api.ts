@@ -91,6 +91,16 @@ export class Api {
     await this.call('DELETE', `/sessions/${sid}`).catch(() => undefined);
   }
 
+  // A session message over HTTP, as the WebSocket would carry it ({type: prompts|undo|reset}).
+  async sessionMessage(sid: string, type: string, body: Record<string, unknown>): Promise<{ status: number; body: any }> {
+    const r = await fetch(`${this.base}/sessions/${sid}/${type}`, {
+      method: 'POST',
+      body: JSON.stringify(body),
+      headers: this.headers({ 'Content-Type': 'application/json' }),
+    });
+    return { status: r.status, body: await r.json() };
+  }
+
   socketUrl(sid: string): string {
     const scheme = location.protocol === 'https:' ? 'wss:' : 'ws:';
     return `${scheme}//${location.host}${this.base}/sessions/${sid}/ws`;

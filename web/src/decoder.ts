@@ -156,17 +156,20 @@ interface SocketReply {
   body: any;
 }
 
+// Over the session's WebSocket when it opens; over the session's HTTP routes when it does not (a
+// browser cannot send an API key header on a WebSocket).
 export class ServerDecoder implements Decoder {
   readonly where = 'server';
-  readonly detail = 'WebSocket session';
   private next = 1;
   private waiting = new Map<number, (r: SocketReply) => void>();
 
   private constructor(
     private api: Api,
     private sid: string,
-    private ws: WebSocket,
+    private ws: WebSocket | null,
+    public detail: string,
   ) {
+    if (!ws) return;
     ws.onmessage = (ev) => {
       const reply = JSON.parse(ev.data) as SocketReply;
       this.waiting.get(reply.id)?.(reply);
@@ -181,21 +184,30 @@ export class ServerDecoder implements Decoder {
   static async open(api: Api, imageId: string): Promise<ServerDecoder> {
     const sid = await api.createSession(imageId);
     const ws = new WebSocket(api.socketUrl(sid));
-    await new Promise<void>((resolve, reject) => {
-      ws.onopen = () => resolve();
-      ws.onerror = () => reject(new Error('the session WebSocket did not open'));
+    const opened = await new Promise<boolean>((resolve) => {
+      ws.onopen = () => resolve(true);
+      ws.onerror = () => resolve(false);
     });
-    return new ServerDecoder(api, sid, ws);
+    return opened
+      ? new ServerDecoder(api, sid, ws, 'WebSocket session')
+      : new ServerDecoder(api, sid, null, 'HTTP session: the WebSocket did not open');
   }
 
-  private send(message: Record<string, unknown>): Promise<SocketReply> {
+  private async send(message: Record<string, unknown>): Promise<SocketReply> {
+    if (!this.ws) {
+      const { type, ...body } = message;
+      const r = await this.api.sessionMessage(this.sid, String(type), body);
+      if (r.status >= 200 && r.status < 300) return { id: 0, type: String(type), ...r };
+      throw new Error(r.body?.error?.message ?? `server answered ${r.status}`);
+    }
+    const ws = this.ws;
     const id = this.next++;
     return new Promise((resolve, reject) => {
       this.waiting.set(id, (r) => {
         if (r.status >= 200 && r.status < 300) resolve(r);
         else reject(new Error(r.body?.error?.message ?? `server answered ${r.status}`));
       });
-      this.ws.send(JSON.stringify({ ...message, id }));
+      ws.send(JSON.stringify({ ...message, id }));
     });
   }
 
@@ -226,7 +238,7 @@ export class ServerDecoder implements Decoder {
   }
 
   close(): void {
-    this.ws.close();
+    this.ws?.close();
     void this.api.deleteSession(this.sid);
   }
 }
