@@ -12,6 +12,7 @@ packages=(
     libcurl4-openssl-dev libssl-dev   # object-store tiers (HTTP, HMAC/SHA-256 signing)
     libboost-dev libboost-system-dev  # Beast/Asio: the HTTP + WebSocket service
     libgtest-dev                      # tests
+    emscripten node-acorn             # the WASM prompt decoder (build-wasm; acorn for its linker)
     chromium                          # the web client's end-to-end test (playwright-core drives it)
 )
 missing=()

@@ -25,6 +25,7 @@ const char* kUsage =
     "  models   synth --arch vit_b|vit_l|vit_h|mobilesam|sam2.1_hiera_t|s|b+|l --out FILE\n"
     "           inspect --model CKPT [--json]\n"
     "           convert --model CKPT --out FILE.safetensors\n"
+    "           extract-decoder --model CKPT --out FILE [--dtype f16|f32]   (the browser's decoder)\n"
     "  cache    stats|verify|evict --store SPEC [--max-bytes N] [--json]\n"
     "           (verify drops corrupt bundles; evict trims memory and disk tiers to N bytes)\n"
     "  serve    [--host 127.0.0.1] [--port 8080] [--data-dir ./splitseg-data] [--model CKPT]\n"
