@@ -69,8 +69,10 @@ std::optional<Response> StaticFiles::serve(const Request& request) const {
     if (path.empty() || path.front() != '/' || path.rfind("/api/", 0) == 0) return std::nullopt;
     if (!safe_relative_path(path)) return std::nullopt;
     if (path.back() == '/' || !fs::path(path).has_extension()) path = "/index.html";
-    const fs::path file = fs::path(root_ + path);
     std::error_code ec;
+    // Canonical, so that a symbolic link inside the root cannot lead out of it.
+    const fs::path file = fs::canonical(fs::path(root_ + path), ec);
+    if (ec || file.string().rfind(root_ + "/", 0) != 0) return std::nullopt;
     if (!fs::is_regular_file(file, ec)) return std::nullopt;
 
     Response r;

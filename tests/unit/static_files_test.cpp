@@ -66,6 +66,8 @@ TEST(StaticFiles, RefusesWhatItShouldNotServe) {
     EXPECT_FALSE(files.serve(make_request("GET", "/assets/../../secret.txt")));
     EXPECT_FALSE(files.serve(make_request("GET", "/%2e%2e/secret.txt")));
     EXPECT_FALSE(files.serve(make_request("GET", "relative.txt")));
+    std::filesystem::create_symlink(w.dir.file("secret.txt"), w.dir.file("web/link.txt"));
+    EXPECT_FALSE(files.serve(make_request("GET", "/link.txt")));
     EXPECT_THROW(StaticFiles(w.dir.file("nowhere")), std::runtime_error);
 }
 

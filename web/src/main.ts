@@ -385,7 +385,10 @@ async function refreshRecent(): Promise<void> {
   ui.cacheInfo.textContent = `cache: ${entries.length} bundles, ${(total / 1048576).toFixed(1)} of ${(state.cache.quotaBytes / 1048576).toFixed(0)} MB`;
 }
 
-ui.file.onchange = () => ui.file.files?.[0] && openFile(ui.file.files[0]);
+ui.file.onchange = () => {
+  const file = ui.file.files?.[0];
+  if (file) void openFile(file);
+};
 ui.recent.onchange = () => ui.recent.value && openCached(ui.recent.value);
 ui.stage.addEventListener('dragover', (ev) => {
   ev.preventDefault();
