@@ -11,6 +11,8 @@ namespace {
 // Register tile MR x NR (8 accumulators of 4 lanes: fits the 16 vector registers of x86-64, which
 // V8 maps wasm simd128 onto); cache blocks: a KC x NC panel of B (256 KiB) and MC x KC of A.
 constexpr int64_t MR = 4, NR = 8, KC = 256, MC = 64, NC = 256;
+// The packing buffers hold whole panels: MC x KC of A and KC x NC of B.
+static_assert(MC % MR == 0 && NC % NR == 0);
 
 typedef float v4f __attribute__((vector_size(16)));
 
