@@ -14,6 +14,8 @@ packages=(
     libgtest-dev                      # tests
     libopenblas-dev                   # bench_gemm only: OpenBLAS as the sgemm peer
     python3-onnx python3-numpy        # tools/onnx/export.py (ONNX export, onnx_parity test)
+    emscripten node-acorn             # the WASM prompt decoder (build-wasm; acorn for its linker)
+    chromium                          # the web client's end-to-end test (playwright-core drives it)
 )
 missing=()
 for p in "${packages[@]}"; do

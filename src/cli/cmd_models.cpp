@@ -125,8 +125,45 @@ static int models_convert(const Args& args) {
     return 0;
 }
 
+// The prompt encoder's and mask decoder's tensors only, named as in the checkpoint, with the
+// family and the source model's hash (bundles record the same hash): the compact file the
+// browser's WASM decoder fetches once.
+static int models_extract_decoder(const Args& args) {
+    const std::string path = args.require("model"), out = args.require("out");
+    const std::string dtype = args.get("dtype").value_or("f16");
+    if (dtype != "f16" && dtype != "f32") throw UsageError("--dtype must be f16 or f32");
+    const auto model = Segmenter::load(path);
+    const WeightFile w = WeightFile::open(path);
+    const SamDecoder decoder = SamDecoder::load(w);
+    std::vector<SafetensorsEntry> entries;
+    std::vector<Tensor> f32;
+    std::vector<std::vector<uint16_t>> f16;
+    size_t bytes = 0;
+    for (const auto& [name, shape] : sam_decoder_tensor_shapes(decoder.config())) {
+        if (!w.has(name)) continue;  // SAM 2's conv_s0/conv_s1 are optional here (image side)
+        Tensor t = w.get(name, shape);
+        if (dtype == "f16") {
+            std::vector<uint16_t>& h = f16.emplace_back(t.numel());
+            for (int64_t i = 0; i < t.numel(); ++i) h[i] = f32_to_f16(t[i]);
+            entries.push_back({name, DType::F16, shape, h.data(), h.size() * 2});
+        } else {
+            const Tensor& kept = f32.emplace_back(std::move(t));
+            entries.push_back({name, DType::F32, shape, kept.data(), kept.numel() * 4ul});
+        }
+        bytes += entries.back().nbytes;
+    }
+    write_safetensors(out, entries,
+                      {{"format", "splitseg.decoder"},
+                       {"model_family", family_name(model->family())},
+                       {"model_hash", model->model_hash()}});
+    std::printf("wrote %s: %zu decoder tensors, %.1f MB %s (%s, model %s)\n", out.c_str(),
+                entries.size(), bytes / 1e6, dtype.c_str(), family_name(model->family()),
+                model->model_hash().c_str());
+    return 0;
+}
+
 int cmd_models(const std::vector<std::string>& argv) {
-    if (argv.empty()) throw UsageError("models needs a subcommand: synth, inspect or convert");
+    if (argv.empty()) throw UsageError("models needs a subcommand: synth, inspect, convert or extract-decoder");
     const std::string sub = argv[0];
     Args args(std::vector<std::string>(argv.begin() + 1, argv.end()), {"json"});
     if (sub == "synth") {
@@ -140,6 +177,10 @@ int cmd_models(const std::vector<std::string>& argv) {
     if (sub == "convert") {
         args.allow_only({"model", "out"});
         return models_convert(args);
+    }
+    if (sub == "extract-decoder") {
+        args.allow_only({"model", "out", "dtype"});
+        return models_extract_decoder(args);
     }
     throw UsageError("unknown models subcommand '" + sub + "'");
 }

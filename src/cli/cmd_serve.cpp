@@ -32,12 +32,50 @@ static std::optional<std::string> flag_or_env(const Args& args, const std::strin
     return e && *e ? std::optional<std::string>(e) : std::nullopt;
 }
 
+namespace {
+
+// The built web client: --web DIR, else SPLITSEG_WEB_DIR, else the first of <repo>/web/dist (the
+// binary in a build folder of the repository) and <prefix>/share/splitseg/web (installed) that
+// exists. "--web none" serves no client.
+std::optional<std::string> web_dir(const Args& args) {
+    if (auto dir = args.get("web")) return *dir == "none" ? std::nullopt : dir;
+    if (const char* env = std::getenv("SPLITSEG_WEB_DIR")) return std::string(env);
+    std::error_code ec;
+    const std::filesystem::path exe_dir =
+        std::filesystem::read_symlink("/proc/self/exe", ec).parent_path();
+    if (ec) return std::nullopt;
+    for (const auto& candidate :
+         {exe_dir.parent_path() / "web" / "dist", exe_dir.parent_path() / "share/splitseg/web"}) {
+        if (std::filesystem::is_regular_file(candidate / "index.html")) return candidate.string();
+    }
+    return std::nullopt;
+}
+
+}  // namespace
+
 int cmd_serve(const std::vector<std::string>& argv) {
     Args args(argv, {"quiet"});
-    args.allow_only({"host", "port", "data-dir", "model", "store", "threads", "api-keys",
-                     "cors-origin", "max-body-mb", "max-points", "jobs", "max-sessions",
-                     "max-sessions-per-tenant", "max-session-mb", "session-ttl-s", "rate-limit",
-                     "rate-burst", "quiet"});
+    args.allow_only({"host",
+                     "port",
+                     "data-dir",
+                     "model",
+                     "store",
+                     "threads",
+                     "api-keys",
+                     "cors-origin",
+                     "max-body-mb",
+                     "max-points",
+                     "jobs",
+                     "max-sessions",
+                     "max-sessions-per-tenant",
+                     "max-session-mb",
+                     "session-ttl-s",
+                     "rate-limit",
+                     "rate-burst",
+                     "quiet",
+                     "web",
+                     "decoder",
+                     "precision"});
     const std::string data_dir = args.get("data-dir").value_or("./splitseg-data");
     std::filesystem::create_directories(data_dir);
     const std::string jobs_spec =
@@ -60,7 +98,7 @@ int cmd_serve(const std::vector<std::string>& argv) {
     api.rate_limit.per_second = args.get_int("rate-limit", 0, 0, 1 << 20);
     api.rate_limit.burst = args.get_int("rate-burst", 0, 0, 1 << 20);
     if (const auto model_path = flag_or_env(args, "model", "SPLITSEG_MODEL")) {
-        api.model = Segmenter::load(*model_path);
+        api.model = load_model(*model_path, args);
         std::fprintf(stderr, "splitseg serve: model %s\n", api.model->describe().c_str());
     } else {
         std::fprintf(stderr,
@@ -73,6 +111,16 @@ int cmd_serve(const std::vector<std::string>& argv) {
         std::fprintf(stderr,
                      "splitseg serve: warning: no --api-keys: the API is open to anyone "
                      "who can reach it (tenant \"default\")\n");
+    }
+
+    api.decoder_path = args.get("decoder").value_or("");
+    if (!api.decoder_path.empty() && !std::filesystem::is_regular_file(api.decoder_path))
+        throw std::runtime_error("no decoder weights at " + api.decoder_path);
+    if (const std::optional<std::string> web = web_dir(args)) {
+        api.web = std::make_shared<StaticFiles>(*web);
+        std::fprintf(stderr, "splitseg serve: web client from %s\n", api.web->root().c_str());
+    } else {
+        std::fprintf(stderr, "splitseg serve: no web client (build web/ or give --web DIR)\n");
     }
 
     ServerOptions server_options;

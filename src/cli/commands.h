@@ -26,8 +26,9 @@ int encode_into_store(const Args& args, BundleDType dtype);
 // --threads N (default: all cores), shared by every command.
 void apply_threads(const Args& args);
 
-// Loads --model with the encoder's --precision f32|bf16 (default f32).
+// Loads --model (or path) with the encoder's --precision f32|bf16 (default f32).
 std::unique_ptr<Segmenter> load_model(const Args& args);
+std::unique_ptr<Segmenter> load_model(const std::string& path, const Args& args);
 
 // Decodes and encodes an image file; records image_decode_ms and encode_ms in timings and sets
 // the embedding's image hash.
@@ -38,14 +39,14 @@ Embedding encode_image_file(const Segmenter& model, const std::string& path,
 double peak_rss_mib();
 
 class Stopwatch {
-public:
+  public:
     Stopwatch() : start_(std::chrono::steady_clock::now()) {}
     double ms() const {
         return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start_)
             .count();
     }
 
-private:
+  private:
     std::chrono::steady_clock::time_point start_;
 };
 

@@ -10,12 +10,16 @@ void apply_threads(const Args& args) {
     set_num_threads(args.get_int("threads", 0, 0, 1024));
 }
 
-std::unique_ptr<Segmenter> load_model(const Args& args) {
+std::unique_ptr<Segmenter> load_model(const std::string& path, const Args& args) {
     const std::string name = args.get("precision").value_or("f32");
     Precision precision;
     if (!precision_from_name(name, &precision))
         throw UsageError("--precision must be f32 or bf16, not '" + name + "'");
-    return Segmenter::load(args.require("model"), precision);
+    return Segmenter::load(path, precision);
+}
+
+std::unique_ptr<Segmenter> load_model(const Args& args) {
+    return load_model(args.require("model"), args);
 }
 
 double peak_rss_mib() {

@@ -2,7 +2,11 @@
 
 #include "engine/dtype.h"
 
+#ifdef SPLITSEG_WASM  // no oneDNN in the browser: the portable blocked GEMM
+#include "engine/gemm_portable.h"
+#else
 #include <dnnl.h>
+#endif
 #include <omp.h>
 
 #include <algorithm>
@@ -28,11 +32,15 @@ int num_threads() {
 void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
           int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
     if (M == 0 || N == 0) return;
+#ifdef SPLITSEG_WASM
+    gemm_portable(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+#else
     // oneDNN's sgemm is row-major, uses OpenMP like the rest of the engine, and runs on one
     // thread when called from inside a parallel region (per-window/per-head attention).
     dnnl_status_t st = dnnl_sgemm(trans_a ? 'T' : 'N', trans_b ? 'T' : 'N', M, N, K, alpha, A, lda,
                                   B, ldb, beta, C, ldc);
     if (st != dnnl_success) throw std::runtime_error("dnnl_sgemm failed");
+#endif
 }
 
 void linear(const float* x, int64_t M, int64_t K, const float* W, const float* b, int64_t N,

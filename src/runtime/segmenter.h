@@ -65,6 +65,11 @@ struct Masks {
     int best() const;  // index of the highest predicted IoU
 };
 
+// Prompts in original pixels -> masks: maps them into the model frame, decodes, upscales. What
+// Segmenter::decode does, for a decoder loaded without its encoder (the WASM build).
+Masks decode_prompts(const SamDecoder& decoder, ModelFamily family, const DecoderImage& image,
+                     const ImageGeometry& geom, const Prompts& prompts, MaskOutput output);
+
 class Segmenter {
   public:
     // Loads a checkpoint (.pth/.pt or safetensors) and infers the family and size from its

@@ -347,6 +347,7 @@ Api::Api(ApiOptions options)
         {"POST", "/api/v1/sessions/{sid}/undo", &Api::undo, true},
         {"POST", "/api/v1/sessions/{sid}/reset", &Api::reset, true},
         {"GET", "/api/v1/sessions/{sid}/ws", &Api::session_socket, true},
+        {"GET", "/api/v1/models/{name}/decoder", &Api::get_decoder, true},
     };
 }
 
@@ -441,6 +442,12 @@ Response Api::dispatch(const Request& request, std::string* route_name) {
             return limited;
         }
         return (this->*(r.handler))(c);
+    }
+    if (allowed.empty() && options_.web) {
+        if (std::optional<Response> file = options_.web->serve(request)) {
+            *route_name = "static";  // one metrics label for every file
+            return std::move(*file);
+        }
     }
     if (allowed.empty()) return error_response(404, "no_route", "no route for " + c.path);
     std::string allow;
@@ -743,6 +750,31 @@ Response Api::get_batch(Context& c) {
                                {"done", finished + gone == total},
                                {"progress", total ? double(finished) / total : 1.0},
                                {"images", images}});
+}
+
+Response Api::get_decoder(Context& c) {
+    const std::string& hash = require_model().model_hash();
+    const std::string& name = c.params["{name}"];
+    if (name != "current" && name != hash) throw ApiError(404, "not_found", "no model " + name);
+    if (options_.decoder_path.empty()) {
+        throw ApiError(404, "not_found",
+                       "no decoder weights: start serve with --decoder FILE (from splitseg models "
+                       "extract-decoder)");
+    }
+    Response r;
+    const std::string etag = "\"decoder-" + hash + "\"";
+    r.set_header("ETag", etag);
+    // By hash the weights never change; "current" changes when serve loads another model.
+    r.set_header("Cache-Control",
+                 name == hash ? "public, max-age=31536000, immutable" : "no-cache");
+    if (c.request.header("if-none-match") == etag) {
+        r.status = 304;
+        return r;
+    }
+    const std::vector<uint8_t> bytes = read_file_bytes(options_.decoder_path);
+    r.body.assign(bytes.begin(), bytes.end());
+    r.set_header("Content-Type", "application/octet-stream");
+    return r;
 }
 
 std::shared_ptr<const Api::PreparedImage> Api::prepared(const std::string& tenant,

@@ -22,6 +22,7 @@
 #include "service/metrics.h"
 #include "service/rate_limiter.h"
 #include "service/session_store.h"
+#include "service/static_files.h"
 #include "store/embedding_cache.h"
 #include "store/encode_worker.h"
 #include "store/job_queue.h"
@@ -41,7 +42,11 @@ struct ApiOptions {
     size_t max_points = 64;
     size_t prepared_images = 8;  // decoder states kept for the most recently used images
     SessionStoreOptions sessions;
-    RateLimitOptions rate_limit;  // requests per API key (per tenant without keys)
+    RateLimitOptions rate_limit;             // requests per API key (per tenant without keys)
+    std::shared_ptr<const StaticFiles> web;  // the web client at "/"; null: none
+    // The browser's decoder weights (`splitseg models extract-decoder`) for the loaded model,
+    // served at /api/v1/models/{name}/decoder; "": none.
+    std::string decoder_path;
 };
 
 // Reads {"keys":{"KEY":"tenant",...}}; tenants are 1-64 characters of [A-Za-z0-9_-].
@@ -94,6 +99,7 @@ class Api {
     Response delete_image(Context& c);
     Response encode_image(Context& c);
     Response get_embedding(Context& c);
+    Response get_decoder(Context& c);
     Response infer(Context& c);
     Response create_batch(Context& c);
     Response get_batch(Context& c);

@@ -538,6 +538,36 @@ const char* Api::openapi_document() {
     ]
    }
   },
+  "/api/v1/models/{name}/decoder": {
+   "get": {
+    "summary": "The decoder weights for the browser's WASM decoder (splitseg models extract-decoder), for the loaded model; ETag, immutable by hash",
+    "responses": {
+     "200": {
+      "description": "safetensors",
+      "content": {
+       "application/octet-stream": {}
+      }
+     },
+     "304": {
+      "description": "not modified"
+     },
+     "4XX": {
+      "$ref": "#/components/responses/Error"
+     }
+    },
+    "parameters": [
+     {
+      "name": "name",
+      "in": "path",
+      "required": true,
+      "schema": {
+       "type": "string"
+      },
+      "description": "the model hash, or current"
+     }
+    ]
+   }
+  },
   "/api/v1/images/{id}/infer": {
    "post": {
     "summary": "Masks for prompts (stateless)",

@@ -1,0 +1,105 @@
+#include "engine/gemm_portable.h"
+
+#include <algorithm>
+#include <cstring>
+#include <vector>
+
+namespace splitseg {
+
+namespace {
+
+// Register tile MR x NR (8 accumulators of 4 lanes: fits the 16 vector registers of x86-64, which
+// V8 maps wasm simd128 onto); cache blocks: a KC x NC panel of B (256 KiB) and MC x KC of A.
+constexpr int64_t MR = 4, NR = 8, KC = 256, MC = 64, NC = 256;
+// The packing buffers hold whole panels: MC x KC of A and KC x NC of B.
+static_assert(MC % MR == 0 && NC % NR == 0);
+
+typedef float v4f __attribute__((vector_size(16)));
+
+inline v4f load4(const float* p) {
+    v4f v;
+    std::memcpy(&v, p, sizeof v);
+    return v;
+}
+
+// Rows [i0, i0 + mc) x depth [k0, k0 + kc) of op(A) as panels of MR rows, each [kc][MR]; rows
+// past mc are zero.
+void pack_a(bool trans, const float* A, int64_t lda, int64_t i0, int64_t mc, int64_t k0, int64_t kc,
+            float* out) {
+    for (int64_t p = 0; p < mc; p += MR)
+        for (int64_t k = 0; k < kc; ++k)
+            for (int64_t r = 0; r < MR; ++r) {
+                const int64_t i = i0 + p + r, kk = k0 + k;
+                *out++ = p + r < mc ? (trans ? A[kk * lda + i] : A[i * lda + kk]) : 0.0f;
+            }
+}
+
+// Depth [k0, k0 + kc) x columns [j0, j0 + nc) of op(B) as panels of NR columns, each [kc][NR];
+// columns past nc are zero.
+void pack_b(bool trans, const float* B, int64_t ldb, int64_t k0, int64_t kc, int64_t j0, int64_t nc,
+            float* out) {
+    for (int64_t q = 0; q < nc; q += NR)
+        for (int64_t k = 0; k < kc; ++k)
+            for (int64_t c = 0; c < NR; ++c) {
+                const int64_t j = j0 + q + c, kk = k0 + k;
+                *out++ = q + c < nc ? (trans ? B[j * ldb + kk] : B[kk * ldb + j]) : 0.0f;
+            }
+}
+
+// acc[MR][NR] = one A panel times one B panel over kc.
+void tile(int64_t kc, const float* a, const float* b, float acc[MR][NR]) {
+    v4f c[MR][2] = {};
+    for (int64_t k = 0; k < kc; ++k, a += MR, b += NR) {
+        const v4f b0 = load4(b), b1 = load4(b + 4);
+        for (int64_t r = 0; r < MR; ++r) {
+            const v4f ar = {a[r], a[r], a[r], a[r]};
+            c[r][0] += ar * b0;
+            c[r][1] += ar * b1;
+        }
+    }
+    std::memcpy(acc, c, sizeof c);
+}
+
+}  // namespace
+
+void gemm_portable(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha,
+                   const float* A, int64_t lda, const float* B, int64_t ldb, float beta, float* C,
+                   int64_t ldc) {
+    if (M <= 0 || N <= 0) return;
+    if (K <= 0 || alpha == 0.0f) {
+        for (int64_t i = 0; i < M; ++i)
+            for (int64_t j = 0; j < N; ++j)
+                C[i * ldc + j] = beta == 0.0f ? 0.0f : beta * C[i * ldc + j];
+        return;
+    }
+    std::vector<float> a_pack(MC * KC), b_pack(KC * NC);
+    float acc[MR][NR];
+    for (int64_t j0 = 0; j0 < N; j0 += NC) {
+        const int64_t nc = std::min(NC, N - j0);
+        for (int64_t k0 = 0; k0 < K; k0 += KC) {
+            const int64_t kc = std::min(KC, K - k0);
+            const bool first = k0 == 0;  // the first depth block applies beta, later ones add
+            pack_b(trans_b, B, ldb, k0, kc, j0, nc, b_pack.data());
+            for (int64_t i0 = 0; i0 < M; i0 += MC) {
+                const int64_t mc = std::min(MC, M - i0);
+                pack_a(trans_a, A, lda, i0, mc, k0, kc, a_pack.data());
+                for (int64_t q = 0; q < nc; q += NR) {
+                    for (int64_t p = 0; p < mc; p += MR) {
+                        tile(kc, a_pack.data() + p * kc, b_pack.data() + q * kc, acc);
+                        const int64_t rows = std::min(MR, mc - p), cols = std::min(NR, nc - q);
+                        for (int64_t r = 0; r < rows; ++r) {
+                            float* c = C + (i0 + p + r) * ldc + j0 + q;
+                            for (int64_t s = 0; s < cols; ++s) {
+                                const float prev =
+                                    first ? (beta == 0.0f ? 0.0f : beta * c[s]) : c[s];
+                                c[s] = prev + alpha * acc[r][s];
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+}  // namespace splitseg
