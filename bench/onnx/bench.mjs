@@ -102,5 +102,5 @@ row('image encoder, 1024x1024', ours.encode, ort.encode);
 row('one click, 3 masks at 1024x1024', ours.click, ort.click);
 row('one click, 3 masks, low-res logits only', ours.low_res, null);
 row('one click, best mask only at 1024x1024 (ONNX Runtime)', null, ort.best);
-console.log(`splitseg peak RSS ${Math.max(...ours.rss)} MiB; ` +
+console.log(`splitseg peak RSS ${Math.max(...ours.rss).toFixed(0)} MiB; ` +
             `ONNX Runtime process RSS ${(process.memoryUsage().rss / 2 ** 20).toFixed(0)} MiB`);

@@ -3,6 +3,7 @@
 # them to ONNX (tools/onnx/export.py) and runs bench.mjs (alternating rounds, same threads).
 #   bench/onnx/run.sh [ARCH...]      ARCH: vit_b (default), mobilesam
 # Env: SPLITSEG (binary, build/splitseg), THREADS (2), ROUNDS (3), CLICKS (30), WORK (build/onnx-bench).
+# Weights and graphs in WORK are reused: delete them after changing tools/onnx/export.py.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/../.." && pwd)"
 splitseg="${SPLITSEG:-$root/build/splitseg}"

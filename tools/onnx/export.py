@@ -5,9 +5,12 @@
 
 The graphs compute what splitseg's engine computes, with standard operators only (MatMul,
 LayerNormalization, Softmax, Conv, Resize, GELU as x/sqrt2 -> Erf -> +1 -> *x -> *0.5, which ONNX
-Runtime fuses into its Gelu kernel), so that a runtime runs them with its own fast kernels. Only
-what is exactly equivalent is folded at export: BatchNorm into the preceding convolution, the
-expanded relative-position and attention-bias tables, the grid's positional encoding.
+Runtime fuses into its Gelu kernel), so that a runtime runs them with its own fast kernels. Folded
+at export (equal up to rounding): BatchNorm into the preceding convolution, the expanded
+relative-position and attention-bias tables, the grid's positional encoding, the decoder's
+attention scale into q_proj; the decoder's 2x2 transposed convolutions are MatMuls whose output
+stays in sub-pixel order until the masks. Weights over 1.5 GB (ViT-H) go to OUT.data beside the
+graph (protobuf's 2 GB limit).
 
 Graphs (batch 1, float32):
   encoder   SAM ViT or MobileSAM TinyViT (detected from the tensor names):
@@ -30,6 +33,7 @@ Needs only numpy and Debian's python3-onnx.
 import argparse
 import json
 import math
+import os
 import struct
 import sys
 
@@ -233,10 +237,11 @@ def vit_attention(g, w, p, tokens, B, S, heads, D):
     qw = g.reshape(g.transpose(q4, [2, 0, 1, 3]), [S, BH * S, D])
     rw = g.op("MatMul", [qw, g.const(rel_table(w[p + "rel_pos_w"], S))])  # [S(qw), BH*S(qh), S]
     rw = g.transpose(g.reshape(rw, [S, BH, S, S]), [1, 2, 0, 3])  # [BH, qh, qw, kw]
-    scores = g.reshape(scores, [BH, S, S, S, S])
-    scores = g.op("Add", [scores, g.reshape(rh, [BH, S, S, S, 1])])
-    scores = g.op("Add", [scores, g.reshape(rw, [BH, S, S, 1, S])])
-    probs = g.op("Softmax", [g.reshape(scores, [BH, L, L])], axis=-1)
+    # The [L, L] bias from the two small tables first: one broadcast Add of small inputs and one
+    # same-shape Add run faster in ONNX Runtime than two broadcast Adds into the scores.
+    bias = g.op("Add", [g.reshape(rh, [BH, S, S, S, 1]), g.reshape(rw, [BH, S, S, 1, S])])
+    scores = g.op("Add", [scores, g.reshape(bias, [BH, L, L])])
+    probs = g.op("Softmax", [scores], axis=-1)
     out = g.reshape(g.op("MatMul", [probs, v]), [B, heads, L, D])
     return g.reshape(g.transpose(out, [0, 2, 1, 3]), [B, L, C])
 
@@ -618,6 +623,8 @@ def main():
     ap.add_argument("--out", required=True)
     ap.add_argument("--masks", default="multimask", choices=["multimask", "single", "best", "all"])
     ap.add_argument("--orig-size", help="HxW: a decoder for one original image size")
+    ap.add_argument("--external-data", action="store_true",
+                    help="weights in OUT.data (automatic over 1.5 GB)")
     args = ap.parse_args()
     w = read_safetensors(args.model)
     if args.part == "encoder":
@@ -628,8 +635,13 @@ def main():
             h, x, wd = args.orig_size.partition("x")
             orig = (int(h), int(wd))
         m = export_decoder(w, args.masks, orig)
-    onnx.checker.check_model(m)
-    onnx.save(m, args.out)
+    if args.external_data or sum(len(t.raw_data) for t in m.graph.initializer) > 1.5e9:
+        onnx.save(m, args.out, save_as_external_data=True,
+                  location=os.path.basename(args.out) + ".data", size_threshold=1024)
+        onnx.checker.check_model(args.out)  # by path: the checker reads the data file itself
+    else:
+        onnx.checker.check_model(m)
+        onnx.save(m, args.out)
     print(f"wrote {args.out}: {len(m.graph.node)} nodes, "
           f"{sum(np.prod(t.dims) for t in m.graph.initializer) / 1e6:.1f} M parameters")
 
