@@ -26,6 +26,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
@@ -207,6 +208,19 @@ class ServerProcess {
             if (line.rfind("VmHWM:", 0) == 0) m.hwm_mb = std::stod(line.substr(6)) / 1024;
         }
         return m;
+    }
+
+    // User + system CPU seconds the server has used so far: with the machine shared, the CPU
+    // time per click is the figure that does not depend on what else runs.
+    double cpu_seconds() const {
+        std::ifstream in("/proc/" + std::to_string(pid_) + "/stat");
+        std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+        std::istringstream fields(text.substr(text.rfind(')') + 2));  // after "pid (comm) "
+        std::string field;
+        double ticks = 0;
+        for (int i = 3; i <= 15 && fields >> field; ++i)  // utime is field 14, stime 15
+            if (i >= 14) ticks += std::stod(field);
+        return ticks / static_cast<double>(sysconf(_SC_CLK_TCK));
     }
 
   private:
@@ -690,7 +704,15 @@ int run(const Options& o) {
             sessions.push_back(s["session_id"]);
         }
         const auto stages_before = stage_totals(http.send(http::verb::get, "/metrics").second);
+        const double cpu_before = server.cpu_seconds();
         report["load"] = run_clicks(o, server.port(), sessions, images, server);
+        const double cpu_used = server.cpu_seconds() - cpu_before;
+        const double messages = report["load"]["click_latency_ms"].value("count", 0.0) +
+                                report["load"]["undo_latency_ms"].value("count", 0.0) +
+                                report["load"]["reset_latency_ms"].value("count", 0.0);
+        report["load"]["server_cpu_s"] = std::round(cpu_used * 100) / 100;
+        report["load"]["server_cpu_ms_per_message"] =
+            messages > 0 ? json(std::round(cpu_used / messages * 1e5) / 100) : json(nullptr);
         report["load"]["clients"] = o.clients;
         report["load"]["output"] = o.output;
         const auto stages_after = stage_totals(http.send(http::verb::get, "/metrics").second);
