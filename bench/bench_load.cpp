@@ -26,6 +26,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
@@ -59,6 +60,7 @@ struct Options {
     int image_w = 1024, image_h = 768;
     int clients = 32;
     double duration_s = 20;
+    int think_ms = 0;  // pause between a reply and the next message, as a person takes
     long max_clicks = 100000;
     int idle_sessions = 100;
     int server_threads = 2;
@@ -73,6 +75,7 @@ struct Options {
                  "bench_load: %s\n"
                  "usage: bench_load --model PATH [--server build/splitseg] [--image FILE]...\n"
                  "  [--synth-images 4] [--image-size 1024x768] [--clients 32] [--duration 20]\n"
+                 "  [--think-ms 0]\n"
                  "  [--max-clicks N] [--idle-sessions 100] [--server-threads 2]\n"
                  "  [--server-omp N] [--output rle|png|polygon|none] [--seed 1]\n"
                  "  [--data-dir DIR] [--skip-missing-model]\n",
@@ -110,6 +113,8 @@ Options parse_options(int argc, char** argv) {
                 o.clients = std::stoi(v);
             else if (flag == "--duration")
                 o.duration_s = std::stod(v);
+            else if (flag == "--think-ms")
+                o.think_ms = std::stoi(v);
             else if (flag == "--max-clicks")
                 o.max_clicks = std::stol(v);
             else if (flag == "--idle-sessions")
@@ -130,7 +135,7 @@ Options parse_options(int argc, char** argv) {
     }
     if (o.model.empty()) usage("--model is required");
     if (o.clients < 1 || o.duration_s <= 0 || o.max_clicks < 1 || o.idle_sessions < 0 ||
-        o.synth_images < 0 || o.image_w < 16 || o.image_h < 16) {
+        o.synth_images < 0 || o.image_w < 16 || o.image_h < 16 || o.think_ms < 0) {
         usage("counts, sizes and the duration must be positive");
     }
     if (o.synth_images + o.image_files.size() == 0) usage("no images");
@@ -207,6 +212,19 @@ class ServerProcess {
             if (line.rfind("VmHWM:", 0) == 0) m.hwm_mb = std::stod(line.substr(6)) / 1024;
         }
         return m;
+    }
+
+    // User + system CPU seconds the server has used so far: with the machine shared, the CPU
+    // time per click is the figure that does not depend on what else runs.
+    double cpu_seconds() const {
+        std::ifstream in("/proc/" + std::to_string(pid_) + "/stat");
+        std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+        std::istringstream fields(text.substr(text.rfind(')') + 2));  // after "pid (comm) "
+        std::string field;
+        double ticks = 0;
+        for (int i = 3; i <= 15 && fields >> field; ++i)  // utime is field 14, stime 15
+            if (i >= 14) ticks += std::stod(field);
+        return ticks / static_cast<double>(sysconf(_SC_CLK_TCK));
     }
 
   private:
@@ -407,8 +425,10 @@ struct LoadState {
 class Clicker : public std::enable_shared_from_this<Clicker> {
   public:
     Clicker(net::io_context& ioc, LoadState& state, uint16_t port, std::string session_id,
-            const UploadedImage& image, const std::string& output, uint32_t seed)
+            const UploadedImage& image, const std::string& output, int think_ms, uint32_t seed)
         : ws_(ioc),
+          think_(ioc),
+          think_ms_(think_ms),
           state_(state),
           port_(port),
           session_id_(std::move(session_id)),
@@ -502,7 +522,9 @@ class Clicker : public std::enable_shared_from_this<Clicker> {
             state_.reset_ms.push_back(ms);
             points_ = 0;
         }
-        send_next();
+        if (think_ms_ == 0) return send_next();
+        think_.expires_after(std::chrono::milliseconds(think_ms_));
+        think_.async_wait([self = shared_from_this()](beast::error_code) { self->send_next(); });
     }
 
     void finish(const std::string& error) {
@@ -511,6 +533,8 @@ class Clicker : public std::enable_shared_from_this<Clicker> {
     }
 
     websocket::stream<beast::tcp_stream> ws_;
+    net::steady_timer think_;
+    int think_ms_;
     LoadState& state_;
     uint16_t port_;
     std::string session_id_;
@@ -534,9 +558,9 @@ json run_clicks(const Options& o, uint16_t port, const std::vector<std::string>&
     state.max_clicks = o.max_clicks;
     std::vector<std::shared_ptr<Clicker>> clickers;
     for (size_t i = 0; i < session_ids.size(); ++i) {
-        clickers.push_back(std::make_shared<Clicker>(ioc, state, port, session_ids[i],
-                                                     images[i % images.size()], o.output,
-                                                     o.seed * 1000 + static_cast<uint32_t>(i)));
+        clickers.push_back(std::make_shared<Clicker>(
+            ioc, state, port, session_ids[i], images[i % images.size()], o.output, o.think_ms,
+            o.seed * 1000 + static_cast<uint32_t>(i)));
     }
     // Everyone connects first; the clock starts when the last socket is open.
     for (auto& c : clickers) {
@@ -690,8 +714,17 @@ int run(const Options& o) {
             sessions.push_back(s["session_id"]);
         }
         const auto stages_before = stage_totals(http.send(http::verb::get, "/metrics").second);
+        const double cpu_before = server.cpu_seconds();
         report["load"] = run_clicks(o, server.port(), sessions, images, server);
+        const double cpu_used = server.cpu_seconds() - cpu_before;
+        const double messages = report["load"]["click_latency_ms"].value("count", 0.0) +
+                                report["load"]["undo_latency_ms"].value("count", 0.0) +
+                                report["load"]["reset_latency_ms"].value("count", 0.0);
+        report["load"]["server_cpu_s"] = std::round(cpu_used * 100) / 100;
+        report["load"]["server_cpu_ms_per_message"] =
+            messages > 0 ? json(std::round(cpu_used / messages * 1e5) / 100) : json(nullptr);
         report["load"]["clients"] = o.clients;
+        report["load"]["think_ms"] = o.think_ms;
         report["load"]["output"] = o.output;
         const auto stages_after = stage_totals(http.send(http::verb::get, "/metrics").second);
         json stages = json::object();

@@ -14,6 +14,7 @@
 #include "runtime/image.h"
 #include "service/mask_encoding.h"
 #include "service/mask_polygon.h"
+#include "store/crypto.h"
 
 namespace splitseg {
 
@@ -165,8 +166,10 @@ std::optional<Tensor> parse_mask_input(const json& body) {
         throw ApiError(400, "bad_request", "mask_input must be 256x256 low-res logits");
     }
     std::vector<uint8_t> bytes;
-    if (!base64_decode(m["f32_base64"].get<std::string>(), &bytes)) {
-        throw ApiError(400, "bad_request", "mask_input.f32_base64 is not base64");
+    try {
+        bytes = base64_decode(m["f32_base64"].get<std::string>());
+    } catch (const std::invalid_argument& e) {
+        throw ApiError(400, "bad_request", std::string("mask_input.f32_base64: ") + e.what());
     }
     if (bytes.size() != 256 * 256 * sizeof(float)) {
         throw ApiError(400, "bad_request", "mask_input must hold 256x256 float32 values");

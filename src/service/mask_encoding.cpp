@@ -78,33 +78,4 @@ std::string base64_encode(const uint8_t* data, size_t size) {
     return out;
 }
 
-bool base64_decode(const std::string& text, std::vector<uint8_t>* out) {
-    if (text.size() % 4 != 0) return false;
-    out->clear();
-    out->reserve(text.size() / 4 * 3);
-    auto value = [](char ch) -> int {
-        if (ch >= 'A' && ch <= 'Z') return ch - 'A';
-        if (ch >= 'a' && ch <= 'z') return ch - 'a' + 26;
-        if (ch >= '0' && ch <= '9') return ch - '0' + 52;
-        if (ch == '+') return 62;
-        if (ch == '/') return 63;
-        return -1;
-    };
-    for (size_t i = 0; i < text.size(); i += 4) {
-        const bool last = i + 4 == text.size();
-        const int pad = last ? (text[i + 3] == '=') + (text[i + 2] == '=') : 0;
-        if (pad == 1 && text[i + 2] == '=') return false;  // "x=y=" is not padding
-        uint32_t triple = 0;
-        for (int k = 0; k < 4; ++k) {
-            const int v = k >= 4 - pad ? 0 : value(text[i + k]);
-            if (v < 0) return false;
-            triple = (triple << 6) | static_cast<uint32_t>(v);
-        }
-        out->push_back(static_cast<uint8_t>(triple >> 16));
-        if (pad < 2) out->push_back(static_cast<uint8_t>(triple >> 8));
-        if (pad < 1) out->push_back(static_cast<uint8_t>(triple));
-    }
-    return true;
-}
-
 }  // namespace splitseg

@@ -22,7 +22,5 @@ struct MaskExtent {
 MaskExtent mask_extent(const uint8_t* mask, int width, int height);
 
 std::string base64_encode(const uint8_t* data, size_t size);
-// Standard alphabet with padding; false on any other character or a bad length.
-bool base64_decode(const std::string& text, std::vector<uint8_t>* out);
 
 }  // namespace splitseg

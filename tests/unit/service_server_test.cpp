@@ -197,6 +197,24 @@ TEST(ServiceServer, AnswersOverKeepAliveConnectionsAndStopsPromptly) {
     EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(3));
 }
 
+TEST(ServiceServer, RateLimitedRequestsGetA429OverHttp) {
+    test::ApiFixture f(nullptr, {}, {}, [](ApiOptions& o) {
+        o.rate_limit.per_second = 1;
+        o.rate_limit.burst = 2;
+    });
+    Server server(*f.api, loopback_options());
+    server.start();
+    Client client(server.port());
+    // The two allowed requests are answered (no such image); the third is refused.
+    EXPECT_EQ(client.send(http::verb::get, "/api/v1/images?ids=a").result_int(), 200);
+    EXPECT_EQ(client.send(http::verb::get, "/api/v1/images?ids=a").result_int(), 200);
+    auto limited = client.send(http::verb::get, "/api/v1/images?ids=a");
+    EXPECT_EQ(limited.result_int(), 429);
+    EXPECT_EQ(json::parse(limited.body())["error"]["code"], "rate_limited");
+    EXPECT_FALSE(limited[http::field::retry_after].empty());
+    EXPECT_EQ(client.send(http::verb::get, "/healthz").result_int(), 200);
+}
+
 TEST(ServiceServer, UploadEncodeInferAndSessionOverHttp) {
     SPLITSEG_REQUIRE_TINY_MODEL();
     test::ApiFixture f(test::tiny_model());
