@@ -398,7 +398,9 @@ TEST_F(ServiceApiEncoded, PolygonsCarryTheirHoles) {
     const Response r = call("POST", "/api/v1/images/" + id + "/infer",
                             R"({"points":[[32,24,1]],"multimask":true,"output":"polygon"})");
     ASSERT_EQ(r.status, 200) << r.body;
-    for (const json& m : body_json(r)["masks"]) {
+    // Named: a range-for over body_json(r)["masks"] would outlive the temporary json (ASan).
+    const json body = body_json(r);
+    for (const json& m : body["masks"]) {
         ASSERT_TRUE(m["holes"].is_array());
         EXPECT_EQ(m["holes"].size(), m["polygons"].size());
     }
