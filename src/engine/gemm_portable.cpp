@@ -22,27 +22,16 @@ inline v4f load4(const float* p) {
     return v;
 }
 
-// Rows [i0, i0 + mc) x depth [k0, k0 + kc) of op(A) as panels of MR rows, each [kc][MR]; rows
-// past mc are zero.
-void pack_a(bool trans, const float* A, int64_t lda, int64_t i0, int64_t mc, int64_t k0, int64_t kc,
-            float* out) {
-    for (int64_t p = 0; p < mc; p += MR)
+// Rows [i0, i0 + n) x depth [k0, k0 + kc) of op(X) as panels of W rows, each [kc][W]; rows
+// past n are zero. op(A)'s rows make A's panels (W = MR); op(B)'s columns are the rows of
+// op(B)^T, which is B read with the opposite transpose (W = NR).
+void pack_panels(int64_t W, bool trans, const float* X, int64_t ldx, int64_t i0, int64_t n,
+                 int64_t k0, int64_t kc, float* out) {
+    for (int64_t p = 0; p < n; p += W)
         for (int64_t k = 0; k < kc; ++k)
-            for (int64_t r = 0; r < MR; ++r) {
+            for (int64_t r = 0; r < W; ++r) {
                 const int64_t i = i0 + p + r, kk = k0 + k;
-                *out++ = p + r < mc ? (trans ? A[kk * lda + i] : A[i * lda + kk]) : 0.0f;
-            }
-}
-
-// Depth [k0, k0 + kc) x columns [j0, j0 + nc) of op(B) as panels of NR columns, each [kc][NR];
-// columns past nc are zero.
-void pack_b(bool trans, const float* B, int64_t ldb, int64_t k0, int64_t kc, int64_t j0, int64_t nc,
-            float* out) {
-    for (int64_t q = 0; q < nc; q += NR)
-        for (int64_t k = 0; k < kc; ++k)
-            for (int64_t c = 0; c < NR; ++c) {
-                const int64_t j = j0 + q + c, kk = k0 + k;
-                *out++ = q + c < nc ? (trans ? B[j * ldb + kk] : B[kk * ldb + j]) : 0.0f;
+                *out++ = p + r < n ? (trans ? X[kk * ldx + i] : X[i * ldx + kk]) : 0.0f;
             }
 }
 
@@ -79,10 +68,10 @@ void gemm_portable(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, 
         for (int64_t k0 = 0; k0 < K; k0 += KC) {
             const int64_t kc = std::min(KC, K - k0);
             const bool first = k0 == 0;  // the first depth block applies beta, later ones add
-            pack_b(trans_b, B, ldb, k0, kc, j0, nc, b_pack.data());
+            pack_panels(NR, !trans_b, B, ldb, j0, nc, k0, kc, b_pack.data());
             for (int64_t i0 = 0; i0 < M; i0 += MC) {
                 const int64_t mc = std::min(MC, M - i0);
-                pack_a(trans_a, A, lda, i0, mc, k0, kc, a_pack.data());
+                pack_panels(MR, trans_a, A, lda, i0, mc, k0, kc, a_pack.data());
                 for (int64_t q = 0; q < nc; q += NR) {
                     for (int64_t p = 0; p < mc; p += MR) {
                         tile(kc, a_pack.data() + p * kc, b_pack.data() + q * kc, acc);
