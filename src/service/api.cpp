@@ -209,14 +209,15 @@ json masks_json(const Masks& masks, const OutputOptions& out) {
             for (uint8_t& v : gray) v = v ? 255 : 0;
             const std::vector<uint8_t> png =
                 encode_png_gray(gray.data(), masks.width, masks.height);
-            m["png"] = base64_encode(png.data(), png.size());
+            m["png"] = base64_encode(png);
         }
         if (out.logits) {
             const int64_t n = masks.low_res_logits.numel() / masks.count();
             const float* p = masks.low_res_logits.data() + n * i;
-            m["low_res_logits"] = {{"shape", {256, 256}},
-                                   {"f32_base64", base64_encode(reinterpret_cast<const uint8_t*>(p),
-                                                                n * sizeof(float))}};
+            m["low_res_logits"] = {
+                {"shape", {256, 256}},
+                {"f32_base64",
+                 base64_encode(std::span(reinterpret_cast<const uint8_t*>(p), n * sizeof(float)))}};
         }
         list.push_back(std::move(m));
     }

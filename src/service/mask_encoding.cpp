@@ -60,22 +60,4 @@ MaskExtent mask_extent(const uint8_t* mask, int width, int height) {
     return e;
 }
 
-std::string base64_encode(const uint8_t* data, size_t size) {
-    static const char kAlphabet[] =
-        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    std::string out;
-    out.reserve((size + 2) / 3 * 4);
-    for (size_t i = 0; i < size; i += 3) {
-        const uint32_t b0 = data[i];
-        const uint32_t b1 = i + 1 < size ? data[i + 1] : 0;
-        const uint32_t b2 = i + 2 < size ? data[i + 2] : 0;
-        const uint32_t triple = (b0 << 16) | (b1 << 8) | b2;
-        out.push_back(kAlphabet[(triple >> 18) & 63]);
-        out.push_back(kAlphabet[(triple >> 12) & 63]);
-        out.push_back(i + 1 < size ? kAlphabet[(triple >> 6) & 63] : '=');
-        out.push_back(i + 2 < size ? kAlphabet[triple & 63] : '=');
-    }
-    return out;
-}
-
 }  // namespace splitseg

@@ -1,5 +1,5 @@
 // Mask outputs for the API: COCO run-length encoding (as pycocotools writes it), bounding boxes
-// and base64 for binary payloads (PNG masks, logits).
+// (binary payloads go out as base64: store/crypto.h).
 #pragma once
 
 #include <array>
@@ -20,7 +20,5 @@ struct MaskExtent {
     int64_t area = 0;                     // pixels inside
 };
 MaskExtent mask_extent(const uint8_t* mask, int width, int height);
-
-std::string base64_encode(const uint8_t* data, size_t size);
 
 }  // namespace splitseg

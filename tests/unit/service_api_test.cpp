@@ -8,6 +8,7 @@
 
 #include "service/mask_encoding.h"
 #include "service_test_util.h"
+#include "store/crypto.h"
 
 namespace splitseg {
 namespace {
@@ -378,7 +379,7 @@ TEST_F(ServiceApiEncoded, MaskInputFeedsTheDecoder) {
 
     const std::vector<float> nan(256 * 256, std::nanf(""));
     const std::string nan_b64 =
-        base64_encode(reinterpret_cast<const uint8_t*>(nan.data()), nan.size() * 4);
+        base64_encode(std::span(reinterpret_cast<const uint8_t*>(nan.data()), nan.size() * 4));
     const std::string bad[] = {
         R"({"points":[[1,1,1]],"mask_input":"x"})",
         R"({"points":[[1,1,1]],"mask_input":{"f32_base64":"!!!!"}})",

@@ -39,16 +39,5 @@ TEST(MaskExtent, BoxAndAreaOfTheInsidePixels) {
     EXPECT_EQ(mask_extent(none, 2, 1).bbox, (std::array<int, 4>{0, 0, 0, 0}));
 }
 
-TEST(Base64, PadsAsRfc4648) {
-    auto enc = [](const std::string& s) {
-        return base64_encode(reinterpret_cast<const uint8_t*>(s.data()), s.size());
-    };
-    EXPECT_EQ(enc(""), "");
-    EXPECT_EQ(enc("M"), "TQ==");
-    EXPECT_EQ(enc("Ma"), "TWE=");
-    EXPECT_EQ(enc("Man"), "TWFu");
-    EXPECT_EQ(enc("\xff\xfe"), "//4=");
-}
-
 }  // namespace
 }  // namespace splitseg

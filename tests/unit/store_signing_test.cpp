@@ -10,6 +10,15 @@ namespace {
 const char* kAzuriteKey =
     "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
 
+TEST(Base64, PadsAsRfc4648) {
+    auto enc = [](const std::string& s) { return base64_encode(bytes_of(s)); };
+    EXPECT_EQ(enc(""), "");
+    EXPECT_EQ(enc("M"), "TQ==");
+    EXPECT_EQ(enc("Ma"), "TWE=");
+    EXPECT_EQ(enc("Man"), "TWFu");
+    EXPECT_EQ(enc("\xff\xfe"), "//4=");
+}
+
 // Known answers: FIPS 180-2 and RFC 4231 (test case 2).
 TEST(StoreCrypto, KnownAnswers) {
     EXPECT_EQ(to_hex(sha256(bytes_of("abc"))),
