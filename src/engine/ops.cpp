@@ -6,6 +6,12 @@
 #include "engine/gemm_portable.h"
 #else
 #include <dnnl.h>
+
+#include <array>
+#include <map>
+#include <mutex>
+
+#include "engine/onednn.h"
 #endif
 #include <omp.h>
 
@@ -41,6 +47,70 @@ void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alp
                                   B, ldb, beta, C, ldc);
     if (st != dnnl_success) throw std::runtime_error("dnnl_sgemm failed");
 #endif
+}
+
+#ifndef SPLITSEG_WASM
+// One matmul primitive per problem (shapes, strides, beta), made on first use: creating one
+// costs far more than the small products of the prompt decoder it serves.
+using Bf16Problem = std::array<int64_t, 9>;  // trans_a, trans_b, M, N, K, lda, ldb, ldc, beta
+
+struct Bf16Product {
+    dnnl::matmul matmul;
+    dnnl::memory::desc a, b, c, scratch;
+};
+
+static const Bf16Product& bf16_product(const Bf16Problem& p) {
+    static std::mutex mutex;
+    static std::map<Bf16Problem, Bf16Product> products;
+    std::lock_guard<std::mutex> lock(mutex);
+    auto it = products.find(p);
+    if (it != products.end()) return it->second;
+    const auto [trans_a, trans_b, M, N, K, lda, ldb, ldc, beta] = p;
+    using onednn::dt;
+    const auto a =
+        trans_a ? onednn::transposed(K, M, lda, dt::bf16) : onednn::rows(M, K, lda, dt::bf16);
+    const auto b =
+        trans_b ? onednn::transposed(N, K, ldb, dt::bf16) : onednn::rows(K, N, ldb, dt::bf16);
+    dnnl::primitive_attr attr = onednn::own_scratchpad();
+    if (beta) {
+        dnnl::post_ops ops;
+        ops.append_sum(1.0f);
+        attr.set_post_ops(ops);
+    }
+    const dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(a, b, onednn::rows(M, N, ldc)), attr,
+                                          onednn::cpu());
+    return products
+        .emplace(p, Bf16Product{dnnl::matmul(pd), a, b, pd.dst_desc(), pd.scratchpad_desc()})
+        .first->second;
+}
+#endif
+
+void gemm_bf16(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const uint16_t* A,
+               int64_t lda, const uint16_t* B, int64_t ldb, float beta, float* C, int64_t ldc) {
+    if (beta != 0.0f && beta != 1.0f) throw std::invalid_argument("gemm_bf16: beta is 0 or 1");
+    if (M == 0 || N == 0) return;
+#ifdef SPLITSEG_WASM
+    (void)trans_a, (void)trans_b, (void)K, (void)A, (void)lda, (void)B, (void)ldb, (void)C,
+        (void)ldc;
+    throw std::runtime_error("gemm_bf16: no bf16 products in the WASM build");
+#else
+    const Bf16Product& product =
+        bf16_product({trans_a, trans_b, M, N, K, lda, ldb, ldc, beta != 0.0f});
+    const dnnl::engine& eng = onednn::cpu();
+    const onednn::Scratchpad scratch(product.scratch.get_size());  // per call: calls run at once
+    dnnl::stream stream(eng);
+    product.matmul.execute(
+        stream, {{DNNL_ARG_SRC, dnnl::memory(product.a, eng, const_cast<uint16_t*>(A))},
+                 {DNNL_ARG_WEIGHTS, dnnl::memory(product.b, eng, const_cast<uint16_t*>(B))},
+                 {DNNL_ARG_DST, dnnl::memory(product.c, eng, C)},
+                 {DNNL_ARG_SCRATCHPAD, scratch.memory()}});
+    stream.wait();
+#endif
+}
+
+void to_bf16(const float* x, int64_t n, uint16_t* out) {
+#pragma omp parallel for simd if (n > 65536)
+    for (int64_t i = 0; i < n; ++i) out[i] = f32_to_bf16_finite(x[i]);
 }
 
 void linear(const float* x, int64_t M, int64_t K, const float* W, const float* b, int64_t N,
@@ -105,24 +175,60 @@ void layer_norm(Tensor& x, const Tensor& weight, const Tensor& bias, float eps) 
     layer_norm(x.data(), x.data(), x.numel() / C, C, weight.data(), bias.data(), eps);
 }
 
-void layer_norm_channels(Tensor& x, const Tensor& weight, const Tensor& bias, float eps) {
+void layer_norm_channels(Tensor& x, const Tensor& weight, const Tensor& bias, float eps,
+                         const ChannelNormExtras& extras) {
     const int64_t C = x.dim(0), HW = x.numel() / C;
+    const float* add_first = extras.add_first;
+    Tensor* x_pe = extras.x_pe;
+    if (x_pe && x_pe->numel() != x.numel()) *x_pe = Tensor(x.shape());
     float* d = x.data();
-    std::vector<float> mean(HW, 0.0f), var(HW, 0.0f);
-    for (int64_t c = 0; c < C; ++c)
-        for (int64_t i = 0; i < HW; ++i) mean[i] += d[c * HW + i];
-    for (int64_t i = 0; i < HW; ++i) mean[i] /= C;
-    for (int64_t c = 0; c < C; ++c)
-        for (int64_t i = 0; i < HW; ++i) {
-            const float t = d[c * HW + i] - mean[i];
-            var[i] += t * t;
-        }
-    for (int64_t i = 0; i < HW; ++i) var[i] = 1.0f / std::sqrt(var[i] / C + eps);
+    // Blocks of pixels in parallel, each normalised across the channels in one pass over its
+    // columns (they stay in L1/L2 between the statistics and the output).
+    constexpr int64_t kBlock = 1024;
+    const int64_t blocks = (HW + kBlock - 1) / kBlock;
 #pragma omp parallel for if (C * HW > 65536)
-    for (int64_t c = 0; c < C; ++c) {
-        float* row = d + c * HW;
-        const float w = weight[c], b = bias[c];
-        for (int64_t i = 0; i < HW; ++i) row[i] = (row[i] - mean[i]) * var[i] * w + b;
+    for (int64_t b = 0; b < blocks; ++b) {
+        const int64_t i0 = b * kBlock, n = std::min(kBlock, HW - i0);
+        float mean[kBlock] = {}, inv_std[kBlock] = {};
+        // (x + add_first) is recomputed in each pass rather than stored: one write pass less.
+        for (int64_t c = 0; c < C; ++c) {
+            const float* row = d + c * HW + i0;
+            const float a = add_first ? add_first[c] : 0.0f;
+#pragma omp simd
+            for (int64_t i = 0; i < n; ++i) mean[i] += row[i] + a;
+        }
+        for (int64_t i = 0; i < n; ++i) mean[i] /= C;
+        for (int64_t c = 0; c < C; ++c) {
+            const float* row = d + c * HW + i0;
+            const float a = add_first ? add_first[c] : 0.0f;
+#pragma omp simd
+            for (int64_t i = 0; i < n; ++i) {
+                const float t = row[i] + a - mean[i];
+                inv_std[i] += t * t;
+            }
+        }
+        for (int64_t i = 0; i < n; ++i) inv_std[i] = 1.0f / std::sqrt(inv_std[i] / C + eps);
+        for (int64_t c = 0; c < C; ++c) {
+            float* row = d + c * HW + i0;
+            const float a = add_first ? add_first[c] : 0.0f, w = weight[c], bc = bias[c];
+#pragma omp simd
+            for (int64_t i = 0; i < n; ++i) row[i] = (row[i] + a - mean[i]) * inv_std[i] * w + bc;
+            if (extras.x_bf16) {
+                uint16_t* out = extras.x_bf16 + c * HW + i0;
+#pragma omp simd
+                for (int64_t i = 0; i < n; ++i) out[i] = f32_to_bf16_finite(row[i]);
+            }
+            if (!x_pe) continue;
+            const float* p = extras.pe->data() + c * HW + i0;
+            float* out = x_pe->data() + c * HW + i0;
+#pragma omp simd
+            for (int64_t i = 0; i < n; ++i) out[i] = row[i] + p[i];
+            if (extras.x_pe_bf16) {
+                uint16_t* out_bf16 = extras.x_pe_bf16 + c * HW + i0;
+#pragma omp simd
+                for (int64_t i = 0; i < n; ++i) out_bf16[i] = f32_to_bf16_finite(out[i]);
+            }
+        }
     }
 }
 

@@ -18,6 +18,14 @@ int num_threads();
 void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
           int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc);
 
+// gemm() with both operands in bfloat16 (raw bits), accumulating in f32: C = op(A) op(B) + beta C
+// with beta 0 or 1. Runs on AMX / AVX512-BF16 through oneDNN; the WASM build has no bf16 path
+// and throws. Safe to call from several threads at once.
+void gemm_bf16(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const uint16_t* A,
+               int64_t lda, const uint16_t* B, int64_t ldb, float beta, float* C, int64_t ldc);
+// out[i] = x[i] rounded to bfloat16 (x finite), i < n.
+void to_bf16(const float* x, int64_t n, uint16_t* out);
+
 // y[M, N] = x[M, K] * W[N, K]^T + b[N] (b may be null).
 void linear(const float* x, int64_t M, int64_t K, const float* W, const float* b, int64_t N,
             float* y);
@@ -34,8 +42,17 @@ void layer_norm(Tensor& x, const Tensor& weight, const Tensor& bias, float eps);
 // y[rows, C] = LayerNorm(x[rows, C]) over the last dimension; y may be x.
 void layer_norm(const float* x, float* y, int64_t rows, int64_t C, const float* weight,
                 const float* bias, float eps);
+// What layer_norm_channels can do in the same pass over x (the prompt decoder's image tokens).
+struct ChannelNormExtras {
+    const float* add_first = nullptr;  // [C]: added to each channel before normalising
+    const Tensor* pe = nullptr;        // with x_pe: x_pe = x + pe after normalising
+    Tensor* x_pe = nullptr;
+    uint16_t* x_bf16 = nullptr;     // the result rounded to bfloat16
+    uint16_t* x_pe_bf16 = nullptr;  // x_pe rounded to bfloat16
+};
 // LayerNorm2d: in place over channels of x [C, H, W] (per pixel).
-void layer_norm_channels(Tensor& x, const Tensor& weight, const Tensor& bias, float eps);
+void layer_norm_channels(Tensor& x, const Tensor& weight, const Tensor& bias, float eps,
+                         const ChannelNormExtras& extras = {});
 
 void gelu(Tensor& x);  // exact (erf) GELU, PyTorch's default
 void relu(Tensor& x);

@@ -89,7 +89,10 @@ Masks decode_prompts(const SamDecoder& decoder, ModelFamily family, const Decode
         return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t)
             .count();
     };
-    DecoderOutput out = decoder.decode(image, to_model_prompt(geom, prompts), prompts.multimask);
+    const MaskChoice choice = !prompts.multimask  ? MaskChoice::Single
+                              : prompts.best_only ? MaskChoice::BestOfMultimask
+                                                  : MaskChoice::Multimask;
+    DecoderOutput out = decoder.decode(image, to_model_prompt(geom, prompts), choice);
     Masks m;
     m.decoder_ms = ms_since(start);
     const auto upscale_start = std::chrono::steady_clock::now();
