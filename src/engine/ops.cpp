@@ -593,8 +593,10 @@ static std::vector<LerpTap> lerp_taps(int64_t in, int64_t out) {
     return taps;
 }
 
-Tensor interpolate_bilinear(const Tensor& x, int64_t oh, int64_t ow, int64_t keep_h,
-                            int64_t keep_w) {
+// The resize of interpolate_bilinear into out [C, keep_h, keep_w], each value through emit(v).
+template <typename T, typename Emit>
+static void interpolate_bilinear_into(const Tensor& x, int64_t oh, int64_t ow, int64_t keep_h,
+                                      int64_t keep_w, T* out, Emit emit) {
     const int64_t C = x.dim(0), H = x.dim(1), W = x.dim(2);
     keep_h = keep_h > 0 ? keep_h : oh;
     keep_w = keep_w > 0 ? keep_w : ow;
@@ -605,7 +607,6 @@ Tensor interpolate_bilinear(const Tensor& x, int64_t oh, int64_t ow, int64_t kee
     ty.resize(keep_h);
     tx.resize(keep_w);
     const bool copy_rows = W == ow;  // the width pass would be the identity
-    Tensor y({C, keep_h, keep_w});
     // Blocks of output rows run in parallel; each lerps the input rows it needs along the width
     // once into a two-row cache (rows i0 and i0 + 1 differ in parity), then lerps down the
     // height: PyTorch's order of operations without a full-size intermediate.
@@ -634,16 +635,30 @@ Tensor interpolate_bilinear(const Tensor& x, int64_t oh, int64_t ow, int64_t kee
                     const LerpTap t = ty[oy];
                     const float* r0 = input_row(t.i0);
                     const float* r1 = input_row(t.i1);
-                    float* dst = y.data() + (c * keep_h + oy) * keep_w;
+                    T* dst = out + (c * keep_h + oy) * keep_w;
                     if (t.w1 == 0.0f) {
-                        std::memcpy(dst, r0, keep_w * sizeof(float));
+                        for (int64_t ox = 0; ox < keep_w; ++ox) dst[ox] = emit(r0[ox]);
                         continue;
                     }
-                    for (int64_t ox = 0; ox < keep_w; ++ox) dst[ox] = t.w0 * r0[ox] + t.w1 * r1[ox];
+                    for (int64_t ox = 0; ox < keep_w; ++ox)
+                        dst[ox] = emit(t.w0 * r0[ox] + t.w1 * r1[ox]);
                 }
             }
     }
+}
+
+Tensor interpolate_bilinear(const Tensor& x, int64_t oh, int64_t ow, int64_t keep_h,
+                            int64_t keep_w) {
+    Tensor y({x.dim(0), keep_h > 0 ? keep_h : oh, keep_w > 0 ? keep_w : ow});
+    interpolate_bilinear_into(x, oh, ow, keep_h, keep_w, y.data(), [](float v) { return v; });
     return y;
+}
+
+std::vector<uint8_t> interpolate_bilinear_positive(const Tensor& x, int64_t oh, int64_t ow) {
+    std::vector<uint8_t> masks(static_cast<size_t>(x.dim(0) * oh * ow));
+    interpolate_bilinear_into(x, oh, ow, 0, 0, masks.data(),
+                              [](float v) { return static_cast<uint8_t>(v > 0.0f); });
+    return masks;
 }
 
 // Four source indices (clamped to the border) and weights of one output coordinate, as PyTorch's

@@ -100,10 +100,11 @@ Masks decode_prompts(const SamDecoder& decoder, ModelFamily family, const Decode
     m.height = geom.orig_h;
     m.iou = std::move(out.iou);
     m.low_res_logits = std::move(out.low_res_logits);
-    if (output != MaskOutput::LowResOnly) {
-        Tensor logits = upscale_logits(m.low_res_logits, geom);
-        m.masks = masks_from_logits(logits);
-        if (output == MaskOutput::Logits) m.logits = std::move(logits);
+    if (output == MaskOutput::Masks) {
+        m.masks = upscale_masks(m.low_res_logits, geom);
+    } else if (output == MaskOutput::Logits) {
+        m.logits = upscale_logits(m.low_res_logits, geom);
+        m.masks = masks_from_logits(m.logits);
     }
     m.upscale_ms = ms_since(upscale_start);
     // SAM 2.1's predictor upscales the raw logits, then clamps the low-res ones it returns
