@@ -35,6 +35,14 @@ int num_threads() {
     return g_threads > 0 ? g_threads : omp_get_max_threads();
 }
 
+ThreadCap::ThreadCap(int threads) : previous_(omp_get_max_threads()) {
+    omp_set_num_threads(std::max(1, std::min(threads, previous_)));
+}
+
+ThreadCap::~ThreadCap() {
+    omp_set_num_threads(previous_);
+}
+
 void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
           int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
     if (M == 0 || N == 0) return;

@@ -15,6 +15,19 @@ namespace splitseg {
 // Threads used by every kernel (OpenMP and the GEMM library). n <= 0 means all cores.
 void set_num_threads(int n);
 int num_threads();
+// Caps the threads of the kernels the calling thread runs (its OpenMP team size, which oneDNN
+// follows) while it lives: a server running several decodes at once gives each one thread
+// instead of oversubscribing the cores with teams that spin-wait on each other.
+class ThreadCap {
+  public:
+    explicit ThreadCap(int threads);
+    ~ThreadCap();
+    ThreadCap(const ThreadCap&) = delete;
+    ThreadCap& operator=(const ThreadCap&) = delete;
+
+  private:
+    int previous_;
+};
 
 // Row-major C[M,N] = alpha * op(A) * op(B) + beta * C, with op = transpose when trans_* is set.
 void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
