@@ -324,6 +324,7 @@ TEST(ServiceServer, UploadEncodeInferAndSessionOverHttp) {
     ASSERT_EQ(bin["body"]["masks"].size(), 3u);
     EXPECT_EQ(bin["frames"], 3);
     ASSERT_EQ(replies[3].frames.size(), 3u);
+    int64_t inside = 0;  // the masks compared are not all empty
     for (size_t i = 0; i < 3; ++i) {
         const json& by_rle = rle["body"]["masks"][i];
         const json& by_frame = bin["body"]["masks"][i];
@@ -339,7 +340,9 @@ TEST(ServiceServer, UploadEncodeInferAndSessionOverHttp) {
             test::coco_rle_decode(by_rle["rle"]["counts"], frame.width, frame.height);
         EXPECT_EQ(frame.mask, expected) << "mask " << i;
         EXPECT_EQ(std::count(expected.begin(), expected.end(), 1), by_rle["area"]);
+        inside += by_rle["area"].get<int64_t>();
     }
+    EXPECT_GT(inside, 0);
     EXPECT_EQ(json::parse(replies[4].text)["frames"], 1);  // later clicks: the best mask only
     ASSERT_EQ(replies[4].frames.size(), 1u);
     const json undone = json::parse(replies[5].text);
