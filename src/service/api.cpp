@@ -703,7 +703,10 @@ Response Api::get_embedding(Context& c) {
         return r;
     }
     r.set_header("Content-Type", "application/octet-stream");
-    const std::string range = c.request.header("range");
+    std::string range = c.request.header("range");
+    // RFC 9110 14.2: a Range in another unit must be ignored; several ranges (which would need
+    // a multipart/byteranges answer) may be, and are: both get the whole bundle.
+    if (range.rfind("bytes=", 0) != 0 || range.find(',') != std::string::npos) range.clear();
     const size_t size = bundle->size();
     size_t first = 0, last = size - 1;
     if (!range.empty()) {

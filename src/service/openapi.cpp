@@ -62,6 +62,8 @@ const char* Api::openapi_document() {
          "no_model",
          "too_many_sessions",
          "rate_limited",
+         "invalid_multipart",
+         "part_too_large",
          "internal"
         ]
        },
@@ -502,6 +504,7 @@ const char* Api::openapi_document() {
   "/api/v1/images/{id}/embedding": {
    "get": {
     "summary": "The embedding bundle (safetensors); ETag, immutable caching, Range",
+    "description": "Range: one byte range (bytes=a-b, a- or -n) answers 206 with Content-Range, an unsatisfiable or malformed one 416; another unit or several ranges are ignored (200, the whole bundle).",
     "responses": {
      "200": {
       "description": "success"

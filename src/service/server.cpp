@@ -11,13 +11,14 @@
 #include <boost/beast/http.hpp>
 #include <boost/beast/websocket.hpp>
 #include <cctype>
-#include <cstdio>
-#include <ctime>
+#include <cmath>
 #include <list>
 #include <mutex>
 #include <nlohmann/json.hpp>
 #include <thread>
 #include <vector>
+
+#include "service/log.h"
 
 namespace splitseg {
 
@@ -56,12 +57,11 @@ http::response<http::string_body> to_beast(Response&& response, unsigned version
 }
 
 void log_request(const std::string& method, const std::string& target, int status, double ms) {
-    const nlohmann::json line = {{"ts", std::time(nullptr)},
-                                 {"method", method},
-                                 {"path", target.substr(0, target.find('?'))},
-                                 {"status", status},
-                                 {"ms", std::round(ms * 100) / 100}};
-    std::fprintf(stderr, "%s\n", line.dump().c_str());
+    log_json({{"event", "request"},
+              {"method", method},
+              {"path", target.substr(0, target.find('?'))},
+              {"status", status},
+              {"ms", std::round(ms * 100) / 100}});
 }
 
 }  // namespace

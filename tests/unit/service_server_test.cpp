@@ -55,9 +55,11 @@ class Client {
     }
 
     http::response<http::string_body> send(http::verb method, const std::string& target,
-                                           const std::string& body = "") {
+                                           const std::string& body = "",
+                                           const std::string& content_type = "") {
         http::request<http::string_body> req{method, target, 11};
         req.set(http::field::host, "127.0.0.1");
+        if (!content_type.empty()) req.set(http::field::content_type, content_type);
         req.body() = body;
         req.prepare_payload();
         http::response_parser<http::string_body> parser;
@@ -220,6 +222,46 @@ TEST(ServiceServer, AnswersOverKeepAliveConnectionsAndStopsPromptly) {
     EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(3));
 }
 
+// A client that sends part of a request and then nothing (slowloris) is disconnected after the
+// read timeout, in the headers and in the body alike.
+TEST(ServiceServer, SlowClientsAreCutOffAfterTheReadTimeout) {
+    test::ApiFixture f(nullptr);
+    ServerOptions options = loopback_options();
+    options.read_timeout = std::chrono::seconds(1);
+    Server server(*f.api, options);
+    server.start();
+    for (const std::string partial :
+         {"GET /healthz HTTP/1.1\r\nHost: x\r\n",
+          "POST /api/v1/images HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nabc"}) {
+        Client client(server.port());
+        const auto start = std::chrono::steady_clock::now();
+        try {
+            const std::string got = client.send_raw(partial, "never sent");
+            ADD_FAILURE() << "got " << got;
+        } catch (const beast::system_error& e) {
+            EXPECT_EQ(e.code(), net::error::eof) << e.code().message();
+        }
+        const auto waited = std::chrono::steady_clock::now() - start;
+        EXPECT_GE(waited, std::chrono::milliseconds(900));
+        EXPECT_LT(waited, std::chrono::seconds(4));
+    }
+}
+
+// Request targets are bytes: one that is not UTF-8 must still be answered (a JSON error) and
+// logged, not take the io thread down while its log line is serialised.
+TEST(ServiceServer, TargetsThatAreNotUtf8AreAnsweredAndLogged) {
+    test::ApiFixture f(nullptr);
+    ServerOptions options = loopback_options();
+    options.log_requests = true;
+    Server server(*f.api, options);
+    server.start();
+    Client client(server.port());
+    const std::string answer =
+        client.send_raw("GET /api/v1/\xff\xfe HTTP/1.1\r\nHost: x\r\n\r\n", "}}");
+    EXPECT_EQ(answer.rfind("HTTP/1.1 4", 0), 0u) << answer;
+    EXPECT_EQ(client.send(http::verb::get, "/healthz").result_int(), 200);
+}
+
 TEST(ServiceServer, RateLimitedRequestsGetA429OverHttp) {
     test::ApiFixture f(nullptr, {}, {}, [](ApiOptions& o) {
         o.rate_limit.per_second = 1;
@@ -262,6 +304,15 @@ TEST(ServiceServer, UploadEncodeInferAndSessionOverHttp) {
         if (status != "completed") std::this_thread::sleep_for(std::chrono::milliseconds(50));
     }
     ASSERT_EQ(status, "completed");
+
+    // The same image as the file part of a multipart/form-data body: the same id.
+    auto multipart = client.send(http::verb::post, "/api/v1/images",
+                                 "--zz\r\nContent-Disposition: form-data; name=\"image\"; "
+                                 "filename=\"x.png\"\r\n\r\n" +
+                                     test::test_png(7) + "\r\n--zz--\r\n",
+                                 "multipart/form-data; boundary=zz");
+    EXPECT_EQ(multipart.result_int(), 200) << multipart.body();
+    EXPECT_EQ(json::parse(multipart.body())["id"], id);
 
     auto masks = client.send(http::verb::post, "/api/v1/images/" + id + "/infer",
                              R"({"points":[[32,24,1]]})");
