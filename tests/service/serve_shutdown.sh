@@ -10,7 +10,7 @@ splitseg=$1
 golden=${SPLITSEG_GOLDEN_DIR:-$(dirname "$0")/../../../shared/golden}
 model=$golden/sam-vit-tiny/weights.pth
 [ -f "$model" ] || { echo "skip: no $model"; exit 77; }
-n=${SERVE_SHUTDOWN_IMAGES:-16}
+n=${SERVE_SHUTDOWN_IMAGES:-6}
 dir=$(mktemp -d "${TMPDIR:-/tmp}/serve-stop.XXXXXX")
 pid=""
 trap '[ -n "$pid" ] && kill $pid 2>/dev/null; wait 2>/dev/null; rm -rf "$dir"' EXIT
@@ -57,7 +57,7 @@ fi
 
 start_serve second
 list=$(IFS=,; echo "${ids[*]}")
-for _ in $(seq 600); do
+for _ in $(seq 1500); do
     statuses=$(curl -sf "$url/api/v1/images?ids=$list")
     if echo "$statuses" | grep -qE '"status":"(failed|missing|not_found)"'; then
         echo "an encode was lost or failed: $statuses"
