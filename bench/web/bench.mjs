@@ -1,6 +1,8 @@
 // One click in Debian's headless Chromium: splitseg's WASM decoder against onnxruntime-web's WASM
 // backend on the ONNX export of the same decoder weights, the same embedding and the same click.
-//   node bench.mjs --data DIR [--wasm DIR] [--threads 1[,2]] [--rounds 5] [--clicks 10] [--warmup 2]
+//   node bench.mjs --data DIR [--wasm DIR] [--baseline-wasm DIR] [--threads 1[,2]] [--rounds 5]
+//                  [--clicks 10] [--warmup 2]
+// --baseline-wasm: another build of the module (e.g. before a change), timed in the same rounds.
 // DIR holds decoder.safetensors (splitseg models extract-decoder --dtype f32), bundle.safetensors
 // (splitseg encode --dtype f32) and decoder-multimask.onnx (tools/onnx/export.py --masks multimask
 // --orig-size HxW of the bundle's image), as bench/web/run.sh makes them.
@@ -35,7 +37,8 @@ function option(name, fallback) {
     return process.argv[i + 1];
 }
 const data = path.resolve(option('data'));
-const wasmDirs = { st: path.resolve(option('wasm', path.join(root, 'build-wasm'))) };
+const wasmDir = path.resolve(option('wasm', path.join(root, 'build-wasm')));
+const baselineDir = option('baseline-wasm', null);
 const threadCounts = option('threads', '1').split(',').map(Number);
 const rounds = Number(option('rounds', 5)), clicks = Number(option('clicks', 10));
 const warmup = Number(option('warmup', 2));
@@ -47,7 +50,8 @@ const mounts = [
     ['/api/', path.join(root, 'src/wasm')],
     ['/ort/', path.join(here, 'node_modules/onnxruntime-web/dist')],
     ['/data/', data],
-    ['/wasm/', wasmDirs.st],
+    ['/wasm/', wasmDir],
+    ...(baselineDir ? [['/baseline/', path.resolve(baselineDir)]] : []),
 ];
 const types = { '.html': 'text/html', '.js': 'text/javascript', '.mjs': 'text/javascript',
                 '.wasm': 'application/wasm' };
@@ -90,12 +94,17 @@ try {
         const start = new Date().toISOString().slice(11, 19);
         const loadBefore = load();
         const r = await page.evaluate((c) => window.runBench(c),
-                                      { threads, rounds, clicks, warmup, oursBase: '/wasm/' });
+                                      { threads, rounds, clicks, warmup, oursBase: '/wasm/',
+                                        baselineBase: baselineDir ? '/baseline/' : null });
         console.log(`\n${r.model} ${r.width}x${r.height}, ${threads} thread(s), crossOriginIsolated ${r.crossOriginIsolated}, ` +
                     `${start} UTC, load average ${loadBefore} -> ${load()}`);
         console.log(`masks IoU splitseg vs ORT: ${r.ious.join(', ')}; splitseg loadBundle (parse + prepare) ${fmt(r.prepareMs)} ms`);
-        console.log(`rounds (median of ${clicks} clicks each), splitseg / splitseg first click / ORT ms: ` +
-                    r.rounds.ours.map((v, i) => `${fmt(v)}/${fmt(r.rounds.first[i])}/${fmt(r.rounds.ort[i])}`).join(', '));
+        const names = Object.keys(r.rounds);
+        console.log(`rounds (median of ${clicks} clicks each), ${names.join(' / ')} ms: ` +
+                    r.rounds.ours.map((_, i) => names.map((k) => fmt(r.rounds[k][i])).join('/')).join(', '));
+        if (r.median.baseline)
+            console.log(`baseline build ${baselineDir}: median ${fmt(r.median.baseline)} ms (min ${fmt(r.min.baseline)}), ` +
+                        `${(r.median.baseline / r.median.ours).toFixed(2)}x the time of ${wasmDir}`);
         const cell = (k) => `${fmt(r.median[k])} (min ${fmt(r.min[k])})`;
         rows.push(`| ${r.model} | ${threads} | ${cell('ours')} | ${cell('first')} | ${cell('ort')} | ` +
                     `${(r.median.ort / r.median.ours).toFixed(2)}x | ${(r.median.ort / r.median.first).toFixed(2)}x |`);

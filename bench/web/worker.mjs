@@ -46,7 +46,7 @@ function iou(a, b) {
     return union ? inter / union : 1;
 }
 
-async function run({ threads, rounds, clicks, warmup, oursBase, point }) {
+async function run({ threads, rounds, clicks, warmup, oursBase, baselineBase, point }) {
     const [decoderBytes, bundleBytes, graph] = await Promise.all(
         ['/data/decoder.safetensors', '/data/bundle.safetensors', '/data/decoder-multimask.onnx'].map(bytes));
 
@@ -58,6 +58,13 @@ async function run({ threads, rounds, clicks, warmup, oursBase, point }) {
     const { width, height, model } = ours.loadBundle(bundleBytes);
     const prepareMs = performance.now() - t0;  // parse + the once-per-image prepare()
     if (model === 'sam2.1') throw new Error('this benchmark feeds SAM / MobileSAM graphs only');
+    // Optionally another build of the module (before a change), timed in the same rounds.
+    let baseline = null;
+    if (baselineBase) {
+        baseline = await SplitsegDecoder.create((await import(`${baselineBase}splitseg_decoder.js`)).default);
+        baseline.loadDecoder(decoderBytes);
+        baseline.loadBundle(bundleBytes);
+    }
 
     // onnxruntime-web: the WASM backend (SIMD; threads when numThreads > 1 and isolated).
     ort.env.wasm.numThreads = threads;
@@ -91,13 +98,15 @@ async function run({ threads, rounds, clicks, warmup, oursBase, point }) {
     // work redone as ORT's graph does, plus parsing the bundle), ort.
     const series = {
         ours: () => ours.decode(click),
+        ...(baselineBase ? { baseline: () => baseline.decode(click) } : {}),
         first: () => {
             ours.loadBundle(bundleBytes);
             return ours.decode(click);
         },
         ort: () => session.run(feeds()),
     };
-    const per = { ours: [], first: [], ort: [] }, all = { ours: [], first: [], ort: [] };
+    const per = Object.fromEntries(Object.keys(series).map((k) => [k, []]));
+    const all = Object.fromEntries(Object.keys(series).map((k) => [k, []]));
     for (let r = 0; r < rounds; ++r)
         for (const [name, f] of Object.entries(series)) {
             await timed(warmup, f);
@@ -106,6 +115,7 @@ async function run({ threads, rounds, clicks, warmup, oursBase, point }) {
             all[name].push(...ms);
         }
     ours.dispose();
+    baseline?.dispose();
     await session.release();
     return { model, width, height, threads, crossOriginIsolated: self.crossOriginIsolated,
              prepareMs, ious: ious.map((v) => Number(v.toFixed(6))),
