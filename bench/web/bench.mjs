@@ -8,7 +8,8 @@
 // --orig-size HxW of the bundle's image), as bench/web/run.sh makes them.
 //
 // What each side computes and what is timed (performance.now() around the call, in a Web Worker):
-//   splitseg  SplitsegDecoder.decode(): prompt encoder + mask decoder from the image-side work that
+//   splitseg  SplitsegDecoder.decode() (1 thread: splitseg_decoder.js; more: splitseg_decoder_mt.js,
+//             with the single-threaded module timed beside it as the baseline): prompt encoder + mask decoder from the image-side work that
 //             loadBundle() did once per image (prepare(), reported apart), the 3 multimask masks
 //             upscaled to the original size as 0/1 bytes, IoUs and low-res logits, copied to JS.
 //   ORT       InferenceSession.run() of the multimask graph: prompt encoder + mask decoder, with
@@ -98,13 +99,14 @@ try {
                                         baselineBase: baselineDir ? '/baseline/' : null });
         console.log(`\n${r.model} ${r.width}x${r.height}, ${threads} thread(s), crossOriginIsolated ${r.crossOriginIsolated}, ` +
                     `${start} UTC, load average ${loadBefore} -> ${load()}`);
+        console.log(`splitseg: ${r.ours}` + (r.baseline ? `; baseline ${r.baseline}, same masks: ${r.baselineSameMasks}` : ''));
         console.log(`masks IoU splitseg vs ORT: ${r.ious.join(', ')}; splitseg loadBundle (parse + prepare) ${fmt(r.prepareMs)} ms`);
         const names = Object.keys(r.rounds);
         console.log(`rounds (median of ${clicks} clicks each), ${names.join(' / ')} ms: ` +
                     r.rounds.ours.map((_, i) => names.map((k) => fmt(r.rounds[k][i])).join('/')).join(', '));
         if (r.median.baseline)
-            console.log(`baseline build ${baselineDir}: median ${fmt(r.median.baseline)} ms (min ${fmt(r.min.baseline)}), ` +
-                        `${(r.median.baseline / r.median.ours).toFixed(2)}x the time of ${wasmDir}`);
+            console.log(`baseline ${r.baseline}: median ${fmt(r.median.baseline)} ms (min ${fmt(r.min.baseline)}), ` +
+                        `${(r.median.baseline / r.median.ours).toFixed(2)}x the time of ${r.ours}`);
         const cell = (k) => `${fmt(r.median[k])} (min ${fmt(r.min[k])})`;
         rows.push(`| ${r.model} | ${threads} | ${cell('ours')} | ${cell('first')} | ${cell('ort')} | ` +
                     `${(r.median.ort / r.median.ours).toFixed(2)}x | ${(r.median.ort / r.median.first).toFixed(2)}x |`);

@@ -50,21 +50,25 @@ async function run({ threads, rounds, clicks, warmup, oursBase, baselineBase, po
     const [decoderBytes, bundleBytes, graph] = await Promise.all(
         ['/data/decoder.safetensors', '/data/bundle.safetensors', '/data/decoder-multimask.onnx'].map(bytes));
 
-    // splitseg: the module built in build-wasm (or the threaded one), its JS API.
-    const { default: factory } = await import(`${oursBase}splitseg_decoder.js`);
-    const ours = await SplitsegDecoder.create(factory);
-    ours.loadDecoder(decoderBytes);
+    // splitseg: the module built in build-wasm, its JS API; at more than one thread the threaded
+    // build (splitseg_decoder_mt), with the single-threaded one timed beside it as the baseline.
+    const open = async (file, n) => {
+        const api = await SplitsegDecoder.create((await import(file)).default);
+        if (n !== 1 && api.setThreads(n) !== n) throw new Error(`${file}: ${api.threads} threads, not ${n}`);
+        api.loadDecoder(decoderBytes);
+        return api;
+    };
+    const ours = await open(`${oursBase}${threads > 1 ? 'splitseg_decoder_mt.js' : 'splitseg_decoder.js'}`, threads);
     let t0 = performance.now();
     const { width, height, model } = ours.loadBundle(bundleBytes);
     const prepareMs = performance.now() - t0;  // parse + the once-per-image prepare()
     if (model === 'sam2.1') throw new Error('this benchmark feeds SAM / MobileSAM graphs only');
-    // Optionally another build of the module (before a change), timed in the same rounds.
-    let baseline = null;
-    if (baselineBase) {
-        baseline = await SplitsegDecoder.create((await import(`${baselineBase}splitseg_decoder.js`)).default);
-        baseline.loadDecoder(decoderBytes);
-        baseline.loadBundle(bundleBytes);
-    }
+    // The baseline: another build's single-threaded module (--baseline-wasm), or at more than
+    // one thread this build's.
+    const baselineFile = baselineBase ? `${baselineBase}splitseg_decoder.js`
+                                      : threads > 1 ? `${oursBase}splitseg_decoder.js` : null;
+    const baseline = baselineFile && await open(baselineFile, 1);
+    baseline?.loadBundle(bundleBytes);
 
     // onnxruntime-web: the WASM backend (SIMD; threads when numThreads > 1 and isolated).
     ort.env.wasm.numThreads = threads;
@@ -93,12 +97,14 @@ async function run({ threads, rounds, clicks, warmup, oursBase, baselineBase, po
         throw new Error(`ORT masks ${dims}, expected 1x3x${height}x${width} (export --orig-size ${height}x${width})`);
     const plane = width * height;
     const ious = a.masks.map((m, i) => iou(m.data, b.masks.data.subarray(i * plane, (i + 1) * plane)));
+    // The threaded module computes each value as the single-threaded one does.
+    const same = baseline && baseline.decode(click).masks.every((m, i) => m.data.every((v, j) => v === a.masks[i].data[j]));
 
     // Series: ours (a click on a prepared image), first (loadBundle + that click: the image-side
     // work redone as ORT's graph does, plus parsing the bundle), ort.
     const series = {
         ours: () => ours.decode(click),
-        ...(baselineBase ? { baseline: () => baseline.decode(click) } : {}),
+        ...(baseline ? { baseline: () => baseline.decode(click) } : {}),
         first: () => {
             ours.loadBundle(bundleBytes);
             return ours.decode(click);
@@ -118,6 +124,8 @@ async function run({ threads, rounds, clicks, warmup, oursBase, baselineBase, po
     baseline?.dispose();
     await session.release();
     return { model, width, height, threads, crossOriginIsolated: self.crossOriginIsolated,
+             ours: `${ours.threads > 1 ? 'splitseg_decoder_mt' : 'splitseg_decoder'}, ${ours.threads} thread(s)`,
+             baseline: baselineFile, baselineSameMasks: same,
              prepareMs, ious: ious.map((v) => Number(v.toFixed(6))),
              rounds: per, median: Object.fromEntries(Object.entries(per).map(([k, v]) => [k, median(v)])),
              min: Object.fromEntries(Object.entries(all).map(([k, v]) => [k, Math.min(...v)])) };

@@ -84,7 +84,42 @@ void store_tile(const v4f acc[MR][2], int64_t rows, int64_t cols, float alpha, f
         }
 }
 
+// Columns [c0, c1) of C: the blocked product over panels packed into a_pack (MC x KC) and
+// b_pack (KC x NC), which the caller provides.
+void gemm_columns(bool trans_a, bool trans_b, int64_t M, int64_t c0, int64_t c1, int64_t K,
+                  float alpha, const float* A, int64_t lda, const float* B, int64_t ldb, float beta,
+                  float* C, int64_t ldc, float* a_pack, float* b_pack) {
+    v4f acc[MR][2];
+    for (int64_t j0 = c0; j0 < c1; j0 += NC) {
+        const int64_t nc = std::min(NC, c1 - j0);
+        for (int64_t k0 = 0; k0 < K; k0 += KC) {
+            const int64_t kc = std::min(KC, K - k0);
+            const bool first = k0 == 0;  // the first depth block applies beta, later ones add
+            pack_panels(NR, !trans_b, B, ldb, j0, nc, k0, kc, b_pack);
+            for (int64_t i0 = 0; i0 < M; i0 += MC) {
+                const int64_t mc = std::min(MC, M - i0);
+                pack_panels(MR, trans_a, A, lda, i0, mc, k0, kc, a_pack);
+                for (int64_t q = 0; q < nc; q += NR)
+                    for (int64_t p = 0; p < mc; p += MR) {
+                        tile(kc, a_pack + p * kc, b_pack + q * kc, acc);
+                        store_tile(acc, std::min(MR, mc - p), std::min(NR, nc - q), alpha, beta,
+                                   first, C + (i0 + p) * ldc + j0 + q, ldc);
+                    }
+            }
+        }
+    }
+}
+
+TaskRunner* g_runner = nullptr;
+
+// Below this many multiply-adds a product stays on one thread: waking the others costs more.
+constexpr int64_t kMinParallelWork = int64_t{1} << 21;
+
 }  // namespace
+
+void set_gemm_portable_runner(TaskRunner* runner) {
+    g_runner = runner;
+}
 
 void gemm_portable(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha,
                    const float* A, int64_t lda, const float* B, int64_t ldb, float beta, float* C,
@@ -96,26 +131,23 @@ void gemm_portable(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, 
                 C[i * ldc + j] = beta == 0.0f ? 0.0f : beta * C[i * ldc + j];
         return;
     }
-    std::vector<float> a_pack(MC * KC), b_pack(KC * NC);
-    v4f acc[MR][2];
-    for (int64_t j0 = 0; j0 < N; j0 += NC) {
-        const int64_t nc = std::min(NC, N - j0);
-        for (int64_t k0 = 0; k0 < K; k0 += KC) {
-            const int64_t kc = std::min(KC, K - k0);
-            const bool first = k0 == 0;  // the first depth block applies beta, later ones add
-            pack_panels(NR, !trans_b, B, ldb, j0, nc, k0, kc, b_pack.data());
-            for (int64_t i0 = 0; i0 < M; i0 += MC) {
-                const int64_t mc = std::min(MC, M - i0);
-                pack_panels(MR, trans_a, A, lda, i0, mc, k0, kc, a_pack.data());
-                for (int64_t q = 0; q < nc; q += NR)
-                    for (int64_t p = 0; p < mc; p += MR) {
-                        tile(kc, a_pack.data() + p * kc, b_pack.data() + q * kc, acc);
-                        store_tile(acc, std::min(MR, mc - p), std::min(NR, nc - q), alpha, beta,
-                                   first, C + (i0 + p) * ldc + j0 + q, ldc);
-                    }
-            }
-        }
-    }
+    // Parts of whole column panels, one per thread; each value of C is computed the same way
+    // whatever the split. The packing buffers are allocated here, on the calling thread.
+    const int64_t threads = g_runner && M * N * K >= kMinParallelWork ? g_runner->threads() : 1;
+    const int64_t wanted = std::max<int64_t>(1, std::min(threads, N / NR));
+    const int64_t width = ((N + wanted - 1) / wanted + NR - 1) / NR * NR;
+    const int64_t parts = (N + width - 1) / width;
+    const int64_t per_part = MC * KC + KC * NC;
+    std::vector<float> packs(parts * per_part);
+    auto part = [&](int64_t i) {
+        float* a_pack = packs.data() + i * per_part;
+        gemm_columns(trans_a, trans_b, M, i * width, std::min(N, (i + 1) * width), K, alpha, A, lda,
+                     B, ldb, beta, C, ldc, a_pack, a_pack + MC * KC);
+    };
+    if (parts == 1)
+        part(0);
+    else
+        g_runner->run(static_cast<int>(parts), part);
 }
 
 }  // namespace splitseg
