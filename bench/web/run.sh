@@ -3,7 +3,9 @@
 # on the same random full-size weights, embedding and click (bench.mjs says what each side times).
 #   bench/web/run.sh [ARCH...]      ARCH: mobilesam (default), vit_b
 # Needs build/splitseg (or SPLITSEG) and build-wasm/ (src/wasm/README.md).
-# Env: THREADS (1; "1,2" for both), ROUNDS (5), CLICKS (10), IMAGE (assets/sample.png),
+# Env: THREADS (1; "1,2" for both: 2 runs the threaded module), ROUNDS (5), CLICKS (10),
+#      IMAGE (assets/sample.png), BASELINE_WASM (another build-wasm dir, e.g. before a change,
+#      timed in the same rounds),
 #      WORK (build/web-bench: weights, bundle and graph, reused; delete after changing export.py).
 set -euo pipefail
 root="$(cd "$(dirname "$0")/../.." && pwd)"
@@ -30,5 +32,5 @@ for arch in "$@"; do
             --orig-size "$size" --out "$dir/decoder-multimask.onnx"
     echo "== $arch"
     node "$root/bench/web/bench.mjs" --data "$dir" --threads "${THREADS:-1}" \
-        --rounds "${ROUNDS:-5}" --clicks "${CLICKS:-10}"
+        --rounds "${ROUNDS:-5}" --clicks "${CLICKS:-10}" ${BASELINE_WASM:+--baseline-wasm "$BASELINE_WASM"}
 done
