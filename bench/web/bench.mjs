@@ -65,6 +65,7 @@ function serve(req, res) {
     const headers = { 'Cross-Origin-Opener-Policy': 'same-origin', 'Cross-Origin-Embedder-Policy': 'require-corp',
                       'Cross-Origin-Resource-Policy': 'same-origin', 'Cache-Control': 'no-store' };
     if (!file || !file.startsWith(mount[1]) || !fs.existsSync(file) || !fs.statSync(file).isFile()) {
+        if (p !== '/favicon.ico') console.log(`bench server: 404 ${p}`);
         res.writeHead(404, headers).end();
         return;
     }
@@ -85,6 +86,8 @@ const load = () => os.loadavg().map((v) => v.toFixed(2)).join(' ');
 try {
     const page = await browser.newPage();
     page.on('pageerror', (e) => console.log(`[page error] ${e.message}`));
+    // Warnings too: onnxruntime-web says so when it cannot use the threads it was given.
+    page.on('console', (m) => ['warning', 'error'].includes(m.type()) && console.log(`[page ${m.type()}] ${m.text()}`));
     await page.goto(base + '/');
     console.log(`Chromium ${browser.version()}, onnxruntime-web ` +
                 JSON.parse(fs.readFileSync(path.join(here, 'node_modules/onnxruntime-web/package.json'))).version +
