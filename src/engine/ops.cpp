@@ -276,7 +276,7 @@ static inline float erf_approx(float x) {
 void gelu(Tensor& x) {
     float* d = x.data();
     const int64_t n = x.numel();
-#pragma omp parallel for simd if (n > 65536)
+#pragma omp parallel for simd if (parallel : n > 65536)
     for (int64_t i = 0; i < n; ++i)
         d[i] = 0.5f * d[i] * (1.0f + erf_approx(d[i] * 0.70710678118654752f));
 }
