@@ -644,10 +644,13 @@ static void interpolate_bilinear_into(const Tensor& x, int64_t oh, int64_t ow, i
                     const float* r0 = input_row(t.i0);
                     const float* r1 = input_row(t.i1);
                     T* dst = out + (c * keep_h + oy) * keep_w;
+                    // omp simd: a byte output may alias the rows as far as the compiler knows.
                     if (t.w1 == 0.0f) {
+#pragma omp simd
                         for (int64_t ox = 0; ox < keep_w; ++ox) dst[ox] = emit(r0[ox]);
                         continue;
                     }
+#pragma omp simd
                     for (int64_t ox = 0; ox < keep_w; ++ox)
                         dst[ox] = emit(t.w0 * r0[ox] + t.w1 * r1[ox]);
                 }
