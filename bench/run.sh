@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Reproduces the figures in BENCHMARKS.md: full-size random weights for every architecture, the
-# encoder and click medians of `splitseg bench`, peak memory of `segment`, and bundle load times
-# per cache tier. Usage: bench/run.sh [OUT_DIR]   (build first: scripts/build.sh)
+# encoder and click medians of `splitseg bench` (3 masks, low-res only, best mask only; RSS over
+# the clicks), peak memory of `segment`, and bundle load times per cache tier. Usage: bench/run.sh [OUT_DIR]   (build first: scripts/build.sh)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-build/bench}
@@ -16,10 +16,9 @@ fi
 for arch in ${SPLITSEG_BENCH_ARCHS:-vit_b mobilesam sam2.1_hiera_t sam2.1_hiera_l}; do
     model=$out/$arch.safetensors
     [ -f "$model" ] || $bin models synth --arch "$arch" --out "$model" >/dev/null
-    # bf16 compute applies to the SAM and MobileSAM encoders (SAM 2.1 stays f32).
-    precisions="f32"
-    case $arch in vit_* | mobilesam) precisions=${SPLITSEG_BENCH_PRECISIONS:-f32 bf16} ;; esac
-    for precision in $precisions; do
+    # bf16 compute applies to the SAM and MobileSAM encoders and to every prompt decoder (SAM
+    # 2.1's encoder stays f32).
+    for precision in ${SPLITSEG_BENCH_PRECISIONS:-f32 bf16}; do
         echo "== $arch $precision"
         $bin bench --model "$model" --threads "$threads" --runs "${SPLITSEG_BENCH_RUNS:-3}" \
             --precision "$precision" --json
