@@ -2,6 +2,8 @@
 // lives under --data-dir by default: the SQLite job database, uploaded images and a disk cache of
 // embedding bundles. --jobs postgres:CONNINFO puts the job queue in PostgreSQL instead, for
 // encode workers on other machines.
+#include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
@@ -9,6 +11,7 @@
 
 #include "cli/commands.h"
 #include "service/api.h"
+#include "service/log.h"
 #include "service/server.h"
 #include "store/postgres_job_queue.h"
 #include "store/sqlite_job_queue.h"
@@ -49,6 +52,27 @@ std::optional<std::string> web_dir(const Args& args) {
         if (std::filesystem::is_regular_file(candidate / "index.html")) return candidate.string();
     }
     return std::nullopt;
+}
+
+// The worker's job with a log line per outcome; a failure is rethrown for the queue to record.
+void logged_encode_job(Api& service, JobLease& lease) {
+    const auto start = std::chrono::steady_clock::now();
+    const Job& job = lease.job();
+    nlohmann::json line = {{"event", "encode"}, {"tenant", job.tenant}, {"image", job.image_id}};
+    auto ms = [&] {
+        return std::round(
+            std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start)
+                .count());
+    };
+    try {
+        service.encode_job(lease);
+    } catch (const std::exception& e) {
+        line.update({{"status", "failed"}, {"level", "error"}, {"error", e.what()}, {"ms", ms()}});
+        log_json(line);
+        throw;
+    }
+    line.update({{"status", "finished"}, {"ms", ms()}});
+    log_json(line);
 }
 
 }  // namespace
@@ -99,18 +123,21 @@ int cmd_serve(const std::vector<std::string>& argv) {
     api.rate_limit.burst = args.get_int("rate-burst", 0, 0, 1 << 20);
     if (const auto model_path = flag_or_env(args, "model", "SPLITSEG_MODEL")) {
         api.model = load_model(*model_path, args);
-        std::fprintf(stderr, "splitseg serve: model %s\n", api.model->describe().c_str());
+        log_json({{"event", "model"}, {"model", api.model->describe()}});
     } else {
-        std::fprintf(stderr,
-                     "splitseg serve: no model (--model or SPLITSEG_MODEL): image "
-                     "routes answer 503 no_model\n");
+        log_json({{"event", "model"},
+                  {"level", "warning"},
+                  {"message",
+                   "no model (--model or SPLITSEG_MODEL): image routes answer 503 no_model"}});
     }
     if (auto keys = args.get("api-keys")) {
         api.api_keys = load_api_keys(*keys);
     } else {
-        std::fprintf(stderr,
-                     "splitseg serve: warning: no --api-keys: the API is open to anyone "
-                     "who can reach it (tenant \"default\")\n");
+        log_json({{"event", "auth"},
+                  {"level", "warning"},
+                  {"message",
+                   "no --api-keys: the API is open to anyone who can reach it (tenant "
+                   "\"default\")"}});
     }
 
     api.decoder_path = args.get("decoder").value_or("");
@@ -118,9 +145,9 @@ int cmd_serve(const std::vector<std::string>& argv) {
         throw std::runtime_error("no decoder weights at " + api.decoder_path);
     if (const std::optional<std::string> web = web_dir(args)) {
         api.web = std::make_shared<StaticFiles>(*web);
-        std::fprintf(stderr, "splitseg serve: web client from %s\n", api.web->root().c_str());
+        log_json({{"event", "web"}, {"root", api.web->root()}});
     } else {
-        std::fprintf(stderr, "splitseg serve: no web client (build web/ or give --web DIR)\n");
+        log_json({{"event", "web"}, {"message", "no web client (build web/ or give --web DIR)"}});
     }
 
     ServerOptions server_options;
@@ -142,21 +169,27 @@ int cmd_serve(const std::vector<std::string>& argv) {
     if (api.model) {
         worker_queue = open_job_queue(jobs_spec);
         worker = std::make_unique<EncodeWorker>(
-            *worker_queue, [&service](JobLease& lease) { service.encode_job(lease); });
+            *worker_queue, [&service](JobLease& lease) { logged_encode_job(service, lease); });
         worker_thread = std::thread([&worker] { worker->run(); });
     }
 
     server.start();
-    std::printf("splitseg serve: listening on http://%s:%u (data in %s, jobs in %s)\n",
-                server_options.host.c_str(), server.port(), data_dir.c_str(),
-                jobs_spec.rfind("sqlite:", 0) == 0 ? "SQLite" : "PostgreSQL");
+    // The human-readable line stays on stdout: scripts wait for it.
+    const std::string url = "http://" + server_options.host + ":" + std::to_string(server.port());
+    std::printf("splitseg serve: listening on %s (data in %s, jobs in %s)\n", url.c_str(),
+                data_dir.c_str(), jobs_spec.rfind("sqlite:", 0) == 0 ? "SQLite" : "PostgreSQL");
     std::fflush(stdout);
+    log_json({{"event", "listening"}, {"url", url}, {"data_dir", data_dir}});
     server.wait();
-    std::fprintf(stderr, "splitseg serve: stopping\n");
+    log_json({{"event", "stopping"},
+              {"message",
+               "finishing the encode in progress; queued "
+               "encodes stay queued for the next start"}});
     if (worker) {
         worker->stop();
         worker_thread.join();
     }
+    log_json({{"event", "stopped"}});
     return 0;
 }
 

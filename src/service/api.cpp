@@ -13,7 +13,9 @@
 #include "runtime/bundle.h"
 #include "runtime/image.h"
 #include "service/mask_encoding.h"
+#include "service/mask_frame.h"
 #include "service/mask_polygon.h"
+#include "service/multipart.h"
 #include "store/crypto.h"
 
 namespace splitseg {
@@ -134,17 +136,23 @@ void parse_prompts(const json& body, int width, int height, size_t max_points,
 }
 
 struct OutputOptions {
-    std::string format = "rle";  // "rle", "png", "polygon" or "none"
+    std::string format = "rle";  // "rle", "png", "polygon", "binary" or "none"
     bool logits = false;         // add the low-res logits (float32 little-endian, base64)
 };
 
-OutputOptions parse_output(const json& body) {
+// `binary_allowed`: the request came over a session's WebSocket, which carries binary frames.
+OutputOptions parse_output(const json& body, bool binary_allowed) {
     OutputOptions o;
     if (body.contains("output")) {
         if (!body["output"].is_string()) throw ApiError(400, "bad_request", "output is a string");
         o.format = body["output"].get<std::string>();
-        if (o.format != "rle" && o.format != "png" && o.format != "polygon" && o.format != "none") {
-            throw ApiError(400, "bad_request", "output must be rle, png, polygon or none");
+        if (o.format == "binary" && !binary_allowed) {
+            throw ApiError(400, "bad_request",
+                           "output binary is for the session WebSocket; use rle, png or polygon");
+        }
+        if (o.format != "rle" && o.format != "png" && o.format != "polygon" &&
+            o.format != "binary" && o.format != "none") {
+            throw ApiError(400, "bad_request", "output must be rle, png, polygon, binary or none");
         }
     }
     if (body.contains("logits")) {
@@ -184,7 +192,9 @@ double ms_since(std::chrono::steady_clock::time_point start) {
         .count();
 }
 
-json masks_json(const Masks& masks, const OutputOptions& out) {
+// "binary": each mask's frame is appended to `frames` (sequence 0, stamped when sent) and the
+// mask's JSON names its index there.
+json masks_json(const Masks& masks, const OutputOptions& out, std::vector<std::string>* frames) {
     json list = json::array();
     const size_t plane = static_cast<size_t>(masks.width) * masks.height;
     for (int i = 0; i < masks.count(); ++i) {
@@ -210,6 +220,9 @@ json masks_json(const Masks& masks, const OutputOptions& out) {
             const std::vector<uint8_t> png =
                 encode_png_gray(gray.data(), masks.width, masks.height);
             m["png"] = base64_encode(png);
+        } else if (out.format == "binary") {
+            m["frame"] = frames->size();
+            frames->push_back(encode_mask_frame(mask, masks.width, masks.height, i, 0));
         }
         if (out.logits) {
             const int64_t n = masks.low_res_logits.numel() / masks.count();
@@ -227,12 +240,12 @@ json masks_json(const Masks& masks, const OutputOptions& out) {
 // Decodes `prompts` and encodes the masks as `out` asks, recording each stage's time.
 json decode_masks(const Segmenter& model, const DecoderImage& decoder, const ImageGeometry& geom,
                   const Prompts& prompts, const OutputOptions& out, RequestMetrics& metrics,
-                  Masks* masks) {
+                  Masks* masks, std::vector<std::string>* frames) {
     *masks = model.decode(decoder, geom, prompts);
     metrics.observe_stage("decoder", masks->decoder_ms);
     metrics.observe_stage("upscale", masks->upscale_ms);
     const auto start = std::chrono::steady_clock::now();
-    json result = masks_json(*masks, out);
+    json result = masks_json(*masks, out, frames);
     metrics.observe_stage("mask_encoding", ms_since(start));
     return result;
 }
@@ -310,6 +323,7 @@ struct Api::Context {
     std::map<std::string, std::string> query;
     std::map<std::string, std::string> params;  // {id}, {sid}
     std::string tenant;
+    std::vector<std::string>* frames;  // binary mask frames: over a WebSocket only, else null
 };
 
 struct Api::RouteEntry {
@@ -364,11 +378,15 @@ std::vector<Api::Route> Api::routes() const {
 }
 
 Response Api::handle(const Request& request) {
+    return handle(request, nullptr);
+}
+
+Response Api::handle(const Request& request, std::vector<std::string>* frames) {
     const auto start = std::chrono::steady_clock::now();
     std::string route = "unmatched";
     Response response;
     try {
-        response = dispatch(request, &route);
+        response = dispatch(request, frames, &route);
     } catch (const ApiError& e) {
         response = error_response(e.status, e.code, e.what());
     } catch (const json::exception& e) {
@@ -405,9 +423,10 @@ void Api::add_common_headers(Response& r) const {
     r.set_header("Cross-Origin-Resource-Policy", "cross-origin");
 }
 
-Response Api::dispatch(const Request& request, std::string* route_name) {
+Response Api::dispatch(const Request& request, std::vector<std::string>* frames,
+                       std::string* route_name) {
     const size_t q = request.target.find('?');
-    Context c{request, request.target.substr(0, q), {}, {}, {}};
+    Context c{request, request.target.substr(0, q), {}, {}, {}, frames};
     if (q != std::string::npos) c.query = parse_query(request.target.substr(q + 1));
     const std::vector<std::string> segments = split(c.path, '/');
 
@@ -581,13 +600,28 @@ json Api::image_status(const std::string& tenant, const std::string& id) {
     return out;
 }
 
-Response Api::upload_image(Context& c) {
-    const Segmenter& model = require_model();
-    const std::string& body = c.request.body;
-    if (body.empty()) throw ApiError(400, "invalid_image", "the body holds no image");
+// The uploaded image's bytes: the body itself, or the file part of a multipart/form-data body.
+std::string_view Api::upload_bytes(const Request& request) const {
+    const std::string& body = request.body;
     if (body.size() > options_.max_body_bytes) {
         throw ApiError(413, "body_too_large", "the image is larger than the body limit");
     }
+    try {
+        const std::optional<std::string> boundary =
+            multipart_boundary(request.header("content-type"));
+        if (!boundary) return body;
+        MultipartLimits limits;
+        limits.max_file_bytes = options_.max_body_bytes;
+        return multipart_file(body, *boundary, limits).data;
+    } catch (const MultipartError& e) {
+        throw ApiError(e.status, e.code, e.what());
+    }
+}
+
+Response Api::upload_image(Context& c) {
+    const Segmenter& model = require_model();
+    const std::string_view body = upload_bytes(c.request);
+    if (body.empty()) throw ApiError(400, "invalid_image", "the upload holds no image");
     const auto* bytes = reinterpret_cast<const uint8_t*>(body.data());
     const Image image = decode_image(bytes, body.size(), options_.max_pixels);
     const std::string id = image_content_hash(bytes, body.size());
@@ -669,7 +703,10 @@ Response Api::get_embedding(Context& c) {
         return r;
     }
     r.set_header("Content-Type", "application/octet-stream");
-    const std::string range = c.request.header("range");
+    std::string range = c.request.header("range");
+    // RFC 9110 14.2: a Range in another unit must be ignored; several ranges (which would need
+    // a multipart/byteranges answer) may be, and are: both get the whole bundle.
+    if (range.rfind("bytes=", 0) != 0 || range.find(',') != std::string::npos) range.clear();
     const size_t size = bundle->size();
     size_t first = 0, last = size - 1;
     if (!range.empty()) {
@@ -825,11 +862,11 @@ Response Api::infer(Context& c) {
     }
     if (body.contains("multimask")) prompts.multimask = body["multimask"].get<bool>();
     prompts.mask_input = parse_mask_input(body);
-    const OutputOptions out = parse_output(body);
+    const OutputOptions out = parse_output(body, false);
     auto image = prepared(c.tenant, id);
     Masks masks;
-    json result =
-        decode_masks(require_model(), image->decoder, image->geom, prompts, out, metrics_, &masks);
+    json result = decode_masks(require_model(), image->decoder, image->geom, prompts, out, metrics_,
+                               &masks, nullptr);
     result["latency_ms"] = ms_since(start);
     return timed_json_response(result, metrics_);
 }
@@ -891,7 +928,7 @@ Response Api::add_prompts(Context& c) {
     auto session = session_for(c);
     const json record = image_record(c.tenant, session->image_id);
     const json body = parse_body(c.request);
-    const OutputOptions out = parse_output(body);
+    const OutputOptions out = parse_output(body, c.frames != nullptr);
     std::optional<Tensor> mask_input = parse_mask_input(body);
     const auto wait_start = std::chrono::steady_clock::now();
     std::lock_guard lock(session->mutex);
@@ -922,8 +959,8 @@ Response Api::add_prompts(Context& c) {
     }
     auto image = prepared(c.tenant, session->image_id);
     Masks masks;
-    json result =
-        decode_masks(require_model(), image->decoder, image->geom, prompts, out, metrics_, &masks);
+    json result = decode_masks(require_model(), image->decoder, image->geom, prompts, out, metrics_,
+                               &masks, &step.frames);
     const int64_t plane = 256 * 256;
     step.best_low_res =
         Tensor::from({1, 256, 256}, masks.low_res_logits.data() + plane * masks.best());
@@ -931,6 +968,7 @@ Response Api::add_prompts(Context& c) {
     result["latency_ms"] = ms_since(start);
     Response response = timed_json_response(result, metrics_);
     step.result = response.body;
+    if (c.frames) *c.frames = step.frames;
     session->steps.push_back(std::move(step));
     sessions_.set_bytes(*session, session->bytes());
     return response;
@@ -944,7 +982,13 @@ Response Api::undo(Context& c) {
     session->steps.pop_back();
     sessions_.set_bytes(*session, session->bytes());
     json out = session_state(*session);
-    if (!session->steps.empty()) out["result"] = json::parse(session->steps.back().result);
+    if (!session->steps.empty()) {
+        // The restored step's result as it was made; a binary one brings its frames (over HTTP
+        // only its JSON part, which names the frames).
+        const SessionStep& restored = session->steps.back();
+        out["result"] = json::parse(restored.result);
+        if (c.frames) *c.frames = restored.frames;
+    }
     return json_response(200, out);
 }
 
@@ -970,11 +1014,13 @@ Response Api::session_socket(Context& c) {
     return r;
 }
 
-std::string Api::session_message(const Request& upgrade, const std::string& text) {
+Api::SocketReply Api::session_message(const Request& upgrade, const std::string& text,
+                                      uint32_t sequence) {
     const std::string base = upgrade.target.substr(0, upgrade.target.rfind("/ws"));
     json message = json::parse(text, nullptr, false);
     json reply = {{"type", "error"}};
     Response r;
+    SocketReply out;
     if (message.is_object() && message.contains("id")) reply["id"] = message["id"];
     const std::string type =
         message.is_object() ? message.value("type", std::string()) : std::string();
@@ -991,15 +1037,20 @@ std::string Api::session_message(const Request& upgrade, const std::string& text
         message.erase("type");
         message.erase("id");
         r = handle(Request{route->second.first, base + route->second.second, upgrade.headers,
-                           message.dump()});
+                           message.dump()},
+                   &out.frames);
     }
     reply["status"] = r.status;
+    reply["seq"] = sequence;
+    if (r.status >= 300) out.frames.clear();  // a refusal sends none
+    if (!out.frames.empty()) reply["frames"] = out.frames.size();
+    for (std::string& frame : out.frames) set_mask_frame_sequence(frame, sequence);
     // Every answer a session message can get is a JSON body: splice it in rather than parse
     // and re-serialise a body that holds the masks.
-    std::string text_reply = reply.dump();
-    text_reply.pop_back();  // the closing brace
-    text_reply += ",\"body\":" + (r.body.empty() ? std::string("null") : r.body) + "}";
-    return text_reply;
+    out.text = reply.dump();
+    out.text.pop_back();  // the closing brace
+    out.text += ",\"body\":" + (r.body.empty() ? std::string("null") : r.body) + "}";
+    return out;
 }
 
 void Api::encode_job(JobLease& lease) {

@@ -5,7 +5,8 @@
 // Errors are JSON, {"error":{"code":"...","message":"..."}}, with stable codes: bad_request,
 // invalid_json, invalid_image, image_too_large, body_too_large, too_many_points, unauthorized,
 // not_found, no_route, method_not_allowed, not_encoded, nothing_to_undo, range_not_satisfiable,
-// upgrade_required, no_model, too_many_sessions, rate_limited, internal.
+// upgrade_required, no_model, too_many_sessions, rate_limited, invalid_multipart,
+// part_too_large, internal.
 #pragma once
 
 #include <functional>
@@ -14,6 +15,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <string_view>
 #include <unordered_map>
 #include <vector>
 
@@ -66,8 +68,15 @@ class Api {
     // A WebSocket message on a session's socket (opened by a GET .../sessions/{sid}/ws upgrade,
     // which handle() accepts with status 101), answered as the session route of its type would:
     // {"type":"prompts", "points":..., "box":...}, {"type":"undo"}, {"type":"reset"} or
-    // {"type":"state"}. The reply: {"type", "status", "body"} plus the message's "id" if any.
-    std::string session_message(const Request& upgrade, const std::string& text);
+    // {"type":"state"}. The reply: {"type", "status", "body", "seq"} plus the message's "id" if
+    // any. A prompts message with "output": "binary" has its masks sent as binary frames
+    // (service/mask_frame.h) after the text, which then says "frames": n and gives each mask the
+    // index of its frame; `sequence` numbers the replies on one socket and is in every frame.
+    struct SocketReply {
+        std::string text;
+        std::vector<std::string> frames;  // binary, in order, after the text
+    };
+    SocketReply session_message(const Request& upgrade, const std::string& text, uint32_t sequence);
 
     // The encode worker's job: decodes the uploaded image, encodes it and caches the bundle.
     void encode_job(JobLease& lease);
@@ -84,7 +93,11 @@ class Api {
     struct RouteEntry;
     struct PreparedImage;
 
-    Response dispatch(const Request& request, std::string* route_name);
+    // `frames`: where binary mask frames go (a WebSocket message); null over HTTP, where
+    // "output": "binary" is refused.
+    Response handle(const Request& request, std::vector<std::string>* frames);
+    Response dispatch(const Request& request, std::vector<std::string>* frames,
+                      std::string* route_name);
     // The tenant of the request's API key (and the key, for rate limiting); false without one.
     bool authenticate(const Request& request, std::string* tenant, std::string* key) const;
     void add_common_headers(Response& response) const;
@@ -112,6 +125,7 @@ class Api {
     Response session_socket(Context& c);
 
     const Segmenter& require_model() const;
+    std::string_view upload_bytes(const Request& request) const;
     std::string image_path(const std::string& tenant, const std::string& id) const;
     std::string batch_path(const std::string& tenant, const std::string& id) const;
     nlohmann::json image_record(const std::string& tenant, const std::string& id) const;

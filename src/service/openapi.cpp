@@ -62,6 +62,8 @@ const char* Api::openapi_document() {
          "no_model",
          "too_many_sessions",
          "rate_limited",
+         "invalid_multipart",
+         "part_too_large",
          "internal"
         ]
        },
@@ -127,10 +129,12 @@ const char* Api::openapi_document() {
      },
      "output": {
       "type": "string",
+      "description": "mask encoding; binary only on a session's WebSocket (see /api/v1/sessions/{sid}/ws), elsewhere 400",
       "enum": [
        "rle",
        "png",
        "polygon",
+       "binary",
        "none"
       ]
      },
@@ -225,6 +229,10 @@ const char* Api::openapi_document() {
         "png": {
          "type": "string",
          "format": "byte"
+        },
+        "frame": {
+         "type": "integer",
+         "description": "output binary: the index of this mask's binary frame among those following the reply's text frame"
         },
         "polygons": {
          "type": "array",
@@ -363,7 +371,8 @@ const char* Api::openapi_document() {
   },
   "/api/v1/images": {
    "post": {
-    "summary": "Upload an image (raw JPEG, PNG or WebP body) and queue its encode",
+    "summary": "Upload an image (raw JPEG, PNG or WebP body, or multipart/form-data with one file part) and queue its encode",
+    "description": "multipart/form-data (RFC 7578): the image is the one part whose Content-Disposition has a filename; other parts are ignored (at most 16 parts, 8 KiB of headers and 64 KiB of data per non-file part). A malformed body, no file part or two file parts is 400 invalid_multipart; a part over its limit is 413 part_too_large. The id is the same as for the raw upload of the same file.",
     "responses": {
      "201": {
       "description": "success"
@@ -382,6 +391,18 @@ const char* Api::openapi_document() {
        "schema": {
         "type": "string",
         "format": "binary"
+       }
+      },
+      "multipart/form-data": {
+       "schema": {
+        "type": "object",
+        "properties": {
+         "image": {
+          "type": "string",
+          "format": "binary",
+          "description": "the file part (any field name; it must have a filename)"
+         }
+        }
        }
       }
      }
@@ -483,6 +504,7 @@ const char* Api::openapi_document() {
   "/api/v1/images/{id}/embedding": {
    "get": {
     "summary": "The embedding bundle (safetensors); ETag, immutable caching, Range",
+    "description": "Range: one byte range (bytes=a-b, a- or -n) answers 206 with Content-Range, an unsatisfiable or malformed one 416; another unit or several ranges are ignored (200, the whole bundle).",
     "responses": {
      "200": {
       "description": "success"
@@ -841,7 +863,8 @@ const char* Api::openapi_document() {
   },
   "/api/v1/sessions/{sid}/ws": {
    "get": {
-    "summary": "WebSocket upgrade for the session. Messages (JSON text): {\"type\":\"prompts\"|\"undo\"|\"reset\"|\"state\", \"id\"?, ...the session route's body}; each is answered with {\"type\", \"id\", \"status\", \"body\"}, body as the matching HTTP route returns it.",
+    "summary": "WebSocket upgrade for the session. Messages (JSON text): {\"type\":\"prompts\"|\"undo\"|\"reset\"|\"state\", \"id\"?, ...the session route's body}; each is answered with {\"type\", \"id\", \"status\", \"seq\", \"body\"}, body as the matching HTTP route returns it.",
+    "description": "Binary masks: a prompts message with \"output\": \"binary\" is answered by its JSON text frame, which then has \"frames\": n and, in each of body.masks, \"frame\": k (scores, bbox, area as usual), followed by n binary frames, one per mask, before the next reply. An undo that restores a step made so brings that step's frames again. Binary frame layout, integers little-endian: bytes 0-3 magic \"SSMK\"; 4-5 uint16 version (1); 6-7 uint16 encoding; 8-11 uint32 seq (the text frame's seq); 12-15 uint32 mask index in body.masks; 16-19 uint32 width; 20-23 uint32 height; 24-27 uint32 payload bytes; 28-31 reserved (0); then the payload. Encoding 1, row runs: uint32 run lengths over the row-major pixels (ImageData order), alternating outside/inside starting outside (the first may be 0), summing to width*height: paint each inside run with one fill on a Uint32Array view of the ImageData. Encoding 2, bitmap: pixel i (row-major) is bit i%8 of payload byte i/8, no row padding; the server sends it instead of runs whenever runs would take more bytes, so a frame holds at most width*height/8 bytes after its header.",
     "responses": {
      "101": {
       "description": "switching protocols"

@@ -11,13 +11,14 @@
 #include <boost/beast/http.hpp>
 #include <boost/beast/websocket.hpp>
 #include <cctype>
-#include <cstdio>
-#include <ctime>
+#include <cmath>
 #include <list>
 #include <mutex>
 #include <nlohmann/json.hpp>
 #include <thread>
 #include <vector>
+
+#include "service/log.h"
 
 namespace splitseg {
 
@@ -56,12 +57,11 @@ http::response<http::string_body> to_beast(Response&& response, unsigned version
 }
 
 void log_request(const std::string& method, const std::string& target, int status, double ms) {
-    const nlohmann::json line = {{"ts", std::time(nullptr)},
-                                 {"method", method},
-                                 {"path", target.substr(0, target.find('?'))},
-                                 {"status", status},
-                                 {"ms", std::round(ms * 100) / 100}};
-    std::fprintf(stderr, "%s\n", line.dump().c_str());
+    log_json({{"event", "request"},
+              {"method", method},
+              {"path", target.substr(0, target.find('?'))},
+              {"status", status},
+              {"ms", std::round(ms * 100) / 100}});
 }
 
 }  // namespace
@@ -114,7 +114,8 @@ class Connection {
     std::list<std::weak_ptr<Connection>>::iterator registration_;
 };
 
-// A session's WebSocket: each text message is answered by Api::session_message, in order.
+// A session's WebSocket: each text message is answered by Api::session_message, in order: its
+// text frame, then its binary mask frames if any, before the next message is read.
 class WebSocketSession : public Connection, public std::enable_shared_from_this<WebSocketSession> {
   public:
     WebSocketSession(beast::tcp_stream&& stream, Server::Impl& server, Request upgrade)
@@ -158,21 +159,29 @@ class WebSocketSession : public Connection, public std::enable_shared_from_this<
     void on_read(beast::error_code ec, size_t) {
         waiting_ = false;
         if (ec) return;  // closed by the peer, a timeout, or the server stopping
-        reply_ = server_.api.session_message(upgrade_, beast::buffers_to_string(buffer_.data()));
+        reply_ = server_.api.session_message(upgrade_, beast::buffers_to_string(buffer_.data()),
+                                             sequence_++);
+        next_frame_ = 0;
         ws_.text(true);
-        ws_.async_write(net::buffer(reply_),
+        ws_.async_write(net::buffer(reply_.text),
                         beast::bind_front_handler(&WebSocketSession::on_write, shared_from_this()));
     }
 
     void on_write(beast::error_code ec, size_t) {
-        if (!ec) do_read();
+        if (ec) return;
+        if (next_frame_ == reply_.frames.size()) return do_read();
+        ws_.binary(true);
+        ws_.async_write(net::buffer(reply_.frames[next_frame_++]),
+                        beast::bind_front_handler(&WebSocketSession::on_write, shared_from_this()));
     }
 
     websocket::stream<beast::tcp_stream> ws_;
     Request upgrade_;
     beast::flat_buffer buffer_;
-    std::string reply_;
-    bool waiting_ = false;  // in async_read, between messages
+    Api::SocketReply reply_;
+    size_t next_frame_ = 0;  // the next of reply_.frames to write
+    uint32_t sequence_ = 0;  // numbers the replies on this socket
+    bool waiting_ = false;   // in async_read, between messages
 };
 
 // One connection: reads a request, answers it, and reads the next while the client keeps the

@@ -6,8 +6,10 @@
 namespace splitseg {
 
 size_t SessionStep::bytes() const {
-    return sizeof(SessionStep) + points.capacity() * sizeof(Click) +
-           static_cast<size_t>(best_low_res.numel()) * sizeof(float) + result.capacity();
+    size_t total = sizeof(SessionStep) + points.capacity() * sizeof(Click) +
+                   static_cast<size_t>(best_low_res.numel()) * sizeof(float) + result.capacity();
+    for (const std::string& f : frames) total += sizeof(std::string) + f.capacity();
+    return total;
 }
 
 size_t Session::bytes() const {

@@ -29,6 +29,7 @@ struct SessionStep {
     std::optional<std::array<float, 4>> box;  // the latest box
     Tensor best_low_res;                      // [1, 256, 256] logits of the best mask
     std::string result;                       // the response body that answered this step
+    std::vector<std::string> frames;          // its binary mask frames ("output": "binary")
 
     size_t bytes() const;  // what the step holds, for the store's byte cap
 };

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <set>
 
@@ -180,6 +181,45 @@ TEST(ServiceApiModel, RejectsBadImages) {
     EXPECT_EQ(upload(f, png.substr(0, png.size() / 2)).status, 400);
 }
 
+// Decompression bombs are refused from the image's header, raw or in a multipart body, with a
+// 413 and nothing stored or queued.
+TEST(ServiceApiModel, ImagesOverThePixelCapAreRefused) {
+    SPLITSEG_REQUIRE_TINY_MODEL();
+    ApiFixture f(test::tiny_model(), {}, {}, [](ApiOptions& o) { o.max_pixels = 64 * 48 - 1; });
+    const std::string png = test::test_png();
+    const std::string multipart =
+        "--b\r\nContent-Disposition: form-data; name=i; filename=a\r\n\r\n" + png + "\r\n--b--";
+    for (const Response& r :
+         {f.api->handle(make_request("POST", "/api/v1/images", png)),
+          f.api->handle(make_request("POST", "/api/v1/images", multipart,
+                                     {{"content-type", "multipart/form-data; boundary=b"}}))}) {
+        EXPECT_EQ(r.status, 413) << r.body;
+        EXPECT_EQ(error_code(r), "image_too_large");
+    }
+    EXPECT_EQ(f.jobs->stats().counts.total(), 0);
+    EXPECT_FALSE(std::filesystem::exists(f.dir.path() + "/images"));
+}
+
+TEST(ServiceApiModel, BulkStatusReportsEachIdAndIsBounded) {
+    SPLITSEG_REQUIRE_TINY_MODEL();
+    ApiFixture f(test::tiny_model());
+    const Uploaded a = upload(f, test::test_png(1));
+    const std::string other_tenants_or_unknown = std::string(32, 'a');
+    const Response r = f.api->handle(
+        make_request("GET", "/api/v1/images?ids=" + a.id + "," + other_tenants_or_unknown + ",x"));
+    ASSERT_EQ(r.status, 200) << r.body;
+    const json images = body_json(r)["images"];
+    ASSERT_EQ(images.size(), 3u);
+    EXPECT_EQ(images[0]["id"], a.id);
+    EXPECT_EQ(images[0]["status"], "pending");
+    EXPECT_EQ(images[1]["status"], "not_found");
+    EXPECT_EQ(images[2]["status"], "not_found");
+    std::string many = "/api/v1/images?ids=x";
+    for (int i = 0; i < 1000; ++i) many += ",x";
+    EXPECT_EQ(error_code(f.api->handle(make_request("GET", many))), "bad_request");
+    EXPECT_EQ(error_code(f.api->handle(make_request("GET", "/api/v1/images"))), "bad_request");
+}
+
 class ServiceApiEncoded : public ::testing::Test {
   protected:
     void SetUp() override {
@@ -241,9 +281,16 @@ TEST_F(ServiceApiEncoded, ServesTheBundleWithCachingAndRanges) {
     EXPECT_EQ(part.header("Content-Range"), "bytes 8-15/" + std::to_string(full.body.size()));
     const Response tail = call("GET", url, "", {{"x-api-key", "key-a"}, {"range", "bytes=-4"}});
     EXPECT_EQ(tail.body, full.body.substr(full.body.size() - 4));
-    for (const char* bad : {"bytes=99999999-", "bytes=5-2", "pages=1-2", "bytes=-0"}) {
+    for (const char* bad : {"bytes=99999999-", "bytes=5-2", "bytes=-0", "bytes=x-"}) {
         const Response r = call("GET", url, "", {{"x-api-key", "key-a"}, {"range", bad}});
         EXPECT_EQ(r.status, 416) << bad;
+        EXPECT_EQ(r.header("Content-Range"), "bytes */" + std::to_string(full.body.size()));
+    }
+    // Another unit, or several ranges: the Range is ignored and the whole bundle sent.
+    for (const char* ignored : {"pages=1-2", "bytes=0-1,4-5"}) {
+        const Response r = call("GET", url, "", {{"x-api-key", "key-a"}, {"range", ignored}});
+        EXPECT_EQ(r.status, 200) << ignored;
+        EXPECT_EQ(r.body, full.body) << ignored;
     }
 }
 

@@ -13,6 +13,7 @@
 #include <functional>
 #include <thread>
 
+#include "service/mask_frame.h"
 #include "service/server.h"
 #include "service_test_util.h"
 
@@ -54,9 +55,11 @@ class Client {
     }
 
     http::response<http::string_body> send(http::verb method, const std::string& target,
-                                           const std::string& body = "") {
+                                           const std::string& body = "",
+                                           const std::string& content_type = "") {
         http::request<http::string_body> req{method, target, 11};
         req.set(http::field::host, "127.0.0.1");
+        if (!content_type.empty()) req.set(http::field::content_type, content_type);
         req.body() = body;
         req.prepare_payload();
         http::response_parser<http::string_body> parser;
@@ -99,10 +102,17 @@ class Client {
         return got;
     }
 
-    // The connection upgraded to a WebSocket on `target`; the client is used up.
+    // A WebSocket reply: its text frame and the binary frames that followed it.
+    struct SocketReply {
+        std::string text;
+        std::vector<std::string> frames;
+    };
+
+    // The connection upgraded to a WebSocket on `target`; the client is used up. Each message
+    // gets one text reply and as many binary frames as its "frames" says.
     std::string websocket_exchange(const std::string& target,
                                    const std::vector<std::string>& messages,
-                                   std::vector<std::string>* replies) {
+                                   std::vector<SocketReply>* replies) {
         websocket::stream<beast::tcp_stream> ws(std::move(stream_));
         bool done = false;
         beast::error_code ec;
@@ -111,20 +121,35 @@ class Client {
             done = true;
         };
         beast::flat_buffer in;
-        size_t next = 0;
-        std::function<void()> send_next = [&] {
+        size_t next = 0, frames_left = 0;
+        std::function<void()> send_next;
+        // Reads the text reply, then its binary frames, then sends the next message.
+        std::function<void()> read_reply = [&] {
+            ws.async_read(in, [&](beast::error_code e, size_t) {
+                if (e) return finish(e);
+                const std::string data = beast::buffers_to_string(in.data());
+                in.clear();
+                if (frames_left == 0) {
+                    if (!ws.got_text()) return finish(websocket::error::bad_data_frame);
+                    replies->push_back({data, {}});
+                    frames_left = json::parse(data).value("frames", size_t(0));
+                } else {
+                    if (ws.got_text()) return finish(websocket::error::bad_data_frame);
+                    replies->back().frames.push_back(data);
+                    --frames_left;
+                }
+                if (frames_left > 0) return read_reply();
+                send_next();
+            });
+        };
+        send_next = [&] {
             if (next == messages.size()) {
                 return ws.async_close(websocket::close_code::normal,
                                       [&](beast::error_code) { done = true; });
             }
             ws.async_write(net::buffer(messages[next++]), [&](beast::error_code e, size_t) {
                 if (e) return finish(e);
-                ws.async_read(in, [&](beast::error_code e2, size_t) {
-                    if (e2) return finish(e2);
-                    replies->push_back(beast::buffers_to_string(in.data()));
-                    in.clear();
-                    send_next();
-                });
+                read_reply();
             });
         };
         run_bounded(ioc_, done, [&] {
@@ -197,6 +222,46 @@ TEST(ServiceServer, AnswersOverKeepAliveConnectionsAndStopsPromptly) {
     EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(3));
 }
 
+// A client that sends part of a request and then nothing (slowloris) is disconnected after the
+// read timeout, in the headers and in the body alike.
+TEST(ServiceServer, SlowClientsAreCutOffAfterTheReadTimeout) {
+    test::ApiFixture f(nullptr);
+    ServerOptions options = loopback_options();
+    options.read_timeout = std::chrono::seconds(1);
+    Server server(*f.api, options);
+    server.start();
+    for (const std::string partial :
+         {"GET /healthz HTTP/1.1\r\nHost: x\r\n",
+          "POST /api/v1/images HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nabc"}) {
+        Client client(server.port());
+        const auto start = std::chrono::steady_clock::now();
+        try {
+            const std::string got = client.send_raw(partial, "never sent");
+            ADD_FAILURE() << "got " << got;
+        } catch (const beast::system_error& e) {
+            EXPECT_EQ(e.code(), net::error::eof) << e.code().message();
+        }
+        const auto waited = std::chrono::steady_clock::now() - start;
+        EXPECT_GE(waited, std::chrono::milliseconds(900));
+        EXPECT_LT(waited, std::chrono::seconds(4));
+    }
+}
+
+// Request targets are bytes: one that is not UTF-8 must still be answered (a JSON error) and
+// logged, not take the io thread down while its log line is serialised.
+TEST(ServiceServer, TargetsThatAreNotUtf8AreAnsweredAndLogged) {
+    test::ApiFixture f(nullptr);
+    ServerOptions options = loopback_options();
+    options.log_requests = true;
+    Server server(*f.api, options);
+    server.start();
+    Client client(server.port());
+    const std::string answer =
+        client.send_raw("GET /api/v1/\xff\xfe HTTP/1.1\r\nHost: x\r\n\r\n", "}}");
+    EXPECT_EQ(answer.rfind("HTTP/1.1 4", 0), 0u) << answer;
+    EXPECT_EQ(client.send(http::verb::get, "/healthz").result_int(), 200);
+}
+
 TEST(ServiceServer, RateLimitedRequestsGetA429OverHttp) {
     test::ApiFixture f(nullptr, {}, {}, [](ApiOptions& o) {
         o.rate_limit.per_second = 1;
@@ -240,6 +305,15 @@ TEST(ServiceServer, UploadEncodeInferAndSessionOverHttp) {
     }
     ASSERT_EQ(status, "completed");
 
+    // The same image as the file part of a multipart/form-data body: the same id.
+    auto multipart = client.send(http::verb::post, "/api/v1/images",
+                                 "--zz\r\nContent-Disposition: form-data; name=\"image\"; "
+                                 "filename=\"x.png\"\r\n\r\n" +
+                                     test::test_png(7) + "\r\n--zz--\r\n",
+                                 "multipart/form-data; boundary=zz");
+    EXPECT_EQ(multipart.result_int(), 200) << multipart.body();
+    EXPECT_EQ(json::parse(multipart.body())["id"], id);
+
     auto masks = client.send(http::verb::post, "/api/v1/images/" + id + "/infer",
                              R"({"points":[[32,24,1]]})");
     ASSERT_EQ(masks.result_int(), 200) << masks.body();
@@ -257,7 +331,7 @@ TEST(ServiceServer, UploadEncodeInferAndSessionOverHttp) {
 
     // The same session over a WebSocket: a click, an undo, and a message of an unknown type.
     EXPECT_EQ(client.send(http::verb::get, "/api/v1/sessions/" + sid + "/ws").result_int(), 426);
-    std::vector<std::string> replies;
+    std::vector<Client::SocketReply> replies;
     EXPECT_EQ(Client(server.port())
                   .websocket_exchange("/api/v1/sessions/" + sid + "/ws",
                                       {R"({"type":"prompts","id":7,"points":[[10,10,0]]})",
@@ -265,13 +339,74 @@ TEST(ServiceServer, UploadEncodeInferAndSessionOverHttp) {
                                       &replies),
               "");
     ASSERT_EQ(replies.size(), 3u);
-    const json clicked = json::parse(replies[0]);
+    const json clicked = json::parse(replies[0].text);
     EXPECT_EQ(clicked["type"], "prompts");
     EXPECT_EQ(clicked["id"], 7);
     EXPECT_EQ(clicked["status"], 200);
     EXPECT_EQ(clicked["body"]["steps"], 2);
-    EXPECT_EQ(json::parse(replies[1])["body"]["steps"], 1);
-    EXPECT_EQ(json::parse(replies[2])["status"], 400);
+    EXPECT_FALSE(clicked.contains("frames"));  // JSON masks unless binary is asked for
+    EXPECT_EQ(json::parse(replies[1].text)["body"]["steps"], 1);
+    EXPECT_EQ(json::parse(replies[2].text)["status"], 400);
+    for (const auto& reply : replies) EXPECT_TRUE(reply.frames.empty());
+
+    // Binary masks: the same first click as COCO RLE and as binary frames must be the same
+    // masks; an undo back to a binary step sends its frames again; HTTP refuses binary.
+    const std::string socket = "/api/v1/sessions/" + sid + "/ws";
+    const std::string first_click = R"("points":[[40,20,1]],"multimask":true)";
+    replies.clear();
+    EXPECT_EQ(
+        Client(server.port())
+            .websocket_exchange(
+                socket,
+                {R"({"type":"reset"})", "{\"type\":\"prompts\"," + first_click + "}",
+                 R"({"type":"reset"})",
+                 "{\"type\":\"prompts\",\"id\":\"b\",\"output\":\"binary\"," + first_click + "}",
+                 R"({"type":"prompts","output":"binary","points":[[5,5,0]]})",
+                 R"({"type":"undo"})"},
+                &replies),
+        "");
+    ASSERT_EQ(replies.size(), 6u);
+    const json rle = json::parse(replies[1].text);
+    const json bin = json::parse(replies[3].text);
+    ASSERT_EQ(rle["status"], 200) << replies[1].text;
+    ASSERT_EQ(bin["status"], 200) << replies[3].text;
+    EXPECT_EQ(bin["id"], "b");
+    ASSERT_EQ(rle["body"]["masks"].size(), 3u);
+    ASSERT_EQ(bin["body"]["masks"].size(), 3u);
+    EXPECT_EQ(bin["frames"], 3);
+    ASSERT_EQ(replies[3].frames.size(), 3u);
+    int64_t inside = 0;  // the masks compared are not all empty
+    for (size_t i = 0; i < 3; ++i) {
+        const json& by_rle = rle["body"]["masks"][i];
+        const json& by_frame = bin["body"]["masks"][i];
+        EXPECT_FALSE(by_frame.contains("rle"));
+        EXPECT_EQ(by_frame["score"], by_rle["score"]);
+        EXPECT_EQ(by_frame["bbox"], by_rle["bbox"]);
+        const MaskFrame frame = decode_mask_frame(replies[3].frames[by_frame["frame"]]);
+        EXPECT_EQ(frame.sequence, bin["seq"]);
+        EXPECT_EQ(frame.mask_index, i);
+        ASSERT_EQ(frame.width, 64);
+        ASSERT_EQ(frame.height, 48);
+        const std::vector<uint8_t> expected =
+            test::coco_rle_decode(by_rle["rle"]["counts"], frame.width, frame.height);
+        EXPECT_EQ(frame.mask, expected) << "mask " << i;
+        EXPECT_EQ(std::count(expected.begin(), expected.end(), 1), by_rle["area"]);
+        inside += by_rle["area"].get<int64_t>();
+    }
+    EXPECT_GT(inside, 0);
+    EXPECT_EQ(json::parse(replies[4].text)["frames"], 1);  // later clicks: the best mask only
+    ASSERT_EQ(replies[4].frames.size(), 1u);
+    const json undone = json::parse(replies[5].text);
+    EXPECT_EQ(undone["body"]["steps"], 1);
+    ASSERT_EQ(replies[5].frames.size(), 3u);
+    for (size_t i = 0; i < 3; ++i) {
+        const MaskFrame again = decode_mask_frame(replies[5].frames[i]);
+        EXPECT_EQ(again.sequence, undone["seq"]);
+        EXPECT_EQ(again.mask, decode_mask_frame(replies[3].frames[i]).mask);
+    }
+    const auto over_http = client.send(http::verb::post, "/api/v1/sessions/" + sid + "/prompts",
+                                       R"({"points":[[32,24,1]],"output":"binary"})");
+    EXPECT_EQ(over_http.result_int(), 400);
 
     // An open WebSocket whose client never answers the closing handshake: stop() closes it
     // after the handshake timeout.

@@ -71,6 +71,34 @@ inline std::string error_code(const Response& r) {
     return body_json(r)["error"]["code"].get<std::string>();
 }
 
+// A row-major 0/1 mask from pycocotools' compressed RLE string (rleFrString, then the
+// column-major runs).
+inline std::vector<uint8_t> coco_rle_decode(const std::string& counts, int width, int height) {
+    std::vector<int64_t> runs;
+    for (size_t p = 0; p < counts.size();) {
+        int64_t x = 0;
+        int k = 0;
+        bool more = true;
+        while (more && p < counts.size()) {
+            const int c = counts[p++] - 48;
+            x |= int64_t(c & 0x1f) << (5 * k);
+            more = c & 0x20;
+            ++k;
+            if (!more && (c & 0x10)) x |= -(int64_t(1) << (5 * k));
+        }
+        if (runs.size() > 2) x += runs[runs.size() - 2];
+        runs.push_back(x);
+    }
+    std::vector<uint8_t> mask(static_cast<size_t>(width) * height, 0);
+    int64_t at = 0;
+    for (size_t i = 0; i < runs.size(); ++i) {
+        for (int64_t j = 0; j < runs[i]; ++j, ++at) {
+            if (i % 2 == 1) mask[(at % height) * width + at / height] = 1;
+        }
+    }
+    return mask;
+}
+
 // An Api over a scratch directory with a SQLite queue and an in-memory cache.
 struct ApiFixture {
     explicit ApiFixture(std::shared_ptr<const Segmenter> model,
