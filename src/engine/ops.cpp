@@ -117,7 +117,7 @@ void gemm_bf16(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, cons
 }
 
 void to_bf16(const float* x, int64_t n, uint16_t* out) {
-#pragma omp parallel for simd if (n > 65536)
+#pragma omp parallel for simd if (parallel : n > 65536)
     for (int64_t i = 0; i < n; ++i) out[i] = f32_to_bf16_finite(x[i]);
 }
 
