@@ -1,6 +1,7 @@
 // splitseg against ONNX Runtime (onnxruntime-node, CPU) on the same weights, inputs and thread
 // count, in alternating rounds: each round runs `splitseg bench` once, then ONNX Runtime.
 //   node bench.mjs --splitseg BIN --model M.safetensors --onnx-dir DIR [--threads 2] [--rounds 3]
+//                  [--precision f32|bf16]
 //                  [--clicks 30]
 // DIR holds encoder.onnx, decoder-multimask.onnx and decoder-best.onnx exported for a 1024x1024
 // original (tools/onnx/export.py --orig-size 1024x1024), as bench/onnx/run.sh makes them.
@@ -13,8 +14,8 @@
 //             (+ low-res logits and IoUs). splitseg: decode() with MaskOutput::Masks after its
 //             per-image prepare(); ORT: session.run of the multimask decoder graph (it has no
 //             per-image precompute: the graph redoes the image-side work each click).
-//   best      ORT only: the best-IoU multimask output alone upscaled to 1024x1024 (splitseg's
-//             figure beside it is whatever its bench reports for its interactive path).
+//   best      the best-IoU multimask output alone upscaled to 1024x1024. splitseg: decode() with
+//             Prompts::best_only (only that mask token is upscaled); ORT: the best-mask graph.
 import { execFileSync } from 'node:child_process';
 import path from 'node:path';
 import { openSession, tensor, samPrompt, median } from './lib.mjs';
@@ -30,6 +31,8 @@ function option(name, fallback) {
 const bin = option('splitseg'), model = option('model'), dir = option('onnx-dir');
 const threads = Number(option('threads', 2)), rounds = Number(option('rounds', 3));
 const clicks = Number(option('clicks', 30));
+// splitseg's --precision: f32 compares like with like; bf16 is splitseg's fast path (ORT stays f32).
+const precision = option('precision', 'f32');
 
 // splitseg bench's synthetic picture (src/cli/cmd_bench.cpp), normalised as SAM preprocesses.
 function syntheticInput(size = 1024) {
@@ -68,16 +71,18 @@ const feeds = {
 const check = await multimask.run(feeds);
 if (check.masks.dims.join('x') !== '1x3x1024x1024') throw new Error('unexpected masks shape');
 
-const ours = { encode: [], click: [], low_res: [], rss: [] }, ort = { encode: [], click: [], best: [] };
+const ours = { encode: [], click: [], low_res: [], best: [], rss: [] }, ort = { encode: [], click: [], best: [] };
 for (let r = 0; r < rounds; ++r) {
     const out = execFileSync(bin, ['bench', '--model', model, '--threads', String(threads), '--runs', '1',
-                                   '--clicks', String(clicks), '--json'], { encoding: 'utf8' });
+                                   '--clicks', String(clicks), '--precision', precision, '--json'],
+                             { encoding: 'utf8' });
     const j = JSON.parse(out.trim().split('\n').pop());
     ours.encode.push(j.encode_ms);
     ours.click.push(j.decode_ms);
     ours.low_res.push(j.decode_low_res_ms);
+    ours.best.push(j.decode_best_ms);
     ours.rss.push(j.peak_rss_mib);
-    if (r === 0) console.log(`splitseg: ${j.model}, ${j.threads} threads`);
+    if (r === 0) console.log(`splitseg: ${j.model}, ${j.threads} threads, ${j.precision}`);
 
     ort.encode.push(...(await timeRuns(1, () => encoder.run({ image }))));
     await timeRuns(3, () => multimask.run(feeds));
@@ -101,6 +106,6 @@ console.log('| work | splitseg ms | ONNX Runtime ms | ratio |\n| --- | --- | ---
 row('image encoder, 1024x1024', ours.encode, ort.encode);
 row('one click, 3 masks at 1024x1024', ours.click, ort.click);
 row('one click, 3 masks, low-res logits only', ours.low_res, null);
-row('one click, best mask only at 1024x1024 (ONNX Runtime)', null, ort.best);
+row('one click, best mask only at 1024x1024', ours.best, ort.best);
 console.log(`splitseg peak RSS ${Math.max(...ours.rss).toFixed(0)} MiB; ` +
             `ONNX Runtime process RSS ${(process.memoryUsage().rss / 2 ** 20).toFixed(0)} MiB`);

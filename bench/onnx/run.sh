@@ -2,7 +2,8 @@
 # splitseg against ONNX Runtime on full-size random weights: makes them (models synth), exports
 # them to ONNX (tools/onnx/export.py) and runs bench.mjs (alternating rounds, same threads).
 #   bench/onnx/run.sh [ARCH...]      ARCH: vit_b (default), mobilesam
-# Env: SPLITSEG (binary, build/splitseg), THREADS (2), ROUNDS (3), CLICKS (30), WORK (build/onnx-bench).
+# Env: SPLITSEG (binary, build/splitseg), THREADS (2), ROUNDS (3), CLICKS (30), WORK (build/onnx-bench),
+# PRECISION (splitseg's, f32).
 # Weights and graphs in WORK are reused: delete them after changing tools/onnx/export.py.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/../.." && pwd)"
@@ -26,5 +27,6 @@ for arch in "$@"; do
     done
     echo "== $arch"
     node "$root/bench/onnx/bench.mjs" --splitseg "$splitseg" --model "$weights" --onnx-dir "$dir" \
-        --threads "${THREADS:-2}" --rounds "${ROUNDS:-3}" --clicks "${CLICKS:-30}"
+        --threads "${THREADS:-2}" --rounds "${ROUNDS:-3}" --clicks "${CLICKS:-30}" \
+        --precision "${PRECISION:-f32}"
 done
