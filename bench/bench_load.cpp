@@ -65,6 +65,7 @@ struct Options {
     int idle_sessions = 100;
     int server_threads = 2;
     int server_omp = 0;  // OMP_NUM_THREADS for the server; 0 leaves the environment alone
+    std::string server_precision = "f32";  // serve --precision
     std::string output = "rle";
     uint32_t seed = 1;
     bool skip_missing_model = false;
@@ -77,7 +78,8 @@ struct Options {
                  "  [--synth-images 4] [--image-size 1024x768] [--clients 32] [--duration 20]\n"
                  "  [--think-ms 0]\n"
                  "  [--max-clicks N] [--idle-sessions 100] [--server-threads 2]\n"
-                 "  [--server-omp N] [--output rle|png|polygon|none] [--seed 1]\n"
+                 "  [--server-omp N] [--server-precision f32|bf16]\n"
+                 "  [--output rle|png|polygon|none] [--seed 1]\n"
                  "  [--data-dir DIR] [--skip-missing-model]\n",
                  problem.c_str());
     std::exit(2);
@@ -123,6 +125,8 @@ Options parse_options(int argc, char** argv) {
                 o.server_threads = std::stoi(v);
             else if (flag == "--server-omp")
                 o.server_omp = std::stoi(v);
+            else if (flag == "--server-precision")
+                o.server_precision = v;
             else if (flag == "--output")
                 o.output = v;
             else if (flag == "--seed")
@@ -163,11 +167,14 @@ class ServerProcess {
         int out[2];
         if (pipe(out) != 0) throw std::runtime_error("pipe failed");
         const std::string log = data_dir + "/server.log";
-        std::vector<std::string> args = {
-            o.server,  "serve", "--host",     "127.0.0.1",
-            "--port",  "0",     "--data-dir", data_dir,
-            "--model", o.model, "--threads",  std::to_string(o.server_threads),
-            "--quiet"};
+        std::vector<std::string> args = {o.server,      "serve",
+                                         "--host",      "127.0.0.1",
+                                         "--port",      "0",
+                                         "--data-dir",  data_dir,
+                                         "--model",     o.model,
+                                         "--threads",   std::to_string(o.server_threads),
+                                         "--precision", o.server_precision,
+                                         "--quiet"};
         pid_ = fork();
         if (pid_ < 0) throw std::runtime_error("fork failed");
         if (pid_ == 0) {

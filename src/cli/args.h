@@ -11,7 +11,7 @@
 namespace splitseg::cli {
 
 class Args {
-public:
+  public:
     // argv holds the words after the subcommand. `flags` are the options that take no value.
     Args(const std::vector<std::string>& argv, const std::set<std::string>& flags);
 
@@ -24,7 +24,7 @@ public:
     // Throws UsageError if an option outside `known` was given.
     void allow_only(const std::set<std::string>& known) const;
 
-private:
+  private:
     std::multimap<std::string, std::string> values_;
     std::vector<std::string> order_;
     std::set<std::string> flags_;

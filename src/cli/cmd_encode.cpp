@@ -3,8 +3,8 @@
 #include <nlohmann/json.hpp>
 
 #include "cli/commands.h"
-#include "runtime/bundle.h"
 #include "engine/file_io.h"
+#include "runtime/bundle.h"
 #include "runtime/segmenter.h"
 
 namespace splitseg::cli {

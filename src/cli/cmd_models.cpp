@@ -67,7 +67,8 @@ static std::vector<float> synth_values(const std::string& name, const Shape& sha
 
 static int models_synth(const Args& args) {
     const std::string arch = args.require("arch"), out = args.require("out");
-    uint64_t state = 0x9E3779B97F4A7C15ull ^ static_cast<uint64_t>(args.get_int("seed", 1, 0, 1 << 30));
+    uint64_t state =
+        0x9E3779B97F4A7C15ull ^ static_cast<uint64_t>(args.get_int("seed", 1, 0, 1 << 30));
     const TensorShapes shapes = arch_tensor_shapes(arch);
     std::vector<std::vector<float>> values;
     std::vector<int64_t> zero_counts(shapes.size(), 0);
@@ -82,15 +83,17 @@ static int models_synth(const Args& args) {
             continue;
         }
         values.push_back(synth_values(name, shape, &state));
-        entries.push_back({name, DType::F32, shape, values.back().data(), values.back().size() * 4});
+        entries.push_back(
+            {name, DType::F32, shape, values.back().data(), values.back().size() * 4});
         bytes += values.back().size() * 4;
     }
-    write_safetensors(out, entries,
-                      {{"splitseg.synthetic", "random weights: masks are meaningless"},
-                       {"arch", arch}});
-    std::printf("wrote %s: %zu tensors, %.1f MB of random %s weights (masks from them are "
-                "meaningless; for speed tests and demos only)\n",
-                out.c_str(), entries.size(), bytes / 1e6, arch.c_str());
+    write_safetensors(
+        out, entries,
+        {{"splitseg.synthetic", "random weights: masks are meaningless"}, {"arch", arch}});
+    std::printf(
+        "wrote %s: %zu tensors, %.1f MB of random %s weights (masks from them are "
+        "meaningless; for speed tests and demos only)\n",
+        out.c_str(), entries.size(), bytes / 1e6, arch.c_str());
     return 0;
 }
 
@@ -163,7 +166,8 @@ static int models_extract_decoder(const Args& args) {
 }
 
 int cmd_models(const std::vector<std::string>& argv) {
-    if (argv.empty()) throw UsageError("models needs a subcommand: synth, inspect, convert or extract-decoder");
+    if (argv.empty())
+        throw UsageError("models needs a subcommand: synth, inspect, convert or extract-decoder");
     const std::string sub = argv[0];
     Args args(std::vector<std::string>(argv.begin() + 1, argv.end()), {"json"});
     if (sub == "synth") {

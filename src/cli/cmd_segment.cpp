@@ -4,10 +4,10 @@
 #include <nlohmann/json.hpp>
 
 #include "cli/commands.h"
+#include "engine/file_io.h"
 #include "engine/weights/safetensors.h"
 #include "engine/weights/weight_file.h"
 #include "runtime/bundle.h"
-#include "engine/file_io.h"
 #include "runtime/segmenter.h"
 
 namespace splitseg::cli {

@@ -37,6 +37,7 @@ Embedding encode_image_file(const Segmenter& model, const std::string& path,
 
 // Peak resident set size of this process so far, in MiB (VmHWM).
 double peak_rss_mib();
+double current_rss_mib();
 
 class Stopwatch {
   public:

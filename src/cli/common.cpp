@@ -22,15 +22,25 @@ std::unique_ptr<Segmenter> load_model(const Args& args) {
     return load_model(args.require("model"), args);
 }
 
-double peak_rss_mib() {
+// A field of /proc/self/status in MiB ("VmHWM:" the peak resident set, "VmRSS:" the current one).
+static double status_mib(const char* field) {
     FILE* f = std::fopen("/proc/self/status", "r");
     if (!f) return 0;
     char line[256];
     double kib = 0;
+    const size_t n = std::strlen(field);
     while (std::fgets(line, sizeof line, f))
-        if (std::strncmp(line, "VmHWM:", 6) == 0) kib = std::atof(line + 6);
+        if (std::strncmp(line, field, n) == 0) kib = std::atof(line + n);
     std::fclose(f);
     return kib / 1024.0;
+}
+
+double peak_rss_mib() {
+    return status_mib("VmHWM:");
+}
+
+double current_rss_mib() {
+    return status_mib("VmRSS:");
 }
 
 }  // namespace splitseg::cli

@@ -89,10 +89,7 @@ void attention_packed(const float* q, int64_t ldq, const float* k, int64_t ldk, 
         std::vector<float> scores(block * Lk), inv_sum(block);
         std::vector<uint16_t> rounded(bf16 ? block * Lk : 0);
         // Each thread its own scratchpad: a primitive's shared one is not safe to run at once.
-        std::vector<char> scratch(std::max(full.scratch_bytes, last.scratch_bytes));
-        dnnl::memory scratch_mem(
-            desc({static_cast<int64_t>(scratch.size())}, dt::u8, dnnl::memory::format_tag::a), eng,
-            scratch.data());
+        const onednn::Scratchpad scratch(std::max(full.scratch_bytes, last.scratch_bytes));
 #pragma omp for schedule(dynamic)
         for (int64_t t = 0; t < tasks; ++t) {
             const int h = static_cast<int>(t / nblocks);
@@ -107,7 +104,7 @@ void attention_packed(const float* q, int64_t ldq, const float* k, int64_t ldk, 
             products.scores.execute(stream, {{DNNL_ARG_SRC, q_mem},
                                              {DNNL_ARG_WEIGHTS, keys[h]},
                                              {DNNL_ARG_DST, s_mem},
-                                             {DNNL_ARG_SCRATCHPAD, scratch_mem}});
+                                             {DNNL_ARG_SCRATCHPAD, scratch.memory()}});
             stream.wait();
             if (bias) bias(h, q0, q0 + n, scores.data());
             // The softmax's normalising scale goes onto the [n, D] output, not the [n, Lk]
@@ -121,7 +118,7 @@ void attention_packed(const float* q, int64_t ldq, const float* k, int64_t ldk, 
             products.values.execute(stream, {{DNNL_ARG_SRC, p_mem},
                                              {DNNL_ARG_WEIGHTS, values[h]},
                                              {DNNL_ARG_DST, o_mem},
-                                             {DNNL_ARG_SCRATCHPAD, scratch_mem}});
+                                             {DNNL_ARG_SCRATCHPAD, scratch.memory()}});
             stream.wait();
             for (int64_t r = 0; r < n; ++r)
                 for (int64_t d = 0; d < D; ++d) o[r * ldo + d] *= inv_sum[r];

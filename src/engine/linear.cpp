@@ -139,13 +139,11 @@ void Linear::run(const float* x, int64_t M, float* y, Epilogue epilogue) const {
         src = rounded;
     }
     dnnl::memory dst({{M, L.out}, dt::f32, tag::ab}, onednn::cpu(), y);
-    std::vector<char> scratch(product.scratch_bytes);  // per call: run() may run concurrently
-    dnnl::memory scratch_mem({{static_cast<int64_t>(scratch.size())}, dt::u8, tag::a},
-                             onednn::cpu(), scratch.data());
+    const onednn::Scratchpad scratch(product.scratch_bytes);  // per call: run() may run at once
     std::unordered_map<int, dnnl::memory> args = {{DNNL_ARG_SRC, src},
                                                   {DNNL_ARG_WEIGHTS, L.weights},
                                                   {DNNL_ARG_DST, dst},
-                                                  {DNNL_ARG_SCRATCHPAD, scratch_mem}};
+                                                  {DNNL_ARG_SCRATCHPAD, scratch.memory()}};
     if (L.bias) args.emplace(DNNL_ARG_BIAS, L.bias);
     product.matmul.execute(stream, args);
     stream.wait();

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <oneapi/dnnl/dnnl.hpp>
 
 namespace splitseg::onednn {
@@ -29,5 +30,20 @@ inline dnnl::primitive_attr own_scratchpad() {
     attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
     return attr;
 }
+
+// The scratchpad of one execution, left uninitialised: a zeroed buffer (std::vector) would cost a
+// pass over up to megabytes per product.
+class Scratchpad {
+  public:
+    explicit Scratchpad(size_t bytes)
+        : bytes_(new char[bytes ? bytes : 1]),
+          memory_(desc({static_cast<int64_t>(bytes)}, dt::u8, dnnl::memory::format_tag::a), cpu(),
+                  bytes_.get()) {}
+    const dnnl::memory& memory() const { return memory_; }
+
+  private:
+    std::unique_ptr<char[]> bytes_;
+    dnnl::memory memory_;
+};
 
 }  // namespace splitseg::onednn

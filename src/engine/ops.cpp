@@ -6,6 +6,12 @@
 #include "engine/gemm_portable.h"
 #else
 #include <dnnl.h>
+
+#include <array>
+#include <map>
+#include <mutex>
+
+#include "engine/onednn.h"
 #endif
 #include <omp.h>
 
@@ -29,6 +35,14 @@ int num_threads() {
     return g_threads > 0 ? g_threads : omp_get_max_threads();
 }
 
+ThreadCap::ThreadCap(int threads) : previous_(omp_get_max_threads()) {
+    omp_set_num_threads(std::max(1, std::min(threads, previous_)));
+}
+
+ThreadCap::~ThreadCap() {
+    omp_set_num_threads(previous_);
+}
+
 void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
           int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
     if (M == 0 || N == 0) return;
@@ -41,6 +55,70 @@ void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alp
                                   B, ldb, beta, C, ldc);
     if (st != dnnl_success) throw std::runtime_error("dnnl_sgemm failed");
 #endif
+}
+
+#ifndef SPLITSEG_WASM
+// One matmul primitive per problem (shapes, strides, beta), made on first use: creating one
+// costs far more than the small products of the prompt decoder it serves.
+using Bf16Problem = std::array<int64_t, 9>;  // trans_a, trans_b, M, N, K, lda, ldb, ldc, beta
+
+struct Bf16Product {
+    dnnl::matmul matmul;
+    dnnl::memory::desc a, b, c, scratch;
+};
+
+static const Bf16Product& bf16_product(const Bf16Problem& p) {
+    static std::mutex mutex;
+    static std::map<Bf16Problem, Bf16Product> products;
+    std::lock_guard<std::mutex> lock(mutex);
+    auto it = products.find(p);
+    if (it != products.end()) return it->second;
+    const auto [trans_a, trans_b, M, N, K, lda, ldb, ldc, beta] = p;
+    using onednn::dt;
+    const auto a =
+        trans_a ? onednn::transposed(K, M, lda, dt::bf16) : onednn::rows(M, K, lda, dt::bf16);
+    const auto b =
+        trans_b ? onednn::transposed(N, K, ldb, dt::bf16) : onednn::rows(K, N, ldb, dt::bf16);
+    dnnl::primitive_attr attr = onednn::own_scratchpad();
+    if (beta) {
+        dnnl::post_ops ops;
+        ops.append_sum(1.0f);
+        attr.set_post_ops(ops);
+    }
+    const dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(a, b, onednn::rows(M, N, ldc)), attr,
+                                          onednn::cpu());
+    return products
+        .emplace(p, Bf16Product{dnnl::matmul(pd), a, b, pd.dst_desc(), pd.scratchpad_desc()})
+        .first->second;
+}
+#endif
+
+void gemm_bf16(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const uint16_t* A,
+               int64_t lda, const uint16_t* B, int64_t ldb, float beta, float* C, int64_t ldc) {
+    if (beta != 0.0f && beta != 1.0f) throw std::invalid_argument("gemm_bf16: beta is 0 or 1");
+    if (M == 0 || N == 0) return;
+#ifdef SPLITSEG_WASM
+    (void)trans_a, (void)trans_b, (void)K, (void)A, (void)lda, (void)B, (void)ldb, (void)C,
+        (void)ldc;
+    throw std::runtime_error("gemm_bf16: no bf16 products in the WASM build");
+#else
+    const Bf16Product& product =
+        bf16_product({trans_a, trans_b, M, N, K, lda, ldb, ldc, beta != 0.0f});
+    const dnnl::engine& eng = onednn::cpu();
+    const onednn::Scratchpad scratch(product.scratch.get_size());  // per call: calls run at once
+    dnnl::stream stream(eng);
+    product.matmul.execute(
+        stream, {{DNNL_ARG_SRC, dnnl::memory(product.a, eng, const_cast<uint16_t*>(A))},
+                 {DNNL_ARG_WEIGHTS, dnnl::memory(product.b, eng, const_cast<uint16_t*>(B))},
+                 {DNNL_ARG_DST, dnnl::memory(product.c, eng, C)},
+                 {DNNL_ARG_SCRATCHPAD, scratch.memory()}});
+    stream.wait();
+#endif
+}
+
+void to_bf16(const float* x, int64_t n, uint16_t* out) {
+#pragma omp parallel for simd if (n > 65536)
+    for (int64_t i = 0; i < n; ++i) out[i] = f32_to_bf16_finite(x[i]);
 }
 
 void linear(const float* x, int64_t M, int64_t K, const float* W, const float* b, int64_t N,
@@ -105,24 +183,60 @@ void layer_norm(Tensor& x, const Tensor& weight, const Tensor& bias, float eps) 
     layer_norm(x.data(), x.data(), x.numel() / C, C, weight.data(), bias.data(), eps);
 }
 
-void layer_norm_channels(Tensor& x, const Tensor& weight, const Tensor& bias, float eps) {
+void layer_norm_channels(Tensor& x, const Tensor& weight, const Tensor& bias, float eps,
+                         const ChannelNormExtras& extras) {
     const int64_t C = x.dim(0), HW = x.numel() / C;
+    const float* add_first = extras.add_first;
+    Tensor* x_pe = extras.x_pe;
+    if (x_pe && x_pe->numel() != x.numel()) *x_pe = Tensor(x.shape());
     float* d = x.data();
-    std::vector<float> mean(HW, 0.0f), var(HW, 0.0f);
-    for (int64_t c = 0; c < C; ++c)
-        for (int64_t i = 0; i < HW; ++i) mean[i] += d[c * HW + i];
-    for (int64_t i = 0; i < HW; ++i) mean[i] /= C;
-    for (int64_t c = 0; c < C; ++c)
-        for (int64_t i = 0; i < HW; ++i) {
-            const float t = d[c * HW + i] - mean[i];
-            var[i] += t * t;
-        }
-    for (int64_t i = 0; i < HW; ++i) var[i] = 1.0f / std::sqrt(var[i] / C + eps);
+    // Blocks of pixels in parallel, each normalised across the channels in one pass over its
+    // columns (they stay in L1/L2 between the statistics and the output).
+    constexpr int64_t kBlock = 1024;
+    const int64_t blocks = (HW + kBlock - 1) / kBlock;
 #pragma omp parallel for if (C * HW > 65536)
-    for (int64_t c = 0; c < C; ++c) {
-        float* row = d + c * HW;
-        const float w = weight[c], b = bias[c];
-        for (int64_t i = 0; i < HW; ++i) row[i] = (row[i] - mean[i]) * var[i] * w + b;
+    for (int64_t b = 0; b < blocks; ++b) {
+        const int64_t i0 = b * kBlock, n = std::min(kBlock, HW - i0);
+        float mean[kBlock] = {}, inv_std[kBlock] = {};
+        // (x + add_first) is recomputed in each pass rather than stored: one write pass less.
+        for (int64_t c = 0; c < C; ++c) {
+            const float* row = d + c * HW + i0;
+            const float a = add_first ? add_first[c] : 0.0f;
+#pragma omp simd
+            for (int64_t i = 0; i < n; ++i) mean[i] += row[i] + a;
+        }
+        for (int64_t i = 0; i < n; ++i) mean[i] /= C;
+        for (int64_t c = 0; c < C; ++c) {
+            const float* row = d + c * HW + i0;
+            const float a = add_first ? add_first[c] : 0.0f;
+#pragma omp simd
+            for (int64_t i = 0; i < n; ++i) {
+                const float t = row[i] + a - mean[i];
+                inv_std[i] += t * t;
+            }
+        }
+        for (int64_t i = 0; i < n; ++i) inv_std[i] = 1.0f / std::sqrt(inv_std[i] / C + eps);
+        for (int64_t c = 0; c < C; ++c) {
+            float* row = d + c * HW + i0;
+            const float a = add_first ? add_first[c] : 0.0f, w = weight[c], bc = bias[c];
+#pragma omp simd
+            for (int64_t i = 0; i < n; ++i) row[i] = (row[i] + a - mean[i]) * inv_std[i] * w + bc;
+            if (extras.x_bf16) {
+                uint16_t* out = extras.x_bf16 + c * HW + i0;
+#pragma omp simd
+                for (int64_t i = 0; i < n; ++i) out[i] = f32_to_bf16_finite(row[i]);
+            }
+            if (!x_pe) continue;
+            const float* p = extras.pe->data() + c * HW + i0;
+            float* out = x_pe->data() + c * HW + i0;
+#pragma omp simd
+            for (int64_t i = 0; i < n; ++i) out[i] = row[i] + p[i];
+            if (extras.x_pe_bf16) {
+                uint16_t* out_bf16 = extras.x_pe_bf16 + c * HW + i0;
+#pragma omp simd
+                for (int64_t i = 0; i < n; ++i) out_bf16[i] = f32_to_bf16_finite(out[i]);
+            }
+        }
     }
 }
 
@@ -162,7 +276,7 @@ static inline float erf_approx(float x) {
 void gelu(Tensor& x) {
     float* d = x.data();
     const int64_t n = x.numel();
-#pragma omp parallel for simd if (n > 65536)
+#pragma omp parallel for simd if (parallel : n > 65536)
     for (int64_t i = 0; i < n; ++i)
         d[i] = 0.5f * d[i] * (1.0f + erf_approx(d[i] * 0.70710678118654752f));
 }
@@ -487,8 +601,10 @@ static std::vector<LerpTap> lerp_taps(int64_t in, int64_t out) {
     return taps;
 }
 
-Tensor interpolate_bilinear(const Tensor& x, int64_t oh, int64_t ow, int64_t keep_h,
-                            int64_t keep_w) {
+// The resize of interpolate_bilinear into out [C, keep_h, keep_w], each value through emit(v).
+template <typename T, typename Emit>
+static void interpolate_bilinear_into(const Tensor& x, int64_t oh, int64_t ow, int64_t keep_h,
+                                      int64_t keep_w, T* out, Emit emit) {
     const int64_t C = x.dim(0), H = x.dim(1), W = x.dim(2);
     keep_h = keep_h > 0 ? keep_h : oh;
     keep_w = keep_w > 0 ? keep_w : ow;
@@ -499,7 +615,6 @@ Tensor interpolate_bilinear(const Tensor& x, int64_t oh, int64_t ow, int64_t kee
     ty.resize(keep_h);
     tx.resize(keep_w);
     const bool copy_rows = W == ow;  // the width pass would be the identity
-    Tensor y({C, keep_h, keep_w});
     // Blocks of output rows run in parallel; each lerps the input rows it needs along the width
     // once into a two-row cache (rows i0 and i0 + 1 differ in parity), then lerps down the
     // height: PyTorch's order of operations without a full-size intermediate.
@@ -528,16 +643,33 @@ Tensor interpolate_bilinear(const Tensor& x, int64_t oh, int64_t ow, int64_t kee
                     const LerpTap t = ty[oy];
                     const float* r0 = input_row(t.i0);
                     const float* r1 = input_row(t.i1);
-                    float* dst = y.data() + (c * keep_h + oy) * keep_w;
+                    T* dst = out + (c * keep_h + oy) * keep_w;
+                    // omp simd: a byte output may alias the rows as far as the compiler knows.
                     if (t.w1 == 0.0f) {
-                        std::memcpy(dst, r0, keep_w * sizeof(float));
+#pragma omp simd
+                        for (int64_t ox = 0; ox < keep_w; ++ox) dst[ox] = emit(r0[ox]);
                         continue;
                     }
-                    for (int64_t ox = 0; ox < keep_w; ++ox) dst[ox] = t.w0 * r0[ox] + t.w1 * r1[ox];
+#pragma omp simd
+                    for (int64_t ox = 0; ox < keep_w; ++ox)
+                        dst[ox] = emit(t.w0 * r0[ox] + t.w1 * r1[ox]);
                 }
             }
     }
+}
+
+Tensor interpolate_bilinear(const Tensor& x, int64_t oh, int64_t ow, int64_t keep_h,
+                            int64_t keep_w) {
+    Tensor y({x.dim(0), keep_h > 0 ? keep_h : oh, keep_w > 0 ? keep_w : ow});
+    interpolate_bilinear_into(x, oh, ow, keep_h, keep_w, y.data(), [](float v) { return v; });
     return y;
+}
+
+std::vector<uint8_t> interpolate_bilinear_positive(const Tensor& x, int64_t oh, int64_t ow) {
+    std::vector<uint8_t> masks(static_cast<size_t>(x.dim(0) * oh * ow));
+    interpolate_bilinear_into(x, oh, ow, 0, 0, masks.data(),
+                              [](float v) { return static_cast<uint8_t>(v > 0.0f); });
+    return masks;
 }
 
 // Four source indices (clamped to the border) and weights of one output coordinate, as PyTorch's

@@ -4,7 +4,9 @@
 // ConvTranspose2d [in, out, kh, kw].
 #pragma once
 
+#include <cstdint>
 #include <functional>
+#include <vector>
 
 #include "engine/tensor.h"
 
@@ -13,10 +15,31 @@ namespace splitseg {
 // Threads used by every kernel (OpenMP and the GEMM library). n <= 0 means all cores.
 void set_num_threads(int n);
 int num_threads();
+// Caps the threads of the kernels the calling thread runs (its OpenMP team size, which oneDNN
+// follows) while it lives: a server running several decodes at once gives each one thread
+// instead of oversubscribing the cores with teams that spin-wait on each other.
+class ThreadCap {
+  public:
+    explicit ThreadCap(int threads);
+    ~ThreadCap();
+    ThreadCap(const ThreadCap&) = delete;
+    ThreadCap& operator=(const ThreadCap&) = delete;
+
+  private:
+    int previous_;
+};
 
 // Row-major C[M,N] = alpha * op(A) * op(B) + beta * C, with op = transpose when trans_* is set.
 void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
           int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc);
+
+// gemm() with both operands in bfloat16 (raw bits), accumulating in f32: C = op(A) op(B) + beta C
+// with beta 0 or 1. Runs on AMX / AVX512-BF16 through oneDNN; the WASM build has no bf16 path
+// and throws. Safe to call from several threads at once.
+void gemm_bf16(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const uint16_t* A,
+               int64_t lda, const uint16_t* B, int64_t ldb, float beta, float* C, int64_t ldc);
+// out[i] = x[i] rounded to bfloat16 (x finite), i < n.
+void to_bf16(const float* x, int64_t n, uint16_t* out);
 
 // y[M, N] = x[M, K] * W[N, K]^T + b[N] (b may be null).
 void linear(const float* x, int64_t M, int64_t K, const float* W, const float* b, int64_t N,
@@ -34,8 +57,17 @@ void layer_norm(Tensor& x, const Tensor& weight, const Tensor& bias, float eps);
 // y[rows, C] = LayerNorm(x[rows, C]) over the last dimension; y may be x.
 void layer_norm(const float* x, float* y, int64_t rows, int64_t C, const float* weight,
                 const float* bias, float eps);
+// What layer_norm_channels can do in the same pass over x (the prompt decoder's image tokens).
+struct ChannelNormExtras {
+    const float* add_first = nullptr;  // [C]: added to each channel before normalising
+    const Tensor* pe = nullptr;        // with x_pe: x_pe = x + pe after normalising
+    Tensor* x_pe = nullptr;
+    uint16_t* x_bf16 = nullptr;     // the result rounded to bfloat16
+    uint16_t* x_pe_bf16 = nullptr;  // x_pe rounded to bfloat16
+};
 // LayerNorm2d: in place over channels of x [C, H, W] (per pixel).
-void layer_norm_channels(Tensor& x, const Tensor& weight, const Tensor& bias, float eps);
+void layer_norm_channels(Tensor& x, const Tensor& weight, const Tensor& bias, float eps,
+                         const ChannelNormExtras& extras = {});
 
 void gelu(Tensor& x);  // exact (erf) GELU, PyTorch's default
 void relu(Tensor& x);
@@ -75,6 +107,9 @@ Tensor hwc_to_chw(const Tensor& x);
 // the resize) and compute nothing else.
 Tensor interpolate_bilinear(const Tensor& x, int64_t oh, int64_t ow, int64_t keep_h = 0,
                             int64_t keep_w = 0);
+// interpolate_bilinear(x, oh, ow) > 0 as 0/1 bytes: masks from logits without the float image
+// in between (a quarter of the bytes written, no second pass).
+std::vector<uint8_t> interpolate_bilinear_positive(const Tensor& x, int64_t oh, int64_t ow);
 // Bicubic resize of x [C, H, W] to [C, oh, ow] as torch.nn.functional.interpolate(mode="bicubic",
 // align_corners=false, antialias=false): Keys' kernel with A = -0.75, border pixels repeated.
 Tensor interpolate_bicubic(const Tensor& x, int64_t oh, int64_t ow);

@@ -20,10 +20,14 @@ static constexpr const char* kVersion = "1";
 
 const char* bundle_dtype_name(BundleDType t) {
     switch (t) {
-        case BundleDType::F32: return "f32";
-        case BundleDType::F16: return "f16";
-        case BundleDType::BF16: return "bf16";
-        case BundleDType::Int8: return "int8";
+        case BundleDType::F32:
+            return "f32";
+        case BundleDType::F16:
+            return "f16";
+        case BundleDType::BF16:
+            return "bf16";
+        case BundleDType::Int8:
+            return "int8";
     }
     return "?";
 }
@@ -260,6 +264,8 @@ Embedding parse_bundle(std::vector<uint8_t> bytes, const std::string& name) {
     return embedding_from(WeightFile::from_bytes(std::move(bytes), name));
 }
 
-Embedding read_bundle(const std::string& path) { return embedding_from(WeightFile::open(path)); }
+Embedding read_bundle(const std::string& path) {
+    return embedding_from(WeightFile::open(path));
+}
 
 }  // namespace splitseg

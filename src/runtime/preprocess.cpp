@@ -279,18 +279,43 @@ std::array<float, 2> to_model_frame(const ImageGeometry& geom, float x, float y)
     return {x / static_cast<float>(geom.orig_w) * size, y / static_cast<float>(geom.orig_h) * size};
 }
 
-Tensor upscale_logits(const Tensor& low_res, const ImageGeometry& geom) {
+static void check_low_res(const Tensor& low_res, const ImageGeometry& geom) {
     if (low_res.ndim() != 3)
         throw std::invalid_argument("upscale_logits expects [C, H, W] logits, got " +
                                     shape_str(low_res.shape()));
     if (geom.orig_w < 1 || geom.orig_h < 1)
         throw std::invalid_argument("upscale_logits: empty original size");
+}
+
+// The resize to the input frame, cropped to the resized image (the first of two steps).
+static Tensor to_resized_frame(const Tensor& low_res, const ImageGeometry& geom) {
+    return interpolate_bilinear(low_res, geom.input_size, geom.input_size, geom.resized_h,
+                                geom.resized_w);
+}
+
+static bool resized_is_original(const ImageGeometry& geom) {
+    return geom.resized_h == geom.orig_h && geom.resized_w == geom.orig_w;
+}
+
+Tensor upscale_logits(const Tensor& low_res, const ImageGeometry& geom) {
+    check_low_res(low_res, geom);
     if (geom.mode == ResizeMode::Square)
         return interpolate_bilinear(low_res, geom.orig_h, geom.orig_w);
-    Tensor kept = interpolate_bilinear(low_res, geom.input_size, geom.input_size, geom.resized_h,
-                                       geom.resized_w);
-    if (geom.resized_h == geom.orig_h && geom.resized_w == geom.orig_w) return kept;
+    Tensor kept = to_resized_frame(low_res, geom);
+    if (resized_is_original(geom)) return kept;
     return interpolate_bilinear(kept, geom.orig_h, geom.orig_w);
+}
+
+std::vector<uint8_t> upscale_masks(const Tensor& low_res, const ImageGeometry& geom) {
+    check_low_res(low_res, geom);
+    if (geom.mode == ResizeMode::Square)
+        return interpolate_bilinear_positive(low_res, geom.orig_h, geom.orig_w);
+    if (resized_is_original(geom) && geom.orig_h == geom.input_size &&
+        geom.orig_w == geom.input_size)  // no crop: the one resize writes the masks
+        return interpolate_bilinear_positive(low_res, geom.orig_h, geom.orig_w);
+    const Tensor kept = to_resized_frame(low_res, geom);
+    if (resized_is_original(geom)) return masks_from_logits(kept);
+    return interpolate_bilinear_positive(kept, geom.orig_h, geom.orig_w);
 }
 
 std::vector<uint8_t> masks_from_logits(const Tensor& logits, float threshold, uint8_t on_value) {

@@ -62,6 +62,8 @@ std::array<float, 2> to_model_frame(const ImageGeometry& geom, float x, float y)
 // All bilinear steps use align_corners=False. SAM 2.1's predictor clamps the low-res logits it
 // returns to [-32, 32] only after this upscale, so pass the unclamped logits.
 Tensor upscale_logits(const Tensor& low_res, const ImageGeometry& geom);
+// masks_from_logits(upscale_logits(low_res, geom)), with the last resize writing the 0/1 masks.
+std::vector<uint8_t> upscale_masks(const Tensor& low_res, const ImageGeometry& geom);
 
 // logits > threshold as on_value / 0, one byte per element in the tensor's order.
 std::vector<uint8_t> masks_from_logits(const Tensor& logits, float threshold = 0.0f,

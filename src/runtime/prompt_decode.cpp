@@ -89,7 +89,10 @@ Masks decode_prompts(const SamDecoder& decoder, ModelFamily family, const Decode
         return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t)
             .count();
     };
-    DecoderOutput out = decoder.decode(image, to_model_prompt(geom, prompts), prompts.multimask);
+    const MaskChoice choice = !prompts.multimask  ? MaskChoice::Single
+                              : prompts.best_only ? MaskChoice::BestOfMultimask
+                                                  : MaskChoice::Multimask;
+    DecoderOutput out = decoder.decode(image, to_model_prompt(geom, prompts), choice);
     Masks m;
     m.decoder_ms = ms_since(start);
     const auto upscale_start = std::chrono::steady_clock::now();
@@ -97,10 +100,11 @@ Masks decode_prompts(const SamDecoder& decoder, ModelFamily family, const Decode
     m.height = geom.orig_h;
     m.iou = std::move(out.iou);
     m.low_res_logits = std::move(out.low_res_logits);
-    if (output != MaskOutput::LowResOnly) {
-        Tensor logits = upscale_logits(m.low_res_logits, geom);
-        m.masks = masks_from_logits(logits);
-        if (output == MaskOutput::Logits) m.logits = std::move(logits);
+    if (output == MaskOutput::Masks) {
+        m.masks = upscale_masks(m.low_res_logits, geom);
+    } else if (output == MaskOutput::Logits) {
+        m.logits = upscale_logits(m.low_res_logits, geom);
+        m.masks = masks_from_logits(m.logits);
     }
     m.upscale_ms = ms_since(upscale_start);
     // SAM 2.1's predictor upscales the raw logits, then clamps the low-res ones it returns

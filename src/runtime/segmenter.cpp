@@ -29,7 +29,7 @@ std::unique_ptr<Segmenter> Segmenter::load(const std::string& path, Precision pr
     if (HieraEncoder::detect(w)) {
         s->family_ = ModelFamily::Sam2;
         s->encoders_->hiera = HieraEncoder::load(w);
-        precision = Precision::F32;  // SAM 2.1 computes in f32 only (see HieraEncoder::build)
+        // f32 only (see HieraEncoder::build); `precision` applies to its prompt decoder.
     } else if (TinyVitEncoder::detect(w)) {
         s->family_ = ModelFamily::MobileSam;
         s->encoders_->tiny_vit = TinyVitEncoder::load(w, precision);
@@ -42,7 +42,7 @@ std::unique_ptr<Segmenter> Segmenter::load(const std::string& path, Precision pr
                           "MobileSAM TinyViT or SAM 2.1 Hiera tensors)");
     }
     if (!SamDecoder::detect(w)) throw FormatError(path + ": no prompt encoder/mask decoder found");
-    s->decoder_ = std::make_unique<SamDecoder>(SamDecoder::load(w));
+    s->decoder_ = std::make_unique<SamDecoder>(SamDecoder::load(w, precision));
     s->model_hash_ = w.content_hash();
     s->precision_ = precision;
     return s;
@@ -61,7 +61,9 @@ std::string Segmenter::describe() const {
     } else {
         d << " tiny_vit";
     }
-    if (precision_ != Precision::F32) d << ", " << precision_name(precision_) << " compute";
+    if (precision_ != Precision::F32)
+        d << ", " << precision_name(precision_)
+          << (encoders_->hiera ? " prompt decoder (f32 encoder)" : " compute");
     return d.str();
 }
 

@@ -45,6 +45,9 @@ struct Prompts {
     std::optional<std::array<float, 4>> box;  // x0, y0, x1, y1 in original pixels
     std::optional<Tensor> mask_input;         // [1, 256, 256] low-res logits of an earlier decode
     bool multimask = false;
+    // With multimask: only the candidate of highest predicted IoU, the only one upscaled (the
+    // interactive path: a tool shows the best mask and offers the others on request).
+    bool best_only = false;
 };
 
 enum class MaskOutput {
@@ -73,8 +76,8 @@ Masks decode_prompts(const SamDecoder& decoder, ModelFamily family, const Decode
 class Segmenter {
   public:
     // Loads a checkpoint (.pth/.pt or safetensors) and infers the family and size from its
-    // tensors; the image encoder's heavy products compute at `precision` (SAM and MobileSAM; SAM
-    // 2.1 and every prompt decoder stay f32: precision() says what applies). Throws FormatError.
+    // tensors; the heavy products compute at `precision`: the image encoder's (SAM and MobileSAM;
+    // SAM 2.1's stays f32) and the prompt decoder's image-side products. Throws FormatError.
     static std::unique_ptr<Segmenter> load(const std::string& path,
                                            Precision precision = Precision::F32);
     ~Segmenter();

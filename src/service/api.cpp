@@ -1,5 +1,7 @@
 #include "service/api.h"
 
+#include "engine/ops.h"
+
 #include <charconv>
 #include <chrono>
 #include <cmath>
@@ -10,6 +12,7 @@
 #include <string_view>
 
 #include "engine/file_io.h"
+#include "engine/ops.h"
 #include "runtime/bundle.h"
 #include "runtime/image.h"
 #include "service/mask_encoding.h"
@@ -237,11 +240,26 @@ json masks_json(const Masks& masks, const OutputOptions& out, std::vector<std::s
     return {{"masks", list}, {"best", masks.best()}};
 }
 
-// Decodes `prompts` and encodes the masks as `out` asks, recording each stage's time.
+// Counts itself in `count` while it lives; `others` were counted before it.
+struct RunningCount {
+    std::atomic<int>& count;
+    const int others;
+    explicit RunningCount(std::atomic<int>& c) : count(c), others(c++) {}
+    ~RunningCount() { --count; }
+};
+
+// Decodes `prompts` and encodes the masks as `out` asks, recording each stage's time. A decode
+// that starts while others run gets one thread: teams of several per decode would oversubscribe
+// the cores and spin-wait on each other; a lone decode keeps all of them.
 json decode_masks(const Segmenter& model, const DecoderImage& decoder, const ImageGeometry& geom,
                   const Prompts& prompts, const OutputOptions& out, RequestMetrics& metrics,
-                  Masks* masks, std::vector<std::string>* frames) {
-    *masks = model.decode(decoder, geom, prompts);
+                  std::atomic<int>& decodes_running, Masks* masks,
+                  std::vector<std::string>* frames) {
+    {
+        const RunningCount running(decodes_running);
+        const ThreadCap cap(running.others > 0 ? 1 : num_threads());
+        *masks = model.decode(decoder, geom, prompts);
+    }
     metrics.observe_stage("decoder", masks->decoder_ms);
     metrics.observe_stage("upscale", masks->upscale_ms);
     const auto start = std::chrono::steady_clock::now();
@@ -861,12 +879,13 @@ Response Api::infer(Context& c) {
         throw ApiError(400, "bad_request", "give at least one point or a box");
     }
     if (body.contains("multimask")) prompts.multimask = body["multimask"].get<bool>();
+    prompts.best_only = body.value("best_only", false);
     prompts.mask_input = parse_mask_input(body);
     const OutputOptions out = parse_output(body, false);
     auto image = prepared(c.tenant, id);
     Masks masks;
     json result = decode_masks(require_model(), image->decoder, image->geom, prompts, out, metrics_,
-                               &masks, nullptr);
+                               decodes_running_, &masks, nullptr);
     result["latency_ms"] = ms_since(start);
     return timed_json_response(result, metrics_);
 }
@@ -951,6 +970,7 @@ Response Api::add_prompts(Context& c) {
     prompts.points = step.points;
     prompts.box = step.box;
     prompts.multimask = body.value("multimask", session->steps.empty());
+    prompts.best_only = body.value("best_only", false);
     // Refine the previous answer, as SAM's interactive use does, unless the client sends a mask.
     if (mask_input) {
         prompts.mask_input = std::move(mask_input);
@@ -960,7 +980,7 @@ Response Api::add_prompts(Context& c) {
     auto image = prepared(c.tenant, session->image_id);
     Masks masks;
     json result = decode_masks(require_model(), image->decoder, image->geom, prompts, out, metrics_,
-                               &masks, &step.frames);
+                               decodes_running_, &masks, &step.frames);
     const int64_t plane = 256 * 256;
     step.best_low_res =
         Tensor::from({1, 256, 256}, masks.low_res_logits.data() + plane * masks.best());

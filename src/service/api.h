@@ -9,6 +9,7 @@
 // part_too_large, internal.
 #pragma once
 
+#include <atomic>
 #include <functional>
 #include <list>
 #include <map>
@@ -136,6 +137,7 @@ class Api {
     ApiOptions options_;
     std::vector<RouteEntry> table_;
     RequestMetrics metrics_;
+    std::atomic<int> decodes_running_{0};  // decodes in progress, on any io thread
     SessionStore sessions_;
     RateLimiter limiter_;
     std::mutex prepared_mutex_;  // guards prepared_ and prepared_lru_

@@ -127,6 +127,10 @@ const char* Api::openapi_document() {
      "multimask": {
       "type": "boolean"
      },
+     "best_only": {
+      "type": "boolean",
+      "description": "with multimask: only the candidate of highest predicted IoU is decoded to the image size and returned (the interactive path)"
+     },
      "output": {
       "type": "string",
       "description": "mask encoding; binary only on a session's WebSocket (see /api/v1/sessions/{sid}/ws), elsewhere 400",

@@ -4,8 +4,10 @@
 // ssd_last_error() says why.
 #include <emscripten/emscripten.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <exception>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -14,6 +16,9 @@
 #include "engine/weights/weight_file.h"
 #include "runtime/bundle.h"
 #include "runtime/segmenter.h"
+#ifdef SPLITSEG_WASM_THREADS
+#include "wasm/worker_pool.h"
+#endif
 
 namespace splitseg {
 namespace {
@@ -31,6 +36,17 @@ State& state() {
     static State s;
     return s;
 }
+
+#ifdef SPLITSEG_WASM_THREADS
+// The threads beyond the caller's, at most the web workers emscripten starts with the module
+// (PTHREAD_POOL_SIZE in CMakeLists.txt): more would wait for the event loop to create theirs.
+constexpr int kMaxThreads = 4;
+
+std::unique_ptr<WorkerPool>& pool() {
+    static std::unique_ptr<WorkerPool> p;
+    return p;
+}
+#endif
 
 template <typename Fn>
 int guarded(Fn fn) {
@@ -76,6 +92,23 @@ extern "C" {
 
 EMSCRIPTEN_KEEPALIVE const char* ssd_last_error() {
     return state().error.c_str();
+}
+
+// The threads the products run on (the caller's included); returns the count now in use: 1 in
+// the single-threaded module, at most kMaxThreads in the threaded one. Stays over ssd_dispose().
+EMSCRIPTEN_KEEPALIVE int ssd_set_threads(int n) {
+#ifdef SPLITSEG_WASM_THREADS
+    set_gemm_portable_runner(nullptr);
+    pool().reset();  // joins the old team
+    n = std::clamp(n, 1, kMaxThreads);
+    if (n > 1) {
+        pool() = std::make_unique<WorkerPool>(n);
+        set_gemm_portable_runner(pool().get());
+    }
+    return n;
+#else
+    return 1;
+#endif
 }
 
 // A decoder weights file (splitseg models extract-decoder, or any checkpoint in safetensors).

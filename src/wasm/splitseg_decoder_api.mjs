@@ -22,6 +22,15 @@ export class SplitsegDecoder {
         this.module = module;
         this.width = 0;
         this.height = 0;
+        this.threads = 1;
+    }
+
+    // Threads for the decoder's matrix products: the threaded module (splitseg_decoder_mt.js,
+    // in a cross-origin isolated page) takes up to 4, the single-threaded one stays at 1.
+    // Returns the count now in use.
+    setThreads(n) {
+        this.threads = this.module._ssd_set_threads(n);
+        return this.threads;
     }
 
     // The compact decoder weights file (safetensors, f16 or f32).

@@ -15,17 +15,19 @@ namespace {
 
 class BundlePrecision : public testing::TestWithParam<std::string> {};
 
-// Every case of `img`: the masks decoded from `reduced` against those from `exact`.
-void expect_same_masks(const Segmenter& model, const WeightFile& vectors,
-                       const nlohmann::json& cases, const std::string& img,
-                       const DecoderImage& exact, const DecoderImage& reduced,
-                       const ImageGeometry& geom, const std::string& what) {
+// Every case of `img`: the masks `reduced_model` decodes from `reduced` against those `model`
+// decodes from `exact`.
+void expect_same_masks(const Segmenter& model, const Segmenter& reduced_model,
+                       const WeightFile& vectors, const nlohmann::json& cases,
+                       const std::string& img, const DecoderImage& exact,
+                       const DecoderImage& reduced, const ImageGeometry& geom,
+                       const std::string& what) {
     for (const auto& c : cases.at("cases")) {
         if (c.at("image") != img) continue;
         const std::string key = img + "." + c.at("case").get<std::string>();
         const Prompts p = golden::case_prompts(vectors, key, c.at("multimask_output").get<bool>());
         const Masks want = model.decode(exact, geom, p);
-        const Masks got = model.decode(reduced, geom, p);
+        const Masks got = reduced_model.decode(reduced, geom, p);
         ASSERT_EQ(want.masks.size(), got.masks.size());
         const int64_t plane = static_cast<int64_t>(want.width) * want.height;
         for (int i = 0; i < want.count(); ++i) {
@@ -54,13 +56,14 @@ TEST_P(BundlePrecision, MasksKeepIoUAbove099) {
                 EXPECT_LE(bytes.size(), limit) << bundle_dtype_name(dtype) << " bundle size";
             }
             const DecoderImage reduced = model->prepare(parse_bundle(bytes));
-            expect_same_masks(*model, vectors, cases, img, exact, reduced, e.geom,
+            expect_same_masks(*model, *model, vectors, cases, img, exact, reduced, e.geom,
                               std::string("a ") + bundle_dtype_name(dtype) + " bundle");
         }
     }
 }
 
-TEST_P(BundlePrecision, Bf16EncoderKeepsIoUAbove099) {
+// --precision bf16: the encoder's and the prompt decoder's products in bf16, against f32.
+TEST_P(BundlePrecision, Bf16ComputeKeepsIoUAbove099) {
     SPLITSEG_REQUIRE_GOLDEN(dir, GetParam());
     if (!precision_supported(Precision::BF16))
         GTEST_SKIP() << "this CPU cannot run oneDNN's bf16 products (no AVX-512)";
@@ -73,9 +76,9 @@ TEST_P(BundlePrecision, Bf16EncoderKeepsIoUAbove099) {
     for (const std::string img : {"img0", "img1"}) {
         const Image image = load_image(dir + "/" + img + ".png");
         const Embedding e = model->encode(image);
-        const DecoderImage reduced = model->prepare(bf16->encode(image));
-        expect_same_masks(*model, vectors, cases, img, model->prepare(e), reduced, e.geom,
-                          "a bf16-computed embedding");
+        const DecoderImage reduced = bf16->prepare(bf16->encode(image));
+        expect_same_masks(*model, *bf16, vectors, cases, img, model->prepare(e), reduced, e.geom,
+                          std::string("bf16 compute (") + bf16->describe() + ")");
     }
 }
 

@@ -109,7 +109,8 @@ TEST_P(SamDecoderGolden, MatchesTheReferencePredictor) {
     }
     const bool multimask = g.find_case(img, name)["multimask_output"];
 
-    const DecoderOutput out = decoder.decode(prepared, prompt, multimask);
+    const DecoderOutput out =
+        decoder.decode(prepared, prompt, multimask ? MaskChoice::Multimask : MaskChoice::Single);
     const Tensor ref_logits = vec.get(key + "low_res_logits");
     const Tensor ref_iou = vec.get(key + "iou");
     EXPECT_EQ(out.low_res_logits.shape(), ref_logits.shape());

@@ -1,11 +1,14 @@
 #include <gtest/gtest.h>
 
+#include <array>
+#include <atomic>
 #include <cmath>
 #include <limits>
 #include <random>
 #include <vector>
 
 #include "engine/gemm_portable.h"
+#include "wasm/worker_pool.h"
 
 namespace splitseg {
 namespace {
@@ -63,6 +66,37 @@ TEST(GemmPortable, ZeroDepthScalesC) {
     std::vector<float> C = {1, 2, 3, 4};
     gemm_portable(false, false, 2, 2, 0, 1.0f, nullptr, 1, nullptr, 2, 0.5f, C.data(), 2);
     EXPECT_EQ(C, (std::vector<float>{0.5f, 1, 1.5f, 2}));
+}
+
+TEST(WorkerPool, RunsEveryTaskOnceAcrossRuns) {
+    WorkerPool pool(3);
+    EXPECT_EQ(pool.threads(), 3);
+    for (int run = 0; run < 200; ++run) {
+        const int n = 1 + run % 7;
+        std::vector<std::atomic<int>> hits(n);
+        pool.run(n, [&](int64_t i) { ++hits[i]; });
+        for (int i = 0; i < n; ++i) ASSERT_EQ(hits[i].load(), 1) << "run " << run << " task " << i;
+    }
+}
+
+// Split by columns over a worker pool, every value of C is the one the single thread computes.
+TEST(GemmPortable, SplitOverWorkersMatchesOneThreadExactly) {
+    std::mt19937 rng(11);
+    std::uniform_real_distribution<float> u(-1.0f, 1.0f);
+    WorkerPool pool(3);
+    for (const auto [M, N, K] :
+         {std::array<int, 3>{56, 4096, 256}, std::array<int, 3>{130, 601, 300},
+          std::array<int, 3>{256, 24, 1024}}) {
+        std::vector<float> A(static_cast<size_t>(M) * K), B(static_cast<size_t>(K) * N);
+        for (float& x : A) x = u(rng);
+        for (float& x : B) x = u(rng);
+        std::vector<float> one(static_cast<size_t>(M) * N), split(one.size());
+        gemm_portable(false, false, M, N, K, 1.0f, A.data(), K, B.data(), N, 0.0f, one.data(), N);
+        set_gemm_portable_runner(&pool);
+        gemm_portable(false, false, M, N, K, 1.0f, A.data(), K, B.data(), N, 0.0f, split.data(), N);
+        set_gemm_portable_runner(nullptr);
+        ASSERT_EQ(one, split) << M << "x" << N << "x" << K;
+    }
 }
 
 }  // namespace

@@ -6,6 +6,8 @@
 #include <random>
 #include <thread>
 
+#include <omp.h>
+
 #include "engine/attention.h"
 #include "engine/linear.h"
 #include "engine/ops.h"
@@ -133,6 +135,28 @@ TEST(AttentionPacked, MatchesAttention) {
             }
         }
     }
+}
+
+}  // namespace
+}  // namespace splitseg
+
+namespace splitseg {
+namespace {
+
+// A server's concurrent decodes run one thread each: the cap holds on the capping thread only,
+// never raises the team size and is undone at the end of its scope.
+TEST(ThreadCap, CapsTheCallingThreadAndRestores) {
+    const int before = omp_get_max_threads();
+    {
+        const ThreadCap cap(1);
+        EXPECT_EQ(omp_get_max_threads(), 1);
+        int other = 0;
+        std::thread([&] { other = omp_get_max_threads(); }).join();
+        EXPECT_EQ(other, before);
+        const ThreadCap more(before + 4);
+        EXPECT_EQ(omp_get_max_threads(), 1);
+    }
+    EXPECT_EQ(omp_get_max_threads(), before);
 }
 
 }  // namespace

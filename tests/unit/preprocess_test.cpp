@@ -281,6 +281,20 @@ TEST(UpscaleLogits, SquareGoesStraightToTheOriginalSize) {
                  std::invalid_argument);
 }
 
+// The masks path writes bytes in the last resize: it must equal thresholding the float logits,
+// for every geometry (square; longest side cropped and resized; longest side at the input size).
+TEST(UpscaleMasks, EqualTheThresholdedLogits) {
+    const Tensor low = random_tensor({3, 16, 16}, 7);
+    for (const ImageGeometry& g : {make_geometry(21, 13, ResizeMode::Square, 64),
+                                   make_geometry(50, 30, ResizeMode::LongestSide, 64),
+                                   make_geometry(64, 40, ResizeMode::LongestSide, 64),
+                                   make_geometry(64, 64, ResizeMode::LongestSide, 64),
+                                   make_geometry(200, 90, ResizeMode::LongestSide, 64)}) {
+        SCOPED_TRACE(::testing::Message() << g.orig_w << "x" << g.orig_h);
+        EXPECT_EQ(upscale_masks(low, g), masks_from_logits(upscale_logits(low, g)));
+    }
+}
+
 TEST(MasksFromLogits, ThresholdsStrictly) {
     const float v[4] = {-1.0f, 0.0f, 0.5f, 3.0f};
     const Tensor t = Tensor::from({4}, v);

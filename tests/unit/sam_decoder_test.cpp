@@ -140,7 +140,8 @@ TEST_P(SamDecoderVariants, DecodesEveryKindOfPrompt) {
     for (size_t i = 0; i < prompts.size(); ++i)
         for (bool multimask : {true, false}) {
             SCOPED_TRACE(::testing::Message() << "prompt " << i << " multimask " << multimask);
-            const DecoderOutput out = s.decoder.decode(s.image, prompts[i], multimask);
+            const DecoderOutput out = s.decoder.decode(
+                s.image, prompts[i], multimask ? MaskChoice::Multimask : MaskChoice::Single);
             const int64_t n = multimask ? 3 : 1;
             EXPECT_EQ(out.low_res_logits.shape(), (Shape{n, 256, 256}));
             ASSERT_EQ(out.iou.size(), static_cast<size_t>(n));
@@ -156,13 +157,14 @@ TEST_P(SamDecoderVariants, DecodesEveryKindOfPrompt) {
     previous.reshape({1, 256, 256});
     Prompt refine = one_click();
     refine.mask_input = &previous;
-    const DecoderOutput with_mask = s.decoder.decode(s.image, refine, false);
-    const DecoderOutput without = s.decoder.decode(s.image, one_click(), false);
+    const DecoderOutput with_mask = s.decoder.decode(s.image, refine, MaskChoice::Single);
+    const DecoderOutput without = s.decoder.decode(s.image, one_click(), MaskChoice::Single);
     EXPECT_TRUE(all_finite(with_mask.low_res_logits));
     EXPECT_GT(max_abs_diff(with_mask.low_res_logits, without.low_res_logits), 1e-3f);
     Prompt mask_only;
     mask_only.mask_input = &previous;
-    EXPECT_TRUE(all_finite(s.decoder.decode(s.image, mask_only, true).low_res_logits));
+    EXPECT_TRUE(
+        all_finite(s.decoder.decode(s.image, mask_only, MaskChoice::Multimask).low_res_logits));
 }
 
 TEST(SamDecoder, Sam2SingleMaskFallsBackToTheBestMultimaskWhenUnstable) {
@@ -174,8 +176,8 @@ TEST(SamDecoder, Sam2SingleMaskFallsBackToTheBestMultimaskWhenUnstable) {
     for (float x : {10.0f, 300.0f, 600.0f, 1000.0f}) {
         Prompt p;
         p.points.push_back({x, 1024.0f - x, 1});
-        const DecoderOutput multi = s.decoder.decode(s.image, p, true);
-        const DecoderOutput single = s.decoder.decode(s.image, p, false);
+        const DecoderOutput multi = s.decoder.decode(s.image, p, MaskChoice::Multimask);
+        const DecoderOutput single = s.decoder.decode(s.image, p, MaskChoice::Single);
         const size_t best =
             std::max_element(multi.iou.begin(), multi.iou.end()) - multi.iou.begin();
         const bool fell_back = single.iou[0] == multi.iou[best];
@@ -191,16 +193,35 @@ TEST(SamDecoder, Sam2SingleMaskFallsBackToTheBestMultimaskWhenUnstable) {
     EXPECT_GT(fallbacks, 0);  // random weights give unstable single masks
 }
 
+// The interactive path upscales one mask only: it must be exactly the best multimask candidate.
+TEST_P(SamDecoderVariants, BestOfMultimaskIsTheBestCandidate) {
+    const SmallDecoder s = small_decoder(GetParam());
+    for (float x : {10.0f, 300.0f, 600.0f, 1000.0f}) {
+        Prompt p;
+        p.points.push_back({x, 1024.0f - x, 1});
+        const DecoderOutput multi = s.decoder.decode(s.image, p, MaskChoice::Multimask);
+        const DecoderOutput best = s.decoder.decode(s.image, p, MaskChoice::BestOfMultimask);
+        const size_t k = std::max_element(multi.iou.begin(), multi.iou.end()) - multi.iou.begin();
+        ASSERT_EQ(best.iou.size(), 1u);
+        EXPECT_EQ(best.iou[0], multi.iou[k]);
+        EXPECT_EQ(best.low_res_logits.shape(), (Shape{1, 256, 256}));
+        const Tensor want = Tensor::from({1, 256, 256}, multi.low_res_logits.data() + k * 65536);
+        EXPECT_EQ(max_abs_diff(best.low_res_logits, want), 0.0f);
+    }
+}
+
 TEST_P(SamDecoderVariants, ConcurrentDecodesMatchSerialOnes) {
     const SmallDecoder s = small_decoder(GetParam());
     std::vector<Prompt> prompts(4);
     for (int i = 0; i < 4; ++i)
         prompts[i].points.push_back({100.0f + 200 * i, 700.0f - 150 * i, 1});
     std::vector<DecoderOutput> serial, parallel(4);
-    for (const Prompt& p : prompts) serial.push_back(s.decoder.decode(s.image, p, true));
+    for (const Prompt& p : prompts)
+        serial.push_back(s.decoder.decode(s.image, p, MaskChoice::Multimask));
     std::vector<std::thread> threads;
     for (int i = 0; i < 4; ++i)
-        threads.emplace_back([&, i] { parallel[i] = s.decoder.decode(s.image, prompts[i], true); });
+        threads.emplace_back(
+            [&, i] { parallel[i] = s.decoder.decode(s.image, prompts[i], MaskChoice::Multimask); });
     for (std::thread& t : threads) t.join();
     for (int i = 0; i < 4; ++i) {
         EXPECT_LE(max_abs_diff(parallel[i].low_res_logits, serial[i].low_res_logits), 1e-4f);
@@ -212,23 +233,26 @@ TEST_P(SamDecoderVariants, RejectsBadPromptsAndImages) {
     const SmallDecoder s = small_decoder(GetParam());
     Prompt nan_point = one_click();
     nan_point.points[0].x = NAN;
-    EXPECT_THROW(s.decoder.decode(s.image, nan_point, true), std::invalid_argument);
+    EXPECT_THROW(s.decoder.decode(s.image, nan_point, MaskChoice::Multimask),
+                 std::invalid_argument);
     Prompt bad_label = one_click();
     bad_label.points[0].label = 2;
-    EXPECT_THROW(s.decoder.decode(s.image, bad_label, true), std::invalid_argument);
+    EXPECT_THROW(s.decoder.decode(s.image, bad_label, MaskChoice::Multimask),
+                 std::invalid_argument);
     Prompt bad_box;
     bad_box.box = std::array<float, 4>{0, 0, INFINITY, 10};
-    EXPECT_THROW(s.decoder.decode(s.image, bad_box, true), std::invalid_argument);
+    EXPECT_THROW(s.decoder.decode(s.image, bad_box, MaskChoice::Multimask), std::invalid_argument);
     Tensor small_mask = Tensor::zeros({1, 64, 64});
     Prompt bad_mask = one_click();
     bad_mask.mask_input = &small_mask;
-    EXPECT_THROW(s.decoder.decode(s.image, bad_mask, true), std::invalid_argument);
+    EXPECT_THROW(s.decoder.decode(s.image, bad_mask, MaskChoice::Multimask), std::invalid_argument);
     Tensor nan_mask = Tensor::filled({1, 256, 256}, NAN);
     bad_mask.mask_input = &nan_mask;
-    EXPECT_THROW(s.decoder.decode(s.image, bad_mask, true), std::invalid_argument);
+    EXPECT_THROW(s.decoder.decode(s.image, bad_mask, MaskChoice::Multimask), std::invalid_argument);
 
     EXPECT_THROW(s.decoder.prepare(Tensor::zeros({16, 64, 64})), std::invalid_argument);
-    EXPECT_THROW(s.decoder.decode(DecoderImage{}, one_click(), true), std::invalid_argument);
+    EXPECT_THROW(s.decoder.decode(DecoderImage{}, one_click(), MaskChoice::Multimask),
+                 std::invalid_argument);
     const Tensor embed = Tensor::zeros({1, 32, 64, 64});  // a batch dimension of 1 is accepted
     if (GetParam() == DecoderVariant::Sam) {
         EXPECT_NO_THROW(s.decoder.prepare(embed));

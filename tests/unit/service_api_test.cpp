@@ -458,6 +458,21 @@ TEST_F(ServiceApiEncoded, MaskInputFeedsTheDecoder) {
     }
 }
 
+// "best_only": the interactive path returns the one multimask candidate of highest score.
+TEST_F(ServiceApiEncoded, BestOnlyReturnsTheBestCandidate) {
+    const std::string url = "/api/v1/images/" + id + "/infer";
+    const json all = body_json(call("POST", url, R"({"points":[[32,24,1]],"multimask":true})"));
+    const Response r =
+        call("POST", url, R"({"points":[[32,24,1]],"multimask":true,"best_only":true})");
+    ASSERT_EQ(r.status, 200) << r.body;
+    const json best = body_json(r);
+    ASSERT_EQ(best["masks"].size(), 1u);
+    const json& want = all["masks"][all["best"].get<int>()];
+    EXPECT_EQ(best["masks"][0]["score"], want["score"]);
+    EXPECT_EQ(best["masks"][0]["rle"], want["rle"]);
+    EXPECT_EQ(call("POST", url, R"({"points":[[32,24,1]],"best_only":"yes"})").status, 400);
+}
+
 TEST_F(ServiceApiEncoded, PolygonsCarryTheirHoles) {
     const Response r = call("POST", "/api/v1/images/" + id + "/infer",
                             R"({"points":[[32,24,1]],"multimask":true,"output":"polygon"})");

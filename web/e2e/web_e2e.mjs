@@ -185,6 +185,11 @@ async function main() {
   const wasm = s.where === 'WASM';
   console.log(`web_e2e: decoding in ${s.where}${wasm ? '' : ` (WASM unavailable: ${s.wasmError})`}`);
   if (decoder) check(wasm, 'with the WASM decoder built and its weights served, the page decodes in WASM', s.wasmError);
+  // The threaded module where it was built and the page can use it (isolated, more than one core).
+  const cores = await page.evaluate(() => navigator.hardwareConcurrency);
+  if (wasm && existsSync(join(web, 'dist', 'wasm', 'splitseg_decoder_mt.wasm')) && cores > 1)
+    check(/\d+ threads/.test(s.decoderDetail), 'the WASM decoder runs on threads', s.decoderDetail);
+  else if (wasm) console.log(`web_e2e: WASM decoder on one thread (${s.decoderDetail}; ${cores} core(s))`);
   check(s.bundleSource === 'network' && bundleDownloads.length === 1, 'the bundle was downloaded once', `${bundleDownloads.length}`);
 
   // Foreground click: candidates, a mask drawn.

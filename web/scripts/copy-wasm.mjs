@@ -1,5 +1,6 @@
-// Copies the WASM decoder (splitseg_decoder.{js,wasm} and its JS API) from the C++ WASM build
-// into dist/wasm/, where the worker loads it. SPLITSEG_WASM_DIR overrides ../build-wasm. Without
+// Copies the WASM decoder (splitseg_decoder.{js,wasm} and its JS API, and the threaded
+// splitseg_decoder_mt.{js,wasm,worker.js} where built) from the C++ WASM build into dist/wasm/,
+// where the worker loads it. SPLITSEG_WASM_DIR overrides ../build-wasm. Without
 // a WASM build the client still works and decodes on the server; this says so.
 import { copyFileSync, existsSync, mkdirSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
@@ -12,6 +13,10 @@ const files = [
   [join(build, 'splitseg_decoder.wasm'), 'splitseg_decoder.wasm'],
   [join(web, '..', 'src', 'wasm', 'splitseg_decoder_api.mjs'), 'splitseg_decoder_api.mjs'],
 ];
+// The threaded module is optional: without it the worker stays on one thread.
+const threaded = ['splitseg_decoder_mt.js', 'splitseg_decoder_mt.wasm', 'splitseg_decoder_mt.worker.js']
+  .map((f) => [join(build, f), f]);
+if (threaded.every(([from]) => existsSync(from))) files.push(...threaded);
 const missing = files.filter(([from]) => !existsSync(from)).map(([from]) => from);
 if (missing.length) {
   console.warn(`copy-wasm: no WASM decoder in the client (missing ${missing.join(', ')}); ` +

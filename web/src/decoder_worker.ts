@@ -17,18 +17,37 @@ interface DecoderApi {
     latencyMs: number;
   };
   dispose(): void;
+  setThreads(n: number): number;
 }
 
 let api: DecoderApi | null = null;
 
-async function init(base: string, weights: ArrayBuffer): Promise<Record<string, unknown>> {
-  const factory = (await import(/* @vite-ignore */ `${base}splitseg_decoder.js`)).default;
+// The threaded module (splitseg_decoder_mt: shared memory, so only in a cross-origin isolated
+// page) when there are cores to use, else, or when it fails to start, the single-threaded one.
+async function openModule(base: string): Promise<{ api: DecoderApi; threads: number }> {
+  const cores = Math.min(4, navigator.hardwareConcurrency || 1);
   const { SplitsegDecoder } = await import(/* @vite-ignore */ `${base}splitseg_decoder_api.mjs`);
-  api = (await SplitsegDecoder.create(factory)) as DecoderApi;
+  if (self.crossOriginIsolated && cores > 1) {
+    try {
+      const factory = (await import(/* @vite-ignore */ `${base}splitseg_decoder_mt.js`)).default;
+      const mt = (await SplitsegDecoder.create(factory)) as DecoderApi;
+      return { api: mt, threads: mt.setThreads(cores) };
+    } catch (e) {
+      console.warn(`splitseg: threaded decoder unavailable (${(e as Error)?.message ?? e}); one thread`);
+    }
+  }
+  const factory = (await import(/* @vite-ignore */ `${base}splitseg_decoder.js`)).default;
+  return { api: (await SplitsegDecoder.create(factory)) as DecoderApi, threads: 1 };
+}
+
+async function init(base: string, weights: ArrayBuffer): Promise<Record<string, unknown>> {
+  const opened = await openModule(base);
+  api = opened.api;
   api.loadDecoder(new Uint8Array(weights));
-  // The module is built with -msimd128 and one thread: it only instantiates where SIMD runs.
+  // Built with -msimd128: the module only instantiates where SIMD runs.
   const isolated = self.crossOriginIsolated ? 'cross-origin isolated' : 'not isolated';
-  return { detail: `Web Worker, wasm SIMD, 1 thread, ${isolated}` };
+  const threads = opened.threads === 1 ? '1 thread' : `${opened.threads} threads`;
+  return { detail: `Web Worker, wasm SIMD, ${threads}, ${isolated}`, threads: opened.threads };
 }
 
 function handle(m: any): { reply: Record<string, unknown>; transfer: Transferable[] } | Promise<any> {

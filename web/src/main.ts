@@ -449,6 +449,7 @@ const testHooks = {
     return {
       imageId: state.image?.id ?? null,
       where: state.image?.decoder.where ?? null,
+      decoderDetail: state.image?.decoder.detail ?? null,
       wasmError: state.wasmError,
       bundleSource: state.image?.bundleSource ?? null,
       steps: state.steps.length,

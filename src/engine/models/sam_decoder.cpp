@@ -82,6 +82,10 @@ struct SamDecoderWeights {
     Norm final_norm;
     Conv upscale1, upscale2;  // ConvTranspose2d, kernel 2, stride 2
     Norm upscale_norm;
+    // bf16 compute: upscale2's weight [in, out, 2, 2] as the rounded [out * 4, in] (oneDNN's AMX
+    // kernels take a row-major left operand only). upscale1 stays f32: in bf16 it took the golden
+    // masks' IoU against f32 to 0.990, at the edge of the bar.
+    std::vector<uint16_t> upscale2_bf16;
     std::vector<Mlp> hypernetworks;  // one per mask token: token -> [C/8] mask weights
     Mlp iou_head;
     Mlp obj_head;  // SAM 2
@@ -323,6 +327,31 @@ void fourier_features(const Tensor& gaussian, float u, float v, float* out, int6
     }
 }
 
+using Bf16 = std::vector<uint16_t>;
+
+Bf16 rounded(const Tensor& t) {
+    Bf16 r(t.numel());
+    to_bf16(t.data(), t.numel(), r.data());
+    return r;
+}
+
+// A transposed convolution's weight [in, out, 2, 2] as the rounded matrix [out * 4, in].
+Bf16 rounded_transposed(const Tensor& w) {
+    const int64_t in = w.dim(0), out = w.numel() / in;
+    Tensor t({out, in});
+    for (int64_t i = 0; i < in; ++i)
+        for (int64_t o = 0; o < out; ++o) t[o * in + i] = w[i * out + o];
+    return rounded(t);
+}
+
+// The image side of the two-way transformer: the image tokens [C, HW], the same plus the dense
+// positional encoding, and with bf16 compute both rounded for the products that read them.
+struct ImageTokens {
+    Tensor keys, keys_pe;
+    Bf16 keys_bf16, keys_pe_bf16;  // empty in f32
+    bool bf16() const { return !keys_bf16.empty(); }
+};
+
 // ---------------------------------------------------------------------------------------------
 // Attention between T tokens (output tokens + prompts, ~10) and the HW = 4096 image tokens.
 // The image side is either projected ([D, HW] queries, keys or values: layer 0, whose projections
@@ -372,26 +401,38 @@ Tensor tokens_to_projected_image(const Attention& a, const Tensor& queries, cons
     return a.out(o);
 }
 
-// Tokens attend to the raw image. queries [T, C] (positional encoding added), image_keys
-// [C, HW] (positional encoding added), image_values [C, HW] -> [T, C]. Per head h, x the image:
+// Tokens attend to the raw image. queries [T, C] (positional encoding added), the image's
+// keys_pe [C, HW] as keys and keys as values -> [T, C]. Per head h, x the image:
 //   scores_h = q_h (Wk_h x + bk_h) = (q_h Wk_h) x + const, and the constant cancels in softmax;
 //   out_h = P_h (Wv_h x + bv_h)^T = (P_h x^T) Wv_h^T + bv_h, as the rows of P_h sum to 1.
-Tensor tokens_to_image(const Attention& a, const Tensor& queries, const Tensor& image_keys,
-                       const Tensor& image_values, int heads) {
+Tensor tokens_to_image(const Attention& a, const Tensor& queries, const ImageTokens& image,
+                       int heads) {
     const Tensor q = a.q(queries);  // [T, D]
     const int64_t T = q.dim(0), D = q.dim(1), d = D / heads, HT = heads * T;
-    const int64_t C = queries.dim(1), HW = image_keys.numel() / C;
+    const int64_t C = queries.dim(1), HW = image.keys.numel() / C;
     Tensor qk({HT, C});  // scale * q_h Wk_h, heads stacked
     for (int h = 0; h < heads; ++h)
         gemm(false, false, T, C, d, attention_scale(a, heads), q.data() + h * d, D,
              a.k.w.data() + h * d * C, C, 0.0f, qk.data() + h * T * C, C);
     Tensor p({HT, HW});
-    gemm_wide(false, false, HT, HW, C, 1.0f, qk.data(), C, image_keys.data(), HW, 0.0f, p.data(),
-              HW);
-    softmax_rows(p.data(), HT, HW);
     Tensor px({HT, C});  // P_h x^T
-    gemm_wide(false, true, HT, C, HW, 1.0f, p.data(), HW, image_values.data(), HW, 0.0f, px.data(),
-              C);
+    if (image.bf16()) {  // softmax numerators in bf16 into the second product, then 1 / sum
+        gemm_bf16(false, false, HT, HW, C, rounded(qk).data(), C, image.keys_pe_bf16.data(), HW,
+                  0.0f, p.data(), HW);
+        std::vector<float> inv_sum(HT);
+        Bf16 p_bf16(p.numel());
+        softmax_numerators(p.data(), HT, HW, inv_sum.data(), p_bf16.data());
+        gemm_bf16(false, true, HT, C, HW, p_bf16.data(), HW, image.keys_bf16.data(), HW, 0.0f,
+                  px.data(), C);
+        for (int64_t r = 0; r < HT; ++r)
+            for (int64_t c = 0; c < C; ++c) px[r * C + c] *= inv_sum[r];
+    } else {
+        gemm_wide(false, false, HT, HW, C, 1.0f, qk.data(), C, image.keys_pe.data(), HW, 0.0f,
+                  p.data(), HW);
+        softmax_rows(p.data(), HT, HW);
+        gemm_wide(false, true, HT, C, HW, 1.0f, p.data(), HW, image.keys.data(), HW, 0.0f,
+                  px.data(), C);
+    }
     Tensor o({T, D});
     fill_rows(o.data(), T, D, a.v.b.data());
     for (int h = 0; h < heads; ++h)
@@ -400,25 +441,29 @@ Tensor tokens_to_image(const Attention& a, const Tensor& queries, const Tensor& 
     return a.out(o);
 }
 
-// image [C, HW] += Wo [P_h v_h]_h + bo, the image's attention output over the token values
-// v [T, D] with probabilities p [heads, T, HW]. Folds Wo into the values: sum_h (Wo_h v_h^T) P_h.
+// image [C, HW] += Wo [P_h v_h]_h, the image's attention output over the token values v [T, D]
+// with probabilities p [heads, T, HW], without the bias bo (the LayerNorm after it adds that).
+// Folds Wo into the values: sum_h (Wo_h v_h^T) P_h.
 void add_attention_output(const Attention& a, const Tensor& v, const Tensor& p, int heads,
-                          Tensor& image) {
+                          bool bf16, Tensor& image) {
     const int64_t T = v.dim(0), D = v.dim(1), d = D / heads, HT = heads * T;
     const int64_t C = image.dim(0), HW = image.numel() / C;
     Tensor vo({HT, C});  // v_h Wo_h^T, with Wo_h the columns of head h
     for (int h = 0; h < heads; ++h)
         gemm(false, true, T, C, d, 1.0f, v.data() + h * d, D, a.out.w.data() + h * d, D, 0.0f,
              vo.data() + h * T * C, C);
-    add_channel_bias(image, a.out.b.data());
-    gemm_wide(true, false, C, HW, HT, 1.0f, vo.data(), C, p.data(), HW, 1.0f, image.data(), HW);
+    if (bf16)
+        gemm_bf16(true, false, C, HW, HT, rounded(vo).data(), C, rounded(p).data(), HW, 1.0f,
+                  image.data(), HW);
+    else
+        gemm_wide(true, false, C, HW, HT, 1.0f, vo.data(), C, p.data(), HW, 1.0f, image.data(), HW);
 }
 
-// The image's projected queries [D, HW] attend to the tokens; the result is added to image
-// [C, HW]. token_keys [T, C] (positional encoding added), token_values [T, C].
+// The image's projected queries [D, HW] attend to the tokens; the result (but its output bias)
+// is added to image [C, HW]. token_keys [T, C] (positional encoding added), token_values [T, C].
 void add_projected_image_to_tokens(const Attention& a, const Tensor& queries,
                                    const Tensor& token_keys, const Tensor& token_values, int heads,
-                                   Tensor& image) {
+                                   bool bf16, Tensor& image) {
     const Tensor k = a.k(token_keys), v = a.v(token_values);  // [T, D]
     const int64_t T = k.dim(0), D = k.dim(1), d = D / heads, HW = queries.dim(1);
     Tensor p({heads * T, HW});  // scores, then probabilities, [heads, T, HW]
@@ -427,17 +472,17 @@ void add_projected_image_to_tokens(const Attention& a, const Tensor& queries,
         gemm(false, false, T, HW, d, attention_scale(a, heads), k.data() + h * d, D,
              queries.data() + h * d * HW, HW, 0.0f, p.data() + h * T * HW, HW);
     for (int h = 0; h < heads; ++h) softmax_columns(p.data() + h * T * HW, T, HW);
-    add_attention_output(a, v, p, heads, image);
+    add_attention_output(a, v, p, heads, bf16, image);
 }
 
-// The raw image attends to the tokens; the result is added to image [C, HW]. image_queries
-// [C, HW] (positional encoding added), token_keys and token_values [T, C]. Per head h:
+// The raw image attends to the tokens, with image.keys_pe as its queries; the result (but its
+// output bias) is added to image.keys. token_keys and token_values [T, C]. Per head h:
 //   scores_h = k_h (Wq_h x + bq_h) = (k_h Wq_h) x + k_h bq_h.
-void add_image_to_tokens(const Attention& a, const Tensor& image_queries, const Tensor& token_keys,
-                         const Tensor& token_values, int heads, Tensor& image) {
+void add_image_to_tokens(const Attention& a, const Tensor& token_keys, const Tensor& token_values,
+                         int heads, ImageTokens& image) {
     const Tensor k = a.k(token_keys), v = a.v(token_values);  // [T, D]
     const int64_t T = k.dim(0), D = k.dim(1), d = D / heads, HT = heads * T;
-    const int64_t C = token_keys.dim(1), HW = image.numel() / C;
+    const int64_t C = token_keys.dim(1), HW = image.keys.numel() / C;
     const float scale = attention_scale(a, heads);
     Tensor kq({HT, C});  // scale * k_h Wq_h
     Tensor p({HT, HW});  // scores, then probabilities, [heads, T, HW]
@@ -451,10 +496,14 @@ void add_image_to_tokens(const Attention& a, const Tensor& image_queries, const 
             std::fill(row, row + HW, scale * bias);
         }
     }
-    gemm_wide(false, false, HT, HW, C, 1.0f, kq.data(), C, image_queries.data(), HW, 1.0f, p.data(),
-              HW);
+    if (image.bf16())
+        gemm_bf16(false, false, HT, HW, C, rounded(kq).data(), C, image.keys_pe_bf16.data(), HW,
+                  1.0f, p.data(), HW);
+    else
+        gemm_wide(false, false, HT, HW, C, 1.0f, kq.data(), C, image.keys_pe.data(), HW, 1.0f,
+                  p.data(), HW);
     for (int h = 0; h < heads; ++h) softmax_columns(p.data() + h * T * HW, T, HW);
-    add_attention_output(a, v, p, heads, image);
+    add_attention_output(a, v, p, heads, image.bf16(), image.keys);
 }
 
 // Layer 0's image-side projections [D, HW]: token->image keys and values, image->token queries.
@@ -472,12 +521,22 @@ struct Layer0View {
     const Tensor &keys, &values, &queries;
 };
 
+// After the image tokens change: keys = LayerNorm(keys + out_bias), keys_pe = keys + dense_pe, and
+// with bf16 compute both rounded.
+void normalize_image(ImageTokens& image, const Norm& norm, const Tensor& out_bias,
+                     const Tensor& dense_pe) {
+    ChannelNormExtras extras{out_bias.data(), &dense_pe, &image.keys_pe};
+    if (image.bf16()) {
+        extras.x_bf16 = image.keys_bf16.data();
+        extras.x_pe_bf16 = image.keys_pe_bf16.data();
+    }
+    layer_norm_channels(image.keys, norm.w, norm.b, kLayerNormEps, extras);
+}
+
 // The two-way transformer: the tokens [T, C] (their initial values are also their positional
-// encoding) and the image tokens keys [C, HW] attend to each other. Returns the tokens; keys and
-// keys_pe (keys + dense_pe) are updated.
+// encoding) and the image tokens attend to each other. Returns the tokens; image is updated.
 Tensor two_way_transformer(const SamDecoderWeights& w, int heads, const Tensor& tokens,
-                           const Layer0View& layer0, const Tensor& dense_pe, Tensor& keys,
-                           Tensor& keys_pe) {
+                           const Layer0View& layer0, const Tensor& dense_pe, ImageTokens& image) {
     Tensor queries = tokens;
     for (size_t i = 0; i < w.layers.size(); ++i) {
         const TwoWayLayer& l = w.layers[i];
@@ -487,23 +546,21 @@ Tensor two_way_transformer(const SamDecoderWeights& w, int heads, const Tensor& 
             add_(queries, self_attention(l.self_attn, plus(queries, tokens), queries, heads));
         }
         layer_norm(queries, l.norm1.w, l.norm1.b, kLayerNormEps);
-        add_(queries, i == 0 ? tokens_to_projected_image(l.token_to_image, plus(queries, tokens),
-                                                         layer0.keys, layer0.values, heads)
-                             : tokens_to_image(l.token_to_image, plus(queries, tokens), keys_pe,
-                                               keys, heads));
+        add_(queries, i == 0
+                          ? tokens_to_projected_image(l.token_to_image, plus(queries, tokens),
+                                                      layer0.keys, layer0.values, heads)
+                          : tokens_to_image(l.token_to_image, plus(queries, tokens), image, heads));
         layer_norm(queries, l.norm2.w, l.norm2.b, kLayerNormEps);
         add_(queries, l.mlp(queries));
         layer_norm(queries, l.norm3.w, l.norm3.b, kLayerNormEps);
         if (i == 0)
             add_projected_image_to_tokens(l.image_to_token, layer0.queries, plus(queries, tokens),
-                                          queries, heads, keys);
+                                          queries, heads, image.bf16(), image.keys);
         else
-            add_image_to_tokens(l.image_to_token, keys_pe, plus(queries, tokens), queries, heads,
-                                keys);
-        layer_norm_channels(keys, l.norm4.w, l.norm4.b, kLayerNormEps);
-        sum_into(keys_pe, keys, dense_pe);
+            add_image_to_tokens(l.image_to_token, plus(queries, tokens), queries, heads, image);
+        normalize_image(image, l.norm4, l.image_to_token.out.b, dense_pe);
     }
-    add_(queries, tokens_to_image(w.final_attn, plus(queries, tokens), keys_pe, keys, heads));
+    add_(queries, tokens_to_image(w.final_attn, plus(queries, tokens), image, heads));
     layer_norm(queries, w.final_norm.w, w.final_norm.b, kLayerNormEps);
     return queries;
 }
@@ -561,11 +618,13 @@ void add_block_terms(Tensor& y, int64_t S, int64_t nb, const Tensor& terms, int6
         }
 }
 
-// keys [C, g*g] and the mask weights hyper [M, C/8] -> masks [M, 4g, 4g]. terms_1, terms_2:
-// SAM 2's high-resolution terms in the upscaling order (DecoderImage), or empty.
-Tensor upscale_to_masks(const SamDecoderWeights& w, const Tensor& keys, const Tensor& hyper,
+// The image tokens [C, g*g] and the mask weights hyper [M, C/8] -> masks [M, 4g, 4g]. terms_1,
+// terms_2: SAM 2's high-resolution terms in the upscaling order (DecoderImage), or empty. With
+// bf16 compute the second transposed convolution takes bf16 inputs.
+Tensor upscale_to_masks(const SamDecoderWeights& w, const ImageTokens& image, const Tensor& hyper,
                         const Tensor& terms_1, const Tensor& terms_2,
                         const std::vector<int32_t>& order, int64_t g) {
+    const Tensor& keys = image.keys;
     const int64_t C = keys.dim(0), n0 = g * g, M = hyper.dim(0);
     const int64_t O1 = w.upscale1.w.dim(1), O2 = w.upscale2.w.dim(1);
     int64_t nb = 512;  // tokens per block: the largest power of two <= 512 dividing g*g
@@ -577,6 +636,7 @@ Tensor upscale_to_masks(const SamDecoderWeights& w, const Tensor& keys, const Te
         Tensor y1({O1, 4 * nb});   // [o1][k1][token]
         Tensor y2({O2, 16 * nb});  // [o2][k2][k1][token]
         Tensor m({M, 16 * nb});    // [mask][k2][k1][token]
+        Bf16 y1_bf16(image.bf16() ? y1.numel() : 0);
 #pragma omp for schedule(static)
         for (int64_t b = 0; b < blocks; ++b) {
             const int64_t p0 = b * nb;
@@ -585,8 +645,14 @@ Tensor upscale_to_masks(const SamDecoderWeights& w, const Tensor& keys, const Te
             add_block_terms(y1, 4, nb, terms_1, p0, n0, w.upscale1.b);
             layer_norm_channels(y1, w.upscale_norm.w, w.upscale_norm.b, kLayerNorm2dEps);
             gelu(y1);
-            gemm(true, false, O2 * 4, 4 * nb, O1, 1.0f, w.upscale2.w.data(), O2 * 4, y1.data(),
-                 4 * nb, 0.0f, y2.data(), 4 * nb);
+            if (image.bf16()) {
+                to_bf16(y1.data(), y1.numel(), y1_bf16.data());
+                gemm_bf16(false, false, O2 * 4, 4 * nb, O1, w.upscale2_bf16.data(), O1,
+                          y1_bf16.data(), 4 * nb, 0.0f, y2.data(), 4 * nb);
+            } else {
+                gemm(true, false, O2 * 4, 4 * nb, O1, 1.0f, w.upscale2.w.data(), O2 * 4, y1.data(),
+                     4 * nb, 0.0f, y2.data(), 4 * nb);
+            }
             add_block_terms(y2, 16, nb, terms_2, p0, n0, w.upscale2.b);
             gelu(y2);
             for (int64_t k2 = 0; k2 < 4; ++k2)
@@ -666,7 +732,7 @@ bool SamDecoder::detect(const WeightFile& w) {
     return has_variant(w, DecoderVariant::Sam) || has_variant(w, DecoderVariant::Sam2);
 }
 
-SamDecoder SamDecoder::load(const WeightFile& w) {
+SamDecoder SamDecoder::load(const WeightFile& w, Precision precision) {
     DecoderVariant v;
     if (has_variant(w, DecoderVariant::Sam))
         v = DecoderVariant::Sam;
@@ -678,6 +744,10 @@ SamDecoder SamDecoder::load(const WeightFile& w) {
     d.cfg_ = infer_config(w, v);
     d.w_ = std::make_unique<SamDecoderWeights>(load_weights(
         d.cfg_, [&](const std::string& name, const Shape& shape) { return w.get(name, shape); }));
+    d.precision_ = precision;
+    if (precision == Precision::BF16) {
+        d.w_->upscale2_bf16 = rounded_transposed(d.w_->upscale2.w);
+    }
 
     // Positional encoding of the embedding grid: the same for every image.
     const int64_t g = d.cfg_.grid;
@@ -772,7 +842,7 @@ Tensor SamDecoder::embed_mask(const Tensor& mask) const {
 }
 
 DecoderOutput SamDecoder::decode(const DecoderImage& image, const Prompt& prompt,
-                                 bool multimask) const {
+                                 MaskChoice choice) const {
     check_prompt(prompt);
     const SamDecoderWeights& w = *w_;
     const bool sam2 = cfg_.variant == DecoderVariant::Sam2;
@@ -786,58 +856,66 @@ DecoderOutput SamDecoder::decode(const DecoderImage& image, const Prompt& prompt
     // values are also their positional encoding in every attention.
     const Tensor prompt_tokens = embed_prompt(prompt);
     const Tensor tokens = concat_rows({&w.output_tokens, &prompt_tokens});  // [T, C]
-    Tensor keys = image.image_embed;  // image tokens [C, g, g]: embedding + dense prompt
-    Tensor keys_pe;                   // keys + dense positional encoding
-    Layer0Projections with_mask;      // layer 0's projections depend on the click with a mask
+    ImageTokens im;  // the image tokens: embedding + dense prompt
+    im.keys = image.image_embed;
+    Layer0Projections with_mask;  // layer 0's projections depend on the click with a mask
     if (prompt.mask_input) {
-        add_(keys, embed_mask(*prompt.mask_input));
-        sum_into(keys_pe, keys, dense_pe_);
-        with_mask = project_layer0(w.layers.front(), keys, keys_pe);
+        add_(im.keys, embed_mask(*prompt.mask_input));
+        sum_into(im.keys_pe, im.keys, dense_pe_);
+        with_mask = project_layer0(w.layers.front(), im.keys, im.keys_pe);
     } else {
-        add_channel_bias(keys, w.no_mask.data());
+        add_channel_bias(im.keys, w.no_mask.data());
+    }
+    if (precision_ == Precision::BF16) {  // filled after layer 0, which does not read them
+        im.keys_bf16.resize(im.keys.numel());
+        im.keys_pe_bf16.resize(im.keys.numel());
     }
     const Layer0View layer0 =
         prompt.mask_input
             ? Layer0View{with_mask.keys, with_mask.values, with_mask.queries}
             : Layer0View{image.layer0_keys, image.layer0_values, image.layer0_queries};
 
-    const Tensor queries = two_way_transformer(w, heads, tokens, layer0, dense_pe_, keys, keys_pe);
+    const Tensor queries = two_way_transformer(w, heads, tokens, layer0, dense_pe_, im);
 
     // Masks: each mask token's hypernetwork gives the weights of its mask over the upscaled
     // image's channels; SAM 2 adds its high-resolution features in the upscaling.
     const int64_t first_token = sam2 ? 1 : 0;  // SAM 2's object-score token comes first
-    const int64_t Cu = w.upscale2.w.dim(1);
-    Tensor hyper({M, Cu});
-    for (int64_t m = 0; m < M; ++m) {
-        const Tensor h = w.hypernetworks[m](row_of(queries, first_token + 1 + m));
-        std::memcpy(hyper.data() + m * Cu, h.data(), Cu * sizeof(float));
-    }
-    const Tensor masks = upscale_to_masks(w, keys, hyper, image.upscale_add_1, image.upscale_add_2,
-                                          upscale_order_2_, g);
-    const int64_t HWu = masks.numel() / M;
     Tensor iou = w.iou_head(row_of(queries, first_token));  // [1, M]
     if (cfg_.iou_sigmoid)
         for (int64_t m = 0; m < M; ++m) iou[m] = 1.0f / (1.0f + std::exp(-iou[m]));
+    const int64_t best_multimask = std::max_element(iou.data() + 1, iou.data() + M) - iou.data();
 
-    // Which masks to return: the multimask tokens, or the single-mask token, which SAM 2 may
-    // replace by the multimask output with the best predicted IoU when it is unstable.
-    std::vector<int64_t> picks;
-    if (multimask) {
-        for (int64_t m = 1; m < M; ++m) picks.push_back(m);
-    } else if (cfg_.dynamic_multimask &&
-               stability_score(masks.data(), HWu, cfg_.stability_delta) < cfg_.stability_thresh) {
-        picks.push_back(std::max_element(iou.data() + 1, iou.data() + M) - iou.data());
+    // The mask tokens to upscale: the multimask tokens, the best of them, or the single-mask
+    // token, which SAM 2 may replace by the best multimask output when it is unstable (then all
+    // are upscaled, the single one to measure its stability).
+    const bool dynamic = choice == MaskChoice::Single && cfg_.dynamic_multimask;
+    std::vector<int64_t> upscaled;
+    if (choice == MaskChoice::Multimask || dynamic) {
+        for (int64_t m = dynamic ? 0 : 1; m < M; ++m) upscaled.push_back(m);
     } else {
-        picks.push_back(0);
+        upscaled.push_back(choice == MaskChoice::BestOfMultimask ? best_multimask : 0);
     }
+    const int64_t Cu = w.upscale2.w.dim(1), n = static_cast<int64_t>(upscaled.size());
+    Tensor hyper({n, Cu});  // each token's hypernetwork: its mask's weights over the channels
+    for (int64_t i = 0; i < n; ++i) {
+        const int64_t m = upscaled[i];
+        const Tensor h = w.hypernetworks[m](row_of(queries, first_token + 1 + m));
+        std::memcpy(hyper.data() + i * Cu, h.data(), Cu * sizeof(float));
+    }
+    Tensor masks = upscale_to_masks(w, im, hyper, image.upscale_add_1, image.upscale_add_2,
+                                    upscale_order_2_, g);
 
     DecoderOutput out;
-    const int64_t side = cfg_.mask_size();
-    out.low_res_logits = Tensor({static_cast<int64_t>(picks.size()), side, side});
-    for (size_t i = 0; i < picks.size(); ++i) {
-        std::memcpy(out.low_res_logits.data() + i * HWu, masks.data() + picks[i] * HWu,
-                    HWu * sizeof(float));
-        out.iou.push_back(iou[picks[i]]);
+    if (dynamic) {
+        const int64_t HWu = masks.numel() / n, side = cfg_.mask_size();
+        const bool stable =
+            stability_score(masks.data(), HWu, cfg_.stability_delta) >= cfg_.stability_thresh;
+        const int64_t pick = stable ? 0 : best_multimask;
+        out.low_res_logits = Tensor::from({1, side, side}, masks.data() + pick * HWu);
+        out.iou.push_back(iou[pick]);
+    } else {
+        out.low_res_logits = std::move(masks);
+        for (int64_t m : upscaled) out.iou.push_back(iou[m]);
     }
     if (sam2) out.object_score_logit = w.obj_head(row_of(queries, 0))[0];
     return out;

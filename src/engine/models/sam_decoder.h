@@ -12,6 +12,7 @@
 #include <utility>
 #include <vector>
 
+#include "engine/linear.h"
 #include "engine/tensor.h"
 #include "engine/weights/weight_file.h"
 
@@ -36,6 +37,13 @@ struct DecoderOutput {
 };
 
 enum class DecoderVariant { Sam, Sam2 };
+
+// Which masks a decode returns (and upscales: each costs a pass of the mask product).
+enum class MaskChoice {
+    Single,           // the single-mask token's (SAM 2 with dynamic_multimask: see the config)
+    Multimask,        // the 3 multimask tokens' (for ambiguous prompts such as one click)
+    BestOfMultimask,  // the multimask token's with the highest predicted IoU: the interactive path
+};
 
 // Sizes of one decoder. All are read from the checkpoint except those marked otherwise.
 struct SamDecoderConfig {
@@ -89,9 +97,13 @@ class SamDecoder {
     // "sam_mask_decoder.".
     static bool detect(const WeightFile& w);
     // The variant follows from the key prefixes, the sizes from the tensors. Throws FormatError.
-    static SamDecoder load(const WeightFile& w);
+    // With Precision::BF16 the attention products over the 64x64 image tokens and the second
+    // upscaling convolution take bf16 inputs (f32 accumulation); the token side, the norms, the
+    // softmax and the first upscaling convolution stay f32.
+    static SamDecoder load(const WeightFile& w, Precision precision = Precision::F32);
 
     DecoderVariant variant() const { return cfg_.variant; }
+    Precision precision() const { return precision_; }
     const SamDecoderConfig& config() const { return cfg_; }
     // See SamDecoderConfig::dynamic_multimask. Set before decoding, not while other threads do.
     void set_dynamic_multimask(bool on) { cfg_.dynamic_multimask = on; }
@@ -103,7 +115,7 @@ class SamDecoder {
     // Const and thread-safe: any number of threads may decode (the same or other images) at once.
     // Throws std::invalid_argument on a bad prompt (non-finite coordinates, unknown label,
     // mask_input of the wrong size).
-    DecoderOutput decode(const DecoderImage& image, const Prompt& prompt, bool multimask) const;
+    DecoderOutput decode(const DecoderImage& image, const Prompt& prompt, MaskChoice choice) const;
 
     SamDecoder(SamDecoder&&) noexcept;
     SamDecoder& operator=(SamDecoder&&) noexcept;
@@ -115,6 +127,7 @@ class SamDecoder {
     Tensor embed_mask(const Tensor& mask) const;      // [C, g, g] dense prompt
 
     SamDecoderConfig cfg_;
+    Precision precision_ = Precision::F32;
     std::unique_ptr<SamDecoderWeights> w_;
     Tensor dense_pe_;  // [C, g, g] positional encoding of the embedding grid
     // Image index of each pixel of the output upscaling's order, after one and two steps.
