@@ -99,7 +99,10 @@ int cmd_serve(const std::vector<std::string>& argv) {
                      "quiet",
                      "web",
                      "decoder",
-                     "precision"});
+                     "precision",
+                     "read-timeout-s",
+                     "write-timeout-s",
+                     "ws-idle-timeout-s"});
     const std::string data_dir = args.get("data-dir").value_or("./splitseg-data");
     std::filesystem::create_directories(data_dir);
     const std::string jobs_spec =
@@ -154,6 +157,11 @@ int cmd_serve(const std::vector<std::string>& argv) {
     server_options.host = args.get("host").value_or("127.0.0.1");
     server_options.port = static_cast<uint16_t>(args.get_int("port", 8080, 0, 65535));
     server_options.threads = args.get_int("threads", 4, 1, 256);
+    server_options.read_timeout = std::chrono::seconds(args.get_int("read-timeout-s", 30, 1, 3600));
+    server_options.write_timeout =
+        std::chrono::seconds(args.get_int("write-timeout-s", 30, 1, 3600));
+    server_options.websocket_idle_timeout =
+        std::chrono::seconds(args.get_int("ws-idle-timeout-s", 300, 1, 86400));
     server_options.body_limit = api.max_body_bytes;
     server_options.log_requests = !args.flag("quiet");
     server_options.stop_on_signals = true;

@@ -42,6 +42,7 @@ const char* kUsage =
     "           [--web DIR|none]   (the web client at /; default SPLITSEG_WEB_DIR, else\n"
     "           web/dist of the repository holding the binary, else PREFIX/share/splitseg/web)\n"
     "           [--precision f32|bf16]  (the encoder's arithmetic, as for encode)\n"
+    "           [--read-timeout-s 30] [--write-timeout-s 30] [--ws-idle-timeout-s 300]\n"
     "\n"
     "Store SPEC: tiers in lookup order, comma-separated: mem:?max_bytes=256M,\n"
     "  disk:/path?max_bytes=10G, azure://HOST/ACCOUNT/CONTAINER?key=...,\n"

@@ -134,6 +134,8 @@ class WebSocketSession : public Connection, public std::enable_shared_from_this<
         beast::get_lowest_layer(ws_).expires_never();  // the websocket has its own timeouts
         auto timeouts = websocket::stream_base::timeout::suggested(beast::role_type::server);
         timeouts.handshake_timeout = server_.options.websocket_handshake_timeout;
+        timeouts.idle_timeout = server_.options.websocket_idle_timeout;
+        timeouts.keep_alive_pings = true;
         ws_.set_option(timeouts);
         ws_.read_message_max(server_.options.body_limit);
         ws_.async_accept(

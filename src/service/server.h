@@ -22,6 +22,8 @@ struct ServerOptions {
     std::chrono::seconds write_timeout{30};
     // WebSocket opening and closing handshakes; bounds how long stop() waits for a silent peer.
     std::chrono::milliseconds websocket_handshake_timeout{3000};
+    // A WebSocket that sends nothing for this long, and answers no ping sent halfway, is closed.
+    std::chrono::seconds websocket_idle_timeout{300};
     bool log_requests = true;      // one JSON line per request on stderr
     bool stop_on_signals = false;  // SIGINT and SIGTERM call stop()
 };

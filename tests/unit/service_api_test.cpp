@@ -66,6 +66,22 @@ TEST(ServiceApi, EveryResponseCarriesCorsAndIsolationHeaders) {
     EXPECT_EQ(preflight.header("Access-Control-Allow-Methods"), "POST, OPTIONS");
 }
 
+TEST(ServiceApi, AConfiguredCorsOriginIsSentOnAnswersAndPreflights) {
+    ApiFixture f(nullptr, {}, {},
+                 [](ApiOptions& o) { o.cors_origin = "https://annotate.example"; });
+    for (const Response& r :
+         {f.api->handle(make_request("GET", "/healthz")),
+          f.api->handle(make_request("OPTIONS", "/api/v1/images")),
+          f.api->handle(make_request("POST", "/api/v1/images", "x"))}) {  // an error too
+        EXPECT_EQ(r.header("Access-Control-Allow-Origin"), "https://annotate.example");
+    }
+    const Response preflight = f.api->handle(make_request("OPTIONS", "/api/v1/images"));
+    EXPECT_EQ(preflight.status, 204);
+    EXPECT_EQ(preflight.header("Access-Control-Allow-Methods"), "POST, GET, OPTIONS");
+    EXPECT_NE(preflight.header("Access-Control-Allow-Headers").find("Content-Type"),
+              std::string::npos);
+}
+
 TEST(ServiceApi, OpenApiListsExactlyTheServedRoutes) {
     ApiFixture f(nullptr);
     const Response r = f.api->handle(make_request("GET", "/api/v1/openapi.json"));

@@ -247,6 +247,42 @@ TEST(ServiceServer, SlowClientsAreCutOffAfterTheReadTimeout) {
     }
 }
 
+// A WebSocket peer that goes silent (and answers no ping) is closed after the idle timeout.
+TEST(ServiceServer, SilentWebSocketsAreClosedAfterTheIdleTimeout) {
+    SPLITSEG_REQUIRE_TINY_MODEL();
+    test::ApiFixture f(test::tiny_model());
+    ServerOptions options = loopback_options();
+    options.websocket_idle_timeout = std::chrono::seconds(1);
+    Server server(*f.api, options);
+    server.start();
+    // A session needs an encoded image; the socket route checks that the session exists.
+    const Response up =
+        f.api->handle(test::make_request("POST", "/api/v1/images", test::test_png()));
+    ASSERT_EQ(up.status, 201) << up.body;
+    f.encode_all();
+    const Response made = f.api->handle(test::make_request(
+        "POST", "/api/v1/sessions", json{{"image_id", test::body_json(up)["id"]}}.dump()));
+    ASSERT_EQ(made.status, 201) << made.body;
+    const std::string sid = test::body_json(made)["session_id"];
+    Client silent(server.port());
+    const std::string upgraded = silent.send_raw(
+        "GET /api/v1/sessions/" + sid +
+            "/ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        "\r\n\r\n");
+    ASSERT_EQ(upgraded.rfind("HTTP/1.1 101", 0), 0u) << upgraded;
+    const auto start = std::chrono::steady_clock::now();
+    try {
+        silent.send_raw("", "never sent");  // reads the ping, then the end of the connection
+        ADD_FAILURE() << "the connection stayed open";
+    } catch (const beast::system_error& e) {
+        EXPECT_EQ(e.code(), net::error::eof) << e.code().message();
+    }
+    const auto waited = std::chrono::steady_clock::now() - start;
+    EXPECT_GE(waited, std::chrono::milliseconds(900));
+    EXPECT_LT(waited, std::chrono::seconds(4));
+}
+
 // Request targets are bytes: one that is not UTF-8 must still be answered (a JSON error) and
 // logged, not take the io thread down while its log line is serialised.
 TEST(ServiceServer, TargetsThatAreNotUtf8AreAnsweredAndLogged) {
