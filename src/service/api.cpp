@@ -1,6 +1,5 @@
 #include "service/api.h"
 
-#include "engine/ops.h"
 
 #include <charconv>
 #include <chrono>
