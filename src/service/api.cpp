@@ -1,6 +1,5 @@
 #include "service/api.h"
 
-
 #include <charconv>
 #include <chrono>
 #include <cmath>
