@@ -4,13 +4,16 @@
 
 namespace splitseg {
 
-std::vector<uint32_t> coco_rle_counts(const uint8_t* mask, int width, int height) {
+std::vector<uint32_t> run_lengths(const uint8_t* mask, int width, int height, bool column_major) {
     std::vector<uint32_t> counts;
     uint8_t current = 0;  // runs alternate, starting with background
     uint32_t run = 0;
-    for (int x = 0; x < width; ++x) {
-        for (int y = 0; y < height; ++y) {
-            const uint8_t v = mask[static_cast<size_t>(y) * width + x] ? 1 : 0;
+    const int outer = column_major ? width : height, inner = column_major ? height : width;
+    for (int o = 0; o < outer; ++o) {
+        for (int i = 0; i < inner; ++i) {
+            const size_t at = column_major ? static_cast<size_t>(i) * width + o
+                                           : static_cast<size_t>(o) * width + i;
+            const uint8_t v = mask[at] ? 1 : 0;
             if (v != current) {
                 counts.push_back(run);
                 run = 0;
@@ -21,6 +24,10 @@ std::vector<uint32_t> coco_rle_counts(const uint8_t* mask, int width, int height
     }
     counts.push_back(run);
     return counts;
+}
+
+std::vector<uint32_t> coco_rle_counts(const uint8_t* mask, int width, int height) {
+    return run_lengths(mask, width, height, true);
 }
 
 std::string coco_rle_string(const std::vector<uint32_t>& counts) {

@@ -4,6 +4,8 @@
 #include <cstring>
 #include <stdexcept>
 
+#include "service/mask_encoding.h"
+
 namespace splitseg {
 
 namespace {
@@ -25,30 +27,12 @@ uint32_t get_u32(std::string_view in, size_t at) {
     return v;
 }
 
-// Run lengths over the row-major pixels, alternating outside/inside, starting outside.
-std::vector<uint32_t> row_runs(const uint8_t* mask, size_t pixels) {
-    std::vector<uint32_t> runs;
-    uint8_t current = 0;
-    uint32_t run = 0;
-    for (size_t i = 0; i < pixels; ++i) {
-        const uint8_t v = mask[i] ? 1 : 0;
-        if (v != current) {
-            runs.push_back(run);
-            run = 0;
-            current = v;
-        }
-        ++run;
-    }
-    runs.push_back(run);
-    return runs;
-}
-
 }  // namespace
 
 std::string encode_mask_frame(const uint8_t* mask, int width, int height, uint32_t mask_index,
                               uint32_t sequence) {
     const size_t pixels = static_cast<size_t>(width) * height;
-    const std::vector<uint32_t> runs = row_runs(mask, pixels);
+    const std::vector<uint32_t> runs = run_lengths(mask, width, height, false);
     const size_t bitmap_bytes = (pixels + 7) / 8;
     const bool use_runs = runs.size() * 4 <= bitmap_bytes;
     const size_t payload = use_runs ? runs.size() * 4 : bitmap_bytes;
