@@ -19,15 +19,8 @@
 import { execFileSync } from 'node:child_process';
 import path from 'node:path';
 import { openSession, tensor, samPrompt, median } from './lib.mjs';
+import { option } from '../shared/util.mjs';
 
-function option(name, fallback) {
-    const i = process.argv.indexOf(`--${name}`);
-    if (i < 0) {
-        if (fallback === undefined) throw new Error(`missing --${name}`);
-        return fallback;
-    }
-    return process.argv[i + 1];
-}
 const bin = option('splitseg'), model = option('model'), dir = option('onnx-dir');
 const threads = Number(option('threads', 2)), rounds = Number(option('rounds', 3));
 const clicks = Number(option('clicks', 30));

@@ -7,6 +7,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { readSafetensors, openSession, tensor, samInput, samPrompt } from './lib.mjs';
+import { maskIou } from '../shared/util.mjs';
 
 const [goldenDir, onnxDir] = process.argv.slice(2);
 const threads = Number(process.argv[process.argv.indexOf('--threads') + 1]) || 1;
@@ -37,16 +38,6 @@ function diffs(a, b) {
         sum += d;
     }
     return { max, mean: sum / a.length };
-}
-
-function maskIou(a, b) {
-    let inter = 0, union = 0;
-    for (let i = 0; i < a.length; ++i) {
-        const x = a[i] !== 0, y = b[i] !== 0;
-        inter += x && y;
-        union += x || y;
-    }
-    return union ? inter / union : 1;
 }
 
 // Width and height from a PNG's IHDR chunk.

@@ -25,18 +25,11 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
+import { option } from '../shared/util.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const root = path.resolve(here, '../..');
 
-function option(name, fallback) {
-    const i = process.argv.indexOf(`--${name}`);
-    if (i < 0) {
-        if (fallback === undefined) throw new Error(`missing --${name}`);
-        return fallback;
-    }
-    return process.argv[i + 1];
-}
 const data = path.resolve(option('data'));
 const wasmDir = path.resolve(option('wasm', path.join(root, 'build-wasm')));
 const baselineDir = option('baseline-wasm', null);
@@ -49,6 +42,7 @@ const warmup = Number(option('warmup', 2));
 const mounts = [
     ['/bench/', here],
     ['/api/', path.join(root, 'src/wasm')],
+    ['/shared/', path.join(root, 'bench/shared')],
     ['/ort/', path.join(here, 'node_modules/onnxruntime-web/dist')],
     ['/data/', data],
     ['/wasm/', wasmDir],

@@ -3,6 +3,7 @@
 // alternating rounds. Posts { ok, result } back; bench.mjs prints it.
 import * as ort from '/ort/ort.wasm.min.mjs';
 import { SplitsegDecoder } from '/api/splitseg_decoder_api.mjs';
+import { maskIou } from '/shared/util.mjs';
 
 async function bytes(url) {
     const r = await fetch(url);
@@ -34,16 +35,6 @@ async function timed(n, f) {
         ms.push(performance.now() - t0);
     }
     return ms;
-}
-
-function iou(a, b) {
-    let inter = 0, union = 0;
-    for (let i = 0; i < a.length; ++i) {
-        const x = a[i] !== 0, y = b[i] !== 0;
-        inter += x && y;
-        union += x || y;
-    }
-    return union ? inter / union : 1;
 }
 
 async function run({ threads, rounds, clicks, warmup, oursBase, baselineBase, point }) {
@@ -96,7 +87,7 @@ async function run({ threads, rounds, clicks, warmup, oursBase, baselineBase, po
     if (dims !== `1x3x${height}x${width}`)
         throw new Error(`ORT masks ${dims}, expected 1x3x${height}x${width} (export --orig-size ${height}x${width})`);
     const plane = width * height;
-    const ious = a.masks.map((m, i) => iou(m.data, b.masks.data.subarray(i * plane, (i + 1) * plane)));
+    const ious = a.masks.map((m, i) => maskIou(m.data, b.masks.data.subarray(i * plane, (i + 1) * plane)));
     // The threaded module computes each value as the single-threaded one does.
     const same = baseline && baseline.decode(click).masks.every((m, i) => m.data.every((v, j) => v === a.masks[i].data[j]));
 
