@@ -222,6 +222,16 @@ TEST(ServiceServer, AnswersOverKeepAliveConnectionsAndStopsPromptly) {
     EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(3));
 }
 
+// Opens session sid's WebSocket with a handwritten upgrade request on a raw connection (a peer
+// that then stays silent); returns the server's answer up to its blank line.
+std::string upgrade_by_hand(Client& client, const std::string& sid) {
+    return client.send_raw(
+        "GET /api/v1/sessions/" + sid +
+            "/ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        "\r\n\r\n");
+}
+
 // Sends `bytes` (maybe none) and reads: the server must end the connection after the one-second
 // timeout the test configured, not at once and not much later.
 void expect_closed_after_a_second(Client& client, const std::string& bytes) {
@@ -271,11 +281,7 @@ TEST(ServiceServer, SilentWebSocketsAreClosedAfterTheIdleTimeout) {
     ASSERT_EQ(made.status, 201) << made.body;
     const std::string sid = test::body_json(made)["session_id"];
     Client silent(server.port());
-    const std::string upgraded = silent.send_raw(
-        "GET /api/v1/sessions/" + sid +
-            "/ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-            "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
-        "\r\n\r\n");
+    const std::string upgraded = upgrade_by_hand(silent, sid);
     ASSERT_EQ(upgraded.rfind("HTTP/1.1 101", 0), 0u) << upgraded;
     expect_closed_after_a_second(silent, "");  // reads the ping, then the end of the connection
 }
@@ -444,11 +450,7 @@ TEST(ServiceServer, UploadEncodeInferAndSessionOverHttp) {
     // An open WebSocket whose client never answers the closing handshake: stop() closes it
     // after the handshake timeout.
     Client held(server.port());
-    const std::string upgraded = held.send_raw(
-        "GET /api/v1/sessions/" + sid +
-            "/ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-            "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
-        "\r\n\r\n");
+    const std::string upgraded = upgrade_by_hand(held, sid);
     EXPECT_EQ(upgraded.rfind("HTTP/1.1 101", 0), 0u) << upgraded;
     EXPECT_EQ(client.send(http::verb::delete_, "/api/v1/sessions/" + sid).result_int(), 204);
 
