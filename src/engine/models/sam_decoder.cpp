@@ -517,9 +517,14 @@ Layer0Projections project_layer0(const TwoWayLayer& l, const Tensor& keys, const
             project_image(l.image_to_token.q, keys_pe)};
 }
 
-struct Layer0View {
-    const Tensor &keys, &values, &queries;
-};
+// Fills keys_pe = keys + dense_pe and, with bf16 compute, both rounded: the image tokens before
+// layer 0 when a mask prompt makes them differ from the prepared ones.
+void add_positions(ImageTokens& image, const Tensor& dense_pe) {
+    sum_into(image.keys_pe, image.keys, dense_pe);
+    if (!image.bf16()) return;
+    to_bf16(image.keys.data(), image.keys.numel(), image.keys_bf16.data());
+    to_bf16(image.keys_pe.data(), image.keys_pe.numel(), image.keys_pe_bf16.data());
+}
 
 // After the image tokens change: keys = LayerNorm(keys + out_bias), keys_pe = keys + dense_pe, and
 // with bf16 compute both rounded.
@@ -535,8 +540,10 @@ void normalize_image(ImageTokens& image, const Norm& norm, const Tensor& out_bia
 
 // The two-way transformer: the tokens [T, C] (their initial values are also their positional
 // encoding) and the image tokens attend to each other. Returns the tokens; image is updated.
+// layer0: the image's prepared layer-0 projections, or null when the image tokens differ from the
+// prepared ones (a mask prompt): layer 0 then reads the raw image like the later layers.
 Tensor two_way_transformer(const SamDecoderWeights& w, int heads, const Tensor& tokens,
-                           const Layer0View& layer0, const Tensor& dense_pe, ImageTokens& image) {
+                           const DecoderImage* layer0, const Tensor& dense_pe, ImageTokens& image) {
     Tensor queries = tokens;
     for (size_t i = 0; i < w.layers.size(); ++i) {
         const TwoWayLayer& l = w.layers[i];
@@ -546,16 +553,19 @@ Tensor two_way_transformer(const SamDecoderWeights& w, int heads, const Tensor& 
             add_(queries, self_attention(l.self_attn, plus(queries, tokens), queries, heads));
         }
         layer_norm(queries, l.norm1.w, l.norm1.b, kLayerNormEps);
-        add_(queries, i == 0
-                          ? tokens_to_projected_image(l.token_to_image, plus(queries, tokens),
-                                                      layer0.keys, layer0.values, heads)
-                          : tokens_to_image(l.token_to_image, plus(queries, tokens), image, heads));
+        const bool projected = i == 0 && layer0;
+        add_(queries,
+             projected
+                 ? tokens_to_projected_image(l.token_to_image, plus(queries, tokens),
+                                             layer0->layer0_keys, layer0->layer0_values, heads)
+                 : tokens_to_image(l.token_to_image, plus(queries, tokens), image, heads));
         layer_norm(queries, l.norm2.w, l.norm2.b, kLayerNormEps);
         add_(queries, l.mlp(queries));
         layer_norm(queries, l.norm3.w, l.norm3.b, kLayerNormEps);
-        if (i == 0)
-            add_projected_image_to_tokens(l.image_to_token, layer0.queries, plus(queries, tokens),
-                                          queries, heads, image.bf16(), image.keys);
+        if (projected)
+            add_projected_image_to_tokens(l.image_to_token, layer0->layer0_queries,
+                                          plus(queries, tokens), queries, heads, image.bf16(),
+                                          image.keys);
         else
             add_image_to_tokens(l.image_to_token, plus(queries, tokens), queries, heads, image);
         normalize_image(image, l.norm4, l.image_to_token.out.b, dense_pe);
@@ -858,24 +868,18 @@ DecoderOutput SamDecoder::decode(const DecoderImage& image, const Prompt& prompt
     const Tensor tokens = concat_rows({&w.output_tokens, &prompt_tokens});  // [T, C]
     ImageTokens im;  // the image tokens: embedding + dense prompt
     im.keys = image.image_embed;
-    Layer0Projections with_mask;  // layer 0's projections depend on the click with a mask
-    if (prompt.mask_input) {
-        add_(im.keys, embed_mask(*prompt.mask_input));
-        sum_into(im.keys_pe, im.keys, dense_pe_);
-        with_mask = project_layer0(w.layers.front(), im.keys, im.keys_pe);
-    } else {
-        add_channel_bias(im.keys, w.no_mask.data());
-    }
-    if (precision_ == Precision::BF16) {  // filled after layer 0, which does not read them
+    if (precision_ == Precision::BF16) {
         im.keys_bf16.resize(im.keys.numel());
         im.keys_pe_bf16.resize(im.keys.numel());
     }
-    const Layer0View layer0 =
-        prompt.mask_input
-            ? Layer0View{with_mask.keys, with_mask.values, with_mask.queries}
-            : Layer0View{image.layer0_keys, image.layer0_values, image.layer0_queries};
-
-    const Tensor queries = two_way_transformer(w, heads, tokens, layer0, dense_pe_, im);
+    if (prompt.mask_input) {  // layer 0 reads the image tokens, which depend on the prompt
+        add_(im.keys, embed_mask(*prompt.mask_input));
+        add_positions(im, dense_pe_);
+    } else {  // layer 0 reads the prepared projections
+        add_channel_bias(im.keys, w.no_mask.data());
+    }
+    const Tensor queries =
+        two_way_transformer(w, heads, tokens, prompt.mask_input ? nullptr : &image, dense_pe_, im);
 
     // Masks: each mask token's hypernetwork gives the weights of its mask over the upscaled
     // image's channels; SAM 2 adds its high-resolution features in the upscaling.
