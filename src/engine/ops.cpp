@@ -183,63 +183,6 @@ void layer_norm(Tensor& x, const Tensor& weight, const Tensor& bias, float eps) 
     layer_norm(x.data(), x.data(), x.numel() / C, C, weight.data(), bias.data(), eps);
 }
 
-void layer_norm_channels(Tensor& x, const Tensor& weight, const Tensor& bias, float eps,
-                         const ChannelNormExtras& extras) {
-    const int64_t C = x.dim(0), HW = x.numel() / C;
-    const float* add_first = extras.add_first;
-    Tensor* x_pe = extras.x_pe;
-    if (x_pe && x_pe->numel() != x.numel()) *x_pe = Tensor(x.shape());
-    float* d = x.data();
-    // Blocks of pixels in parallel, each normalised across the channels in one pass over its
-    // columns (they stay in L1/L2 between the statistics and the output).
-    constexpr int64_t kBlock = 1024;
-    const int64_t blocks = (HW + kBlock - 1) / kBlock;
-#pragma omp parallel for if (C * HW > 65536)
-    for (int64_t b = 0; b < blocks; ++b) {
-        const int64_t i0 = b * kBlock, n = std::min(kBlock, HW - i0);
-        float mean[kBlock] = {}, inv_std[kBlock] = {};
-        // (x + add_first) is recomputed in each pass rather than stored: one write pass less.
-        for (int64_t c = 0; c < C; ++c) {
-            const float* row = d + c * HW + i0;
-            const float a = add_first ? add_first[c] : 0.0f;
-#pragma omp simd
-            for (int64_t i = 0; i < n; ++i) mean[i] += row[i] + a;
-        }
-        for (int64_t i = 0; i < n; ++i) mean[i] /= C;
-        for (int64_t c = 0; c < C; ++c) {
-            const float* row = d + c * HW + i0;
-            const float a = add_first ? add_first[c] : 0.0f;
-#pragma omp simd
-            for (int64_t i = 0; i < n; ++i) {
-                const float t = row[i] + a - mean[i];
-                inv_std[i] += t * t;
-            }
-        }
-        for (int64_t i = 0; i < n; ++i) inv_std[i] = 1.0f / std::sqrt(inv_std[i] / C + eps);
-        for (int64_t c = 0; c < C; ++c) {
-            float* row = d + c * HW + i0;
-            const float a = add_first ? add_first[c] : 0.0f, w = weight[c], bc = bias[c];
-#pragma omp simd
-            for (int64_t i = 0; i < n; ++i) row[i] = (row[i] + a - mean[i]) * inv_std[i] * w + bc;
-            if (extras.x_bf16) {
-                uint16_t* out = extras.x_bf16 + c * HW + i0;
-#pragma omp simd
-                for (int64_t i = 0; i < n; ++i) out[i] = f32_to_bf16_finite(row[i]);
-            }
-            if (!x_pe) continue;
-            const float* p = extras.pe->data() + c * HW + i0;
-            float* out = x_pe->data() + c * HW + i0;
-#pragma omp simd
-            for (int64_t i = 0; i < n; ++i) out[i] = row[i] + p[i];
-            if (extras.x_pe_bf16) {
-                uint16_t* out_bf16 = extras.x_pe_bf16 + c * HW + i0;
-#pragma omp simd
-                for (int64_t i = 0; i < n; ++i) out_bf16[i] = f32_to_bf16_finite(out[i]);
-            }
-        }
-    }
-}
-
 // exp(x) to float precision without a libm call, so that loops over it vectorise: Cody-Waite
 // reduction by ln 2, Cephes' expf polynomial, 2^n through the exponent bits. Max rel. error 1e-7.
 // Below -60 it returns 0: e^-60 ~ 1e-26 vanishes next to the terms of size 1 it is summed with
@@ -279,6 +222,88 @@ void gelu(Tensor& x) {
 #pragma omp parallel for simd if (parallel : n > 65536)
     for (int64_t i = 0; i < n; ++i)
         d[i] = 0.5f * d[i] * (1.0f + erf_approx(d[i] * 0.70710678118654752f));
+}
+
+void add_gelu(float* x, int64_t n, float bias, const float* add) {
+    if (add) {
+#pragma omp simd
+        for (int64_t i = 0; i < n; ++i) {
+            const float v = x[i] + bias + add[i];
+            x[i] = 0.5f * v * (1.0f + erf_approx(v * 0.70710678118654752f));
+        }
+    } else {
+#pragma omp simd
+        for (int64_t i = 0; i < n; ++i) {
+            const float v = x[i] + bias;
+            x[i] = 0.5f * v * (1.0f + erf_approx(v * 0.70710678118654752f));
+        }
+    }
+}
+
+void layer_norm_channels(Tensor& x, const Tensor& weight, const Tensor& bias, float eps,
+                         const ChannelNormExtras& extras) {
+    const int64_t C = x.dim(0), HW = x.numel() / C;
+    const float* add_first = extras.add_first;
+    Tensor* x_pe = extras.x_pe;
+    if (x_pe && x_pe->numel() != x.numel()) *x_pe = Tensor(x.shape());
+    float* d = x.data();
+    // Blocks of pixels in parallel, each normalised across the channels in two passes over its
+    // columns (they stay in L2 between the statistics and the output). The statistics take one
+    // pass: sums of (x - x[0]) and its square, shifted by the pixel's first channel so that the
+    // variance does not cancel when the mean is large next to the spread.
+    constexpr int64_t kBlock = 1024;
+    const int64_t blocks = (HW + kBlock - 1) / kBlock;
+#pragma omp parallel for if (C * HW > 65536)
+    for (int64_t b = 0; b < blocks; ++b) {
+        const int64_t i0 = b * kBlock, n = std::min(kBlock, HW - i0);
+        float shift[kBlock], sum[kBlock] = {}, sum_sq[kBlock] = {};
+        const float a0 = add_first ? add_first[0] : 0.0f;
+#pragma omp simd
+        for (int64_t i = 0; i < n; ++i) shift[i] = d[i0 + i] + a0;
+        // (x + add_first) is recomputed in each pass rather than stored: one write pass less.
+        for (int64_t c = 1; c < C; ++c) {
+            const float* row = d + c * HW + i0;
+            const float a = add_first ? add_first[c] : 0.0f;
+#pragma omp simd
+            for (int64_t i = 0; i < n; ++i) {
+                const float t = row[i] + a - shift[i];
+                sum[i] += t;
+                sum_sq[i] += t * t;
+            }
+        }
+        float* mean = sum;  // reused: the mean, then 1 / the standard deviation in sum_sq
+        float* inv_std = sum_sq;
+#pragma omp simd
+        for (int64_t i = 0; i < n; ++i) {
+            const float m = sum[i] / C;
+            inv_std[i] = 1.0f / std::sqrt(std::max(sum_sq[i] / C - m * m, 0.0f) + eps);
+            mean[i] = shift[i] + m;
+        }
+        for (int64_t c = 0; c < C; ++c) {
+            float* row = d + c * HW + i0;
+            const float a = add_first ? add_first[c] : 0.0f, w = weight[c], bc = bias[c];
+#pragma omp simd
+            for (int64_t i = 0; i < n; ++i) row[i] = (row[i] + a - mean[i]) * inv_std[i] * w + bc;
+            if (extras.gelu) add_gelu(row, n, 0.0f, nullptr);
+            if (extras.x_bf16) {
+                uint16_t* out = extras.x_bf16 + c * HW + i0;
+#pragma omp simd
+                for (int64_t i = 0; i < n; ++i) out[i] = f32_to_bf16_finite(row[i]);
+            }
+            if (!extras.pe) continue;
+            const float* p = extras.pe->data() + c * HW + i0;
+            if (x_pe) {
+                float* out = x_pe->data() + c * HW + i0;
+#pragma omp simd
+                for (int64_t i = 0; i < n; ++i) out[i] = row[i] + p[i];
+            }
+            if (extras.x_pe_bf16) {
+                uint16_t* out = extras.x_pe_bf16 + c * HW + i0;
+#pragma omp simd
+                for (int64_t i = 0; i < n; ++i) out[i] = f32_to_bf16_finite(row[i] + p[i]);
+            }
+        }
+    }
 }
 
 void relu(Tensor& x) {

@@ -57,19 +57,23 @@ void layer_norm(Tensor& x, const Tensor& weight, const Tensor& bias, float eps);
 // y[rows, C] = LayerNorm(x[rows, C]) over the last dimension; y may be x.
 void layer_norm(const float* x, float* y, int64_t rows, int64_t C, const float* weight,
                 const float* bias, float eps);
-// What layer_norm_channels can do in the same pass over x (the prompt decoder's image tokens).
+// What layer_norm_channels can do in the same pass over x (the prompt decoder's image tokens and
+// its upscaling).
 struct ChannelNormExtras {
     const float* add_first = nullptr;  // [C]: added to each channel before normalising
-    const Tensor* pe = nullptr;        // with x_pe: x_pe = x + pe after normalising
+    bool gelu = false;                 // GELU after the affine (the result is then x's)
+    const Tensor* pe = nullptr;        // with x_pe or x_pe_bf16: x + pe after normalising
     Tensor* x_pe = nullptr;
     uint16_t* x_bf16 = nullptr;     // the result rounded to bfloat16
-    uint16_t* x_pe_bf16 = nullptr;  // x_pe rounded to bfloat16
+    uint16_t* x_pe_bf16 = nullptr;  // x + pe rounded to bfloat16 (x_pe need not be asked for)
 };
 // LayerNorm2d: in place over channels of x [C, H, W] (per pixel).
 void layer_norm_channels(Tensor& x, const Tensor& weight, const Tensor& bias, float eps,
                          const ChannelNormExtras& extras = {});
 
 void gelu(Tensor& x);  // exact (erf) GELU, PyTorch's default
+// x[i] = gelu(x[i] + bias + add[i]) over n values; add may be null.
+void add_gelu(float* x, int64_t n, float bias, const float* add);
 void relu(Tensor& x);
 void add_(Tensor& x, const Tensor& y);                    // x += y, same numel
 void add_scaled_(Tensor& x, const Tensor& y, float s);    // x += s * y

@@ -530,10 +530,12 @@ void add_positions(ImageTokens& image, const Tensor& dense_pe) {
 // with bf16 compute both rounded.
 void normalize_image(ImageTokens& image, const Norm& norm, const Tensor& out_bias,
                      const Tensor& dense_pe) {
-    ChannelNormExtras extras{out_bias.data(), &dense_pe, &image.keys_pe};
-    if (image.bf16()) {
+    ChannelNormExtras extras{.add_first = out_bias.data(), .pe = &dense_pe};
+    if (image.bf16()) {  // the products read the bf16 copies only
         extras.x_bf16 = image.keys_bf16.data();
         extras.x_pe_bf16 = image.keys_pe_bf16.data();
+    } else {
+        extras.x_pe = &image.keys_pe;
     }
     layer_norm_channels(image.keys, norm.w, norm.b, kLayerNormEps, extras);
 }
@@ -612,18 +614,22 @@ Tensor to_upscaled_order(const Tensor& features, const std::vector<int32_t>& ord
 }
 
 // y [O, S * nb]: S sub-pixel segments of the nb image tokens from p0 on (of n0), per channel.
-// Adds SAM 2's high-resolution term (upscaling order, [O, S * n0], bias included) or the bias.
+// Adds SAM 2's high-resolution term (upscaling order, [O, S * n0], bias included) or the bias,
+// then with `then_gelu` applies GELU in the same pass.
 void add_block_terms(Tensor& y, int64_t S, int64_t nb, const Tensor& terms, int64_t p0, int64_t n0,
-                     const Tensor& bias) {
+                     const Tensor& bias, bool then_gelu = false) {
     const int64_t O = y.dim(0);
     for (int64_t o = 0; o < O; ++o)
         for (int64_t s = 0; s < S; ++s) {
             float* row = y.data() + (o * S + s) * nb;
-            if (terms.empty()) {
-                for (int64_t j = 0; j < nb; ++j) row[j] += bias[o];
-            } else {
-                const float* t = terms.data() + (o * S + s) * n0 + p0;
+            const float* t = terms.empty() ? nullptr : terms.data() + (o * S + s) * n0 + p0;
+            const float b = t ? 0.0f : bias[o];
+            if (then_gelu) {
+                add_gelu(row, nb, b, t);
+            } else if (t) {
                 for (int64_t j = 0; j < nb; ++j) row[j] += t[j];
+            } else {
+                for (int64_t j = 0; j < nb; ++j) row[j] += b;
             }
         }
 }
@@ -653,18 +659,16 @@ Tensor upscale_to_masks(const SamDecoderWeights& w, const ImageTokens& image, co
             gemm(true, false, O1 * 4, nb, C, 1.0f, w.upscale1.w.data(), O1 * 4, keys.data() + p0,
                  n0, 0.0f, y1.data(), nb);
             add_block_terms(y1, 4, nb, terms_1, p0, n0, w.upscale1.b);
-            layer_norm_channels(y1, w.upscale_norm.w, w.upscale_norm.b, kLayerNorm2dEps);
-            gelu(y1);
+            layer_norm_channels(y1, w.upscale_norm.w, w.upscale_norm.b, kLayerNorm2dEps,
+                                {.gelu = true, .x_bf16 = image.bf16() ? y1_bf16.data() : nullptr});
             if (image.bf16()) {
-                to_bf16(y1.data(), y1.numel(), y1_bf16.data());
                 gemm_bf16(false, false, O2 * 4, 4 * nb, O1, w.upscale2_bf16.data(), O1,
                           y1_bf16.data(), 4 * nb, 0.0f, y2.data(), 4 * nb);
             } else {
                 gemm(true, false, O2 * 4, 4 * nb, O1, 1.0f, w.upscale2.w.data(), O2 * 4, y1.data(),
                      4 * nb, 0.0f, y2.data(), 4 * nb);
             }
-            add_block_terms(y2, 16, nb, terms_2, p0, n0, w.upscale2.b);
-            gelu(y2);
+            add_block_terms(y2, 16, nb, terms_2, p0, n0, w.upscale2.b, /*then_gelu=*/true);
             for (int64_t k2 = 0; k2 < 4; ++k2)
                 gemm(false, false, M, 4 * nb, O2, 1.0f, hyper.data(), O2, y2.data() + k2 * 4 * nb,
                      16 * nb, 0.0f, m.data() + k2 * 4 * nb, 16 * nb);
@@ -843,11 +847,9 @@ Tensor SamDecoder::embed_mask(const Tensor& mask) const {
     const SamDecoderWeights& w = *w_;
     Tensor x = Tensor::from({1, S, S}, mask.data());
     x = conv2d(x, w.mask_conv1.w, w.mask_conv1.b, 2, 0);  // [Cm/4, S/2, S/2]
-    layer_norm_channels(x, w.mask_norm1.w, w.mask_norm1.b, kLayerNorm2dEps);
-    gelu(x);
+    layer_norm_channels(x, w.mask_norm1.w, w.mask_norm1.b, kLayerNorm2dEps, {.gelu = true});
     x = conv2d(x, w.mask_conv2.w, w.mask_conv2.b, 2, 0);  // [Cm, S/4, S/4]
-    layer_norm_channels(x, w.mask_norm2.w, w.mask_norm2.b, kLayerNorm2dEps);
-    gelu(x);
+    layer_norm_channels(x, w.mask_norm2.w, w.mask_norm2.b, kLayerNorm2dEps, {.gelu = true});
     return conv2d(x, w.mask_conv3.w, w.mask_conv3.b, 1, 0);  // [C, S/4, S/4]
 }
 
