@@ -1,29 +1,42 @@
 #include "service/mask_encoding.h"
 
 #include <algorithm>
+#include <cstring>
 
 namespace splitseg {
 
-std::vector<uint32_t> run_lengths(const uint8_t* mask, int width, int height, bool column_major) {
-    std::vector<uint32_t> counts;
-    uint8_t current = 0;  // runs alternate, starting with background
-    uint32_t run = 0;
-    const int outer = column_major ? width : height, inner = column_major ? height : width;
-    for (int o = 0; o < outer; ++o) {
-        for (int i = 0; i < inner; ++i) {
-            const size_t at = column_major ? static_cast<size_t>(i) * width + o
-                                           : static_cast<size_t>(o) * width + i;
-            const uint8_t v = mask[at] ? 1 : 0;
-            if (v != current) {
-                counts.push_back(run);
-                run = 0;
-                current = v;
-            }
-            ++run;
-        }
+// The mask as 0/1 bytes in the order of its runs: copied, or transposed in tiles (a column walk
+// of the row-major mask would miss the cache on every pixel).
+static std::vector<uint8_t> bits_in_run_order(const uint8_t* mask, int width, int height,
+                                              bool column_major) {
+    const size_t w = static_cast<size_t>(width), h = static_cast<size_t>(height);
+    std::vector<uint8_t> bits(w * h);
+    if (!column_major) {
+        for (size_t i = 0; i < bits.size(); ++i) bits[i] = mask[i] != 0;
+        return bits;
     }
-    counts.push_back(run);
-    return counts;
+    constexpr size_t kTile = 64;
+    for (size_t y0 = 0; y0 < h; y0 += kTile)
+        for (size_t x0 = 0; x0 < w; x0 += kTile)
+            for (size_t x = x0; x < std::min(x0 + kTile, w); ++x)
+                for (size_t y = y0; y < std::min(y0 + kTile, h); ++y)
+                    bits[x * h + y] = mask[y * w + x] != 0;
+    return bits;
+}
+
+std::vector<uint32_t> run_lengths(const uint8_t* mask, int width, int height, bool column_major) {
+    const std::vector<uint8_t> bits = bits_in_run_order(mask, width, height, column_major);
+    std::vector<uint32_t> counts;
+    const uint8_t *at = bits.data(), *end = at + bits.size();
+    uint8_t current = 0;  // runs alternate, starting with background
+    for (;;) {  // each run ends at the next byte of the other value (memchr is vectorised)
+        const void* change = std::memchr(at, current ^ 1, static_cast<size_t>(end - at));
+        const uint8_t* run_end = change ? static_cast<const uint8_t*>(change) : end;
+        counts.push_back(static_cast<uint32_t>(run_end - at));
+        if (run_end == end) return counts;
+        at = run_end;
+        current ^= 1;
+    }
 }
 
 std::vector<uint32_t> coco_rle_counts(const uint8_t* mask, int width, int height) {
@@ -54,14 +67,17 @@ MaskExtent mask_extent(const uint8_t* mask, int width, int height) {
     int x0 = width, y0 = height, x1 = -1, y1 = -1;
     for (int y = 0; y < height; ++y) {
         const uint8_t* row = mask + static_cast<size_t>(y) * width;
-        for (int x = 0; x < width; ++x) {
-            if (!row[x]) continue;
-            ++e.area;
-            x0 = std::min(x0, x);
-            x1 = std::max(x1, x);
-            y0 = std::min(y0, y);
-            y1 = std::max(y1, y);
-        }
+        int64_t count = 0;  // branch-free, so that it vectorises
+        for (int x = 0; x < width; ++x) count += row[x] != 0;
+        if (!count) continue;
+        e.area += count;
+        int first = 0, last = width - 1;
+        while (!row[first]) ++first;
+        while (!row[last]) --last;
+        x0 = std::min(x0, first);
+        x1 = std::max(x1, last);
+        y0 = std::min(y0, y);
+        y1 = y;
     }
     if (e.area) e.bbox = {x0, y0, x1 - x0 + 1, y1 - y0 + 1};
     return e;
