@@ -269,16 +269,6 @@ Tensor plus(const Tensor& a, const Tensor& b) {
     return r;
 }
 
-// out = a + b, reusing out's buffer when it has the size.
-void sum_into(Tensor& out, const Tensor& a, const Tensor& b) {
-    if (out.numel() != a.numel()) out = Tensor(a.shape());
-    float* o = out.data();
-    const float *x = a.data(), *y = b.data();
-    const int64_t n = a.numel();
-#pragma omp parallel for if (n > 65536)
-    for (int64_t i = 0; i < n; ++i) o[i] = x[i] + y[i];
-}
-
 // x [C, ...] += bias[c] on every element of channel c.
 void add_channel_bias(Tensor& x, const float* bias) {
     const int64_t C = x.dim(0), n = x.numel() / C;
@@ -517,13 +507,34 @@ Layer0Projections project_layer0(const TwoWayLayer& l, const Tensor& keys, const
             project_image(l.image_to_token.q, keys_pe)};
 }
 
-// Fills keys_pe = keys + dense_pe and, with bf16 compute, both rounded: the image tokens before
-// layer 0 when a mask prompt makes them differ from the prepared ones.
-void add_positions(ImageTokens& image, const Tensor& dense_pe) {
-    sum_into(image.keys_pe, image.keys, dense_pe);
-    if (!image.bf16()) return;
-    to_bf16(image.keys.data(), image.keys.numel(), image.keys_bf16.data());
-    to_bf16(image.keys_pe.data(), image.keys_pe.numel(), image.keys_pe_bf16.data());
+// keys += bias[c] per channel, then keys_pe = keys + dense_pe (or with bf16 compute, which reads
+// the rounded copies only, both rounded), in one pass: the image tokens before layer 0 when a
+// mask prompt makes them differ from the prepared ones.
+void add_bias_and_positions(ImageTokens& image, const Tensor& bias, const Tensor& dense_pe) {
+    const int64_t C = image.keys.dim(0), HW = image.keys.numel() / C;
+    if (!image.bf16() && image.keys_pe.numel() != image.keys.numel())
+        image.keys_pe = Tensor(image.keys.shape());
+#pragma omp parallel for
+    for (int64_t c = 0; c < C; ++c) {
+        float* x = image.keys.data() + c * HW;
+        const float* pe = dense_pe.data() + c * HW;
+        const float b = bias[c];
+#pragma omp simd
+        for (int64_t i = 0; i < HW; ++i) x[i] += b;
+        if (image.bf16()) {
+            uint16_t* x_bf16 = image.keys_bf16.data() + c * HW;
+            uint16_t* x_pe_bf16 = image.keys_pe_bf16.data() + c * HW;
+#pragma omp simd
+            for (int64_t i = 0; i < HW; ++i) {
+                x_bf16[i] = f32_to_bf16_finite(x[i]);
+                x_pe_bf16[i] = f32_to_bf16_finite(x[i] + pe[i]);
+            }
+        } else {
+            float* x_pe = image.keys_pe.data() + c * HW;
+#pragma omp simd
+            for (int64_t i = 0; i < HW; ++i) x_pe[i] = x[i] + pe[i];
+        }
+    }
 }
 
 // After the image tokens change: keys = LayerNorm(keys + out_bias), keys_pe = keys + dense_pe, and
@@ -837,7 +848,7 @@ Tensor SamDecoder::embed_prompt(const Prompt& p) const {
     return out;
 }
 
-Tensor SamDecoder::embed_mask(const Tensor& mask) const {
+Tensor SamDecoder::mask_features(const Tensor& mask) const {
     const int64_t S = cfg_.mask_size();
     if (mask.numel() != S * S)
         throw std::invalid_argument("mask_input must be [1, " + std::to_string(S) + ", " +
@@ -850,7 +861,7 @@ Tensor SamDecoder::embed_mask(const Tensor& mask) const {
     layer_norm_channels(x, w.mask_norm1.w, w.mask_norm1.b, kLayerNorm2dEps, {.gelu = true});
     x = conv2d(x, w.mask_conv2.w, w.mask_conv2.b, 2, 0);  // [Cm, S/4, S/4]
     layer_norm_channels(x, w.mask_norm2.w, w.mask_norm2.b, kLayerNorm2dEps, {.gelu = true});
-    return conv2d(x, w.mask_conv3.w, w.mask_conv3.b, 1, 0);  // [C, S/4, S/4]
+    return x;
 }
 
 DecoderOutput SamDecoder::decode(const DecoderImage& image, const Prompt& prompt,
@@ -875,8 +886,13 @@ DecoderOutput SamDecoder::decode(const DecoderImage& image, const Prompt& prompt
         im.keys_pe_bf16.resize(im.keys.numel());
     }
     if (prompt.mask_input) {  // layer 0 reads the image tokens, which depend on the prompt
-        add_(im.keys, embed_mask(*prompt.mask_input));
-        add_positions(im, dense_pe_);
+        // The dense prompt: the mask's features through a 1x1 convolution, accumulated onto the
+        // embedding; its bias goes in with the positions.
+        const Tensor f = mask_features(*prompt.mask_input);  // [Cm, g, g]
+        const int64_t Cm = f.dim(0);
+        gemm(false, false, C, g * g, Cm, 1.0f, w.mask_conv3.w.data(), Cm, f.data(), g * g, 1.0f,
+             im.keys.data(), g * g);
+        add_bias_and_positions(im, w.mask_conv3.b, dense_pe_);
     } else {  // layer 0 reads the prepared projections
         add_channel_bias(im.keys, w.no_mask.data());
     }

@@ -124,7 +124,8 @@ class SamDecoder {
   private:
     SamDecoder();
     Tensor embed_prompt(const Prompt& prompt) const;  // [P, C] sparse prompt tokens
-    Tensor embed_mask(const Tensor& mask) const;      // [C, g, g] dense prompt
+    Tensor mask_features(const Tensor& mask) const;   // [Cm, g, g]: the dense prompt before
+                                                      // its 1x1 convolution to C channels
 
     SamDecoderConfig cfg_;
     Precision precision_ = Precision::F32;
