@@ -283,20 +283,36 @@ void fill_rows(float* x, int64_t rows, int64_t cols, const float* row) {
     for (int64_t r = 0; r < rows; ++r) std::memcpy(x + r * cols, row, cols * sizeof(float));
 }
 
-// gemm() for the short, wide products of the image side (M ~ 50-250 rows, N = 4096+ columns),
-// with the columns split across the threads: the GEMM library parallelises these shapes poorly.
-void gemm_wide(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha,
-               const float* A, int64_t lda, const float* B, int64_t ldb, float beta, float* C,
-               int64_t ldc) {
+// The short, wide products of the image side (M ~ 50-250 rows and N = 4096 columns, or N = 256
+// over K = 4096) with the columns split across the threads: the libraries parallelise these
+// shapes poorly. product(n0, n) computes columns [n0, n0 + n).
+template <class Product>
+void split_columns(int64_t N, const Product& product) {
 #pragma omp parallel
     {
         const int64_t threads = omp_get_num_threads(), t = omp_get_thread_num();
         const int64_t chunk = (N + threads * 16 - 1) / (threads * 16) * 16;
         const int64_t n0 = std::min(N, t * chunk), n1 = std::min(N, n0 + chunk);
-        if (n1 > n0)
-            gemm(trans_a, trans_b, M, n1 - n0, K, alpha, A, lda, B + (trans_b ? n0 * ldb : n0), ldb,
-                 beta, C + n0, ldc);
+        if (n1 > n0) product(n0, n1 - n0);
     }
+}
+
+void gemm_wide(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha,
+               const float* A, int64_t lda, const float* B, int64_t ldb, float beta, float* C,
+               int64_t ldc) {
+    split_columns(N, [&](int64_t n0, int64_t n) {
+        gemm(trans_a, trans_b, M, n, K, alpha, A, lda, B + (trans_b ? n0 * ldb : n0), ldb, beta,
+             C + n0, ldc);
+    });
+}
+
+void gemm_wide_bf16(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const uint16_t* A,
+                    int64_t lda, const uint16_t* B, int64_t ldb, float beta, float* C,
+                    int64_t ldc) {
+    split_columns(N, [&](int64_t n0, int64_t n) {
+        gemm_bf16(trans_a, trans_b, M, n, K, A, lda, B + (trans_b ? n0 * ldb : n0), ldb, beta,
+                  C + n0, ldc);
+    });
 }
 
 Tensor row_of(const Tensor& x, int64_t r) {
@@ -407,13 +423,13 @@ Tensor tokens_to_image(const Attention& a, const Tensor& queries, const ImageTok
     Tensor p({HT, HW});
     Tensor px({HT, C});  // P_h x^T
     if (image.bf16()) {  // softmax numerators in bf16 into the second product, then 1 / sum
-        gemm_bf16(false, false, HT, HW, C, rounded(qk).data(), C, image.keys_pe_bf16.data(), HW,
-                  0.0f, p.data(), HW);
+        gemm_wide_bf16(false, false, HT, HW, C, rounded(qk).data(), C, image.keys_pe_bf16.data(),
+                       HW, 0.0f, p.data(), HW);
         std::vector<float> inv_sum(HT);
         Bf16 p_bf16(p.numel());
         softmax_numerators(p.data(), HT, HW, inv_sum.data(), p_bf16.data());
-        gemm_bf16(false, true, HT, C, HW, p_bf16.data(), HW, image.keys_bf16.data(), HW, 0.0f,
-                  px.data(), C);
+        gemm_wide_bf16(false, true, HT, C, HW, p_bf16.data(), HW, image.keys_bf16.data(), HW, 0.0f,
+                       px.data(), C);
         for (int64_t r = 0; r < HT; ++r)
             for (int64_t c = 0; c < C; ++c) px[r * C + c] *= inv_sum[r];
     } else {
@@ -443,8 +459,8 @@ void add_attention_output(const Attention& a, const Tensor& v, const Tensor& p, 
         gemm(false, true, T, C, d, 1.0f, v.data() + h * d, D, a.out.w.data() + h * d, D, 0.0f,
              vo.data() + h * T * C, C);
     if (bf16)
-        gemm_bf16(true, false, C, HW, HT, rounded(vo).data(), C, rounded(p).data(), HW, 1.0f,
-                  image.data(), HW);
+        gemm_wide_bf16(true, false, C, HW, HT, rounded(vo).data(), C, rounded(p).data(), HW, 1.0f,
+                       image.data(), HW);
     else
         gemm_wide(true, false, C, HW, HT, 1.0f, vo.data(), C, p.data(), HW, 1.0f, image.data(), HW);
 }
@@ -487,8 +503,8 @@ void add_image_to_tokens(const Attention& a, const Tensor& token_keys, const Ten
         }
     }
     if (image.bf16())
-        gemm_bf16(false, false, HT, HW, C, rounded(kq).data(), C, image.keys_pe_bf16.data(), HW,
-                  1.0f, p.data(), HW);
+        gemm_wide_bf16(false, false, HT, HW, C, rounded(kq).data(), C, image.keys_pe_bf16.data(),
+                       HW, 1.0f, p.data(), HW);
     else
         gemm_wide(false, false, HT, HW, C, 1.0f, kq.data(), C, image.keys_pe.data(), HW, 1.0f,
                   p.data(), HW);
