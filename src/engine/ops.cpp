@@ -526,7 +526,7 @@ Tensor conv2d_hwc(const Tensor& x, const Tensor& weight, const Tensor& bias, int
 }
 
 Tensor depthwise_conv2d_hwc(const Tensor& x, const Tensor& weight, const Tensor& bias, int stride,
-                            int padding) {
+                            int padding, bool then_gelu) {
     if (x.ndim() != 3 || weight.ndim() != 4 || weight.dim(0) != x.dim(2) || weight.dim(1) != 1)
         throw std::invalid_argument("depthwise_conv2d_hwc: x " + shape_str(x.shape()) +
                                     " vs weight " + shape_str(weight.shape()));
@@ -555,6 +555,7 @@ Tensor depthwise_conv2d_hwc(const Tensor& x, const Tensor& weight, const Tensor&
                     for (int64_t c = 0; c < C; ++c) out[c] += k[c] * in[c];
                 }
             }
+            if (then_gelu) add_gelu(out, C, 0.0f, nullptr);  // while the pixel is in L1
         }
     return y;
 }

@@ -95,9 +95,10 @@ Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, int str
 Tensor conv2d_hwc(const Tensor& x, const Tensor& weight, const Tensor& bias, int stride,
                   int padding);
 // Depthwise convolution on a channels-last image: x [H, W, C] -> [H', W', C]; weight
-// [C, 1, kh, kw] as PyTorch, bias [C] or empty. Vectorises over channels.
+// [C, 1, kh, kw] as PyTorch, bias [C] or empty. Vectorises over channels. With then_gelu, GELU
+// is applied to each output pixel as it is made.
 Tensor depthwise_conv2d_hwc(const Tensor& x, const Tensor& weight, const Tensor& bias, int stride,
-                            int padding);
+                            int padding, bool then_gelu = false);
 // ConvTranspose2d with kernel 2, stride 2: x [C, H, W] -> [O, 2H, 2W]; weight [C, O, 2, 2].
 Tensor conv_transpose2x2(const Tensor& x, const Tensor& weight, const Tensor& bias);
 

@@ -221,8 +221,7 @@ Tensor bottleneck(const Tensor& x, const Bottleneck& b, bool residual) {
         Tensor h({i1 - i0, W, hidden});
         b.expand.linear.run(x.data() + i0 * W * C, (i1 - i0) * W, h.data(), Epilogue::Gelu);
         // Zero padding at the band's edges only reaches rows the band does not use.
-        h = depthwise_conv2d_hwc(h, b.depthwise.weight, b.depthwise.bias, s, 1);
-        gelu(h);
+        h = depthwise_conv2d_hwc(h, b.depthwise.weight, b.depthwise.bias, s, 1, /*then_gelu=*/true);
         const int64_t n = (y1 - y0) * OW;
         float* o = out.data() + y0 * OW * O;
         b.project.linear.run(h.data() + skip * OW * hidden, n, o);
