@@ -309,6 +309,18 @@ async function main() {
   check(sr.candidates >= 1, 'server decoding over the WebSocket', `${sr.lastRoundTripMs.toFixed(1)} ms`);
   const serverAreas = await serverPage.locator('#candidates button').evaluateAll((bs) => bs.map((b) => Number(/(\d+) px/.exec(b.textContent)[1])));
   checkBinaryMasks(socketFrames, serverAreas);
+  // An undo back to a binary step is answered with that step's frames again: the page must
+  // take them as the undo's and go on clicking.
+  await serverPage.mouse.click(...(await at(serverPage, 0.3, 0.6)));
+  await waitSteps(serverPage, 2);
+  await serverPage.click('#undo');
+  await waitSteps(serverPage, 1);
+  await serverPage.mouse.click(...(await at(serverPage, 0.6, 0.3)));
+  const after = await waitSteps(serverPage, 2);
+  const undoReply = socketFrames.map((f) => (!f.sent && typeof f.payload === 'string' ? JSON.parse(f.payload) : null))
+    .find((r) => r?.type === 'undo');
+  check(after.candidates >= 1 && undoReply?.frames >= 1, 'server decoding goes on after an undo that resends frames',
+    `undo reply frames ${undoReply?.frames}`);
   if (wasm) await clickLatency(serverPage);
   if (wasmAreas) {
     const close = serverAreas.every((a, i) => Math.abs(a - wasmAreas[i]) <= Math.max(16, 0.001 * 640 * 480));
