@@ -196,7 +196,7 @@ export class ServerDecoder implements Decoder {
       } catch (e) {
         const reply = this.collecting;
         this.collecting = null;
-        if (reply) this.settle({ ...reply, status: 0, body: { error: { message: `bad mask frame: ${(e as Error).message}` } } });
+        if (reply) this.settle({ ...reply, status: 0, body: { error: { message: `bad reply from the server: ${(e as Error).message}` } } });
       }
     };
     ws.onclose = () => {
