@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Upload latency of a big photo: a 6000x4000 JPEG (24 MP, q90, about 8.5 MB, made here with numpy
-# and libjpeg-turbo's cjpeg) posted to `splitseg serve` N times. Prints, for the repeat uploads of
-# the same image (after its encode, so no encode runs meanwhile), the time the request handler
-# held its io thread (the server's request log "ms") and curl's time for the whole request.
+# and libjpeg-turbo's cjpeg) posted N times to `splitseg serve` with one io thread. Prints, for the
+# repeat uploads of the same image (after its encode, so no encode runs meanwhile), the time the
+# request handler held the io thread (the server's request log "ms") and curl's time for the whole
+# request; then the latency of GET /healthz while that image is uploaded back to back (what a
+# click waits behind an upload on the same io thread).
 #   bench/upload_latency.sh [SPLITSEG_BIN] [N]   (default build/splitseg, 10; needs cjpeg, curl,
 #   python3-numpy and the golden sam-vit-tiny weights (SPLITSEG_GOLDEN_DIR) or SPLITSEG_MODEL=CKPT)
 set -euo pipefail
@@ -17,7 +19,8 @@ done
 model=$(realpath "$model")
 work=$(mktemp -d)
 pid=
-trap '[ -n "$pid" ] && kill "$pid" && wait "$pid" 2>/dev/null; rm -rf "$work"' EXIT
+uploader=
+trap '[ -n "$uploader" ] && kill "$uploader"; [ -n "$pid" ] && kill "$pid" && wait "$pid" 2>/dev/null; rm -rf "$work"' EXIT
 
 # A gradient with noise: compresses like a photo, not like a flat test card.
 /usr/bin/python3 - "$work/big.ppm" <<'EOF'
@@ -33,7 +36,7 @@ EOF
 cjpeg -quality 90 "$work/big.ppm" > "$work/big.jpg"
 echo "image: 6000x4000 JPEG, $(stat -c %s "$work/big.jpg") bytes"
 
-"$bin" serve --port 0 --data-dir "$work/data" --model "$model" --web none --threads 2 \
+"$bin" serve --port 0 --data-dir "$work/data" --model "$model" --web none --threads 1 \
     > "$work/out" 2> "$work/log" &
 pid=$!
 for _ in $(seq 100); do grep -q "listening on" "$work/out" && break; sleep 0.1; done
@@ -54,3 +57,11 @@ summary() { sort -n | awk -v what="$1" -v scale="$2" '{a[NR] = $1 * scale}
 grep '"method":"POST"' "$work/log" | tail -n "$n" | sed 's/.*"ms":\([0-9.]*\).*/\1/' |
     summary "repeat uploads, handler time on the io thread" 1
 summary "repeat uploads, whole request (curl)" 1000 < "$work/curl_s"
+
+while true; do post > /dev/null; done &
+uploader=$!
+sleep 1
+healthz=${url%/images}
+healthz=${healthz%/api/v1}/healthz
+for _ in $(seq 40); do curl -s -o /dev/null -w '%{time_total}\n' "$healthz"; sleep 0.05; done |
+    summary "GET /healthz during back-to-back uploads" 1000
