@@ -286,6 +286,14 @@ TEST(ServiceServer, ClientsThatStopReadingAreCutOffAfterTheWriteTimeout) {
     stalled.set_option(net::socket_base::receive_buffer_size(4096));
     stalled.connect(tcp::endpoint(net::ip::make_address("127.0.0.1"), server.port()));
     net::write(stalled, net::buffer(std::string("GET /big.bin HTTP/1.1\r\nHost: x\r\n\r\n")));
+    // The write (and its timeout) has begun once the first bytes wait in our receive buffer;
+    // reading the file and building the answer may take seconds on a loaded machine or under
+    // ASan, and a fixed pause would then start reading before the write had even begun.
+    const auto asked = std::chrono::steady_clock::now();
+    while (stalled.available() == 0 &&
+           std::chrono::steady_clock::now() - asked < std::chrono::seconds(30))
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    ASSERT_GT(stalled.available(), 0u) << "the server did not start answering within 30 s";
     const auto start = std::chrono::steady_clock::now();
     while (std::chrono::steady_clock::now() - start < std::chrono::milliseconds(2500)) {
         Client other(server.port());  // served while the stalled write waits
