@@ -5,6 +5,7 @@ packages=(
     build-essential cmake pkg-config clang libomp-dev
     libdnnl-dev                       # oneDNN: sgemm/matmul kernels (OpenMP threading)
     libpng-dev libjpeg62-turbo-dev libwebp-dev   # image decoding/encoding
+    libjpeg-turbo-progs               # cjpeg: bench/upload_latency.sh makes its big JPEG
     nlohmann-json3-dev                # JSON (safetensors headers, CLI output)
     libxxhash-dev                     # content hashes and checksums
     libsqlite3-dev                    # embedded encode-job queue

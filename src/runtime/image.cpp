@@ -7,6 +7,7 @@
 // clang-format on
 #include <png.h>
 #include <webp/decode.h>
+#include <zlib.h>
 
 #include <csetjmp>
 #include <cstring>
@@ -96,17 +97,18 @@ static int exif_orientation(const uint8_t* p, size_t n) {
 // each mirrored when its flip is set:
 //   2 mirror | 3 rotate 180 | 4 flip | 5 transpose | 6 rotate 90 clockwise | 7 transverse |
 //   8 rotate 90 counter-clockwise.
+struct Transform {
+    bool swap, flip_u, flip_v;
+};
+static constexpr Transform kOrientations[9] = {
+    {false, false, false}, {false, false, false}, {false, true, false},
+    {false, true, true},   {false, false, true},  {true, false, false},
+    {true, false, true},   {true, true, true},    {true, true, false},
+};
+
 static Image apply_orientation(Image src, int orientation) {
-    struct Transform {
-        bool swap, flip_u, flip_v;
-    };
-    static constexpr Transform kTable[9] = {
-        {false, false, false}, {false, false, false}, {false, true, false},
-        {false, true, true},   {false, false, true},  {true, false, false},
-        {true, false, true},   {true, true, true},    {true, true, false},
-    };
     if (orientation < 2 || orientation > 8) return src;
-    const Transform t = kTable[orientation];
+    const Transform t = kOrientations[orientation];
     const int64_t W = src.width, H = src.height;
     Image out;
     out.width = static_cast<int>(t.swap ? H : W);
@@ -121,6 +123,12 @@ static Image apply_orientation(Image src, int orientation) {
             std::memcpy(&out.rgb[(y * out.width + x) * 3], &src.rgb[(v * W + u) * 3], 3);
         }
     return out;
+}
+
+// The size decode_image returns for a stored w x h image with this orientation.
+static ImageInfo upright_info(ImageFormat format, uint32_t w, uint32_t h, int orientation) {
+    const bool swap = orientation >= 2 && orientation <= 8 && kOrientations[orientation].swap;
+    return {format, static_cast<int>(swap ? h : w), static_cast<int>(swap ? w : h)};
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -175,8 +183,8 @@ static int jpeg_orientation(const jpeg_decompress_struct& cinfo) {
     return 1;
 }
 
-static Image decode_jpeg(const uint8_t* data, size_t size, size_t max_pixels) {
-    JpegDecoder d;
+// Reads the markers up to the first scan (APP1 kept for the orientation) and checks the size.
+static void read_jpeg_header(JpegDecoder& d, const uint8_t* data, size_t size, size_t max_pixels) {
     jpeg_decompress_struct& cinfo = d.cinfo;
     const bool header_ok = guarded(d.errors.err, [&] {
         jpeg_create_decompress(&cinfo);
@@ -187,6 +195,19 @@ static Image decode_jpeg(const uint8_t* data, size_t size, size_t max_pixels) {
     });
     if (!header_ok) throw ImageError(std::string("JPEG: ") + d.errors.err.message);
     check_dimensions("JPEG", cinfo.image_width, cinfo.image_height, max_pixels);
+}
+
+static ImageInfo probe_jpeg(const uint8_t* data, size_t size, size_t max_pixels) {
+    JpegDecoder d;
+    read_jpeg_header(d, data, size, max_pixels);
+    return upright_info(ImageFormat::jpeg, d.cinfo.image_width, d.cinfo.image_height,
+                        jpeg_orientation(d.cinfo));
+}
+
+static Image decode_jpeg(const uint8_t* data, size_t size, size_t max_pixels) {
+    JpegDecoder d;
+    jpeg_decompress_struct& cinfo = d.cinfo;
+    read_jpeg_header(d, data, size, max_pixels);
     const int orientation = jpeg_orientation(cinfo);  // saved markers die with the decode
     const bool cmyk = cinfo.jpeg_color_space == JCS_CMYK || cinfo.jpeg_color_space == JCS_YCCK;
     cinfo.out_color_space = cmyk ? JCS_CMYK : JCS_RGB;
@@ -242,20 +263,57 @@ struct PngDecoder {
     ~PngDecoder() { png_destroy_read_struct(&png, &info, nullptr); }
 };
 
-static Image decode_png(const uint8_t* data, size_t size, size_t max_pixels) {
-    PngDecoder d;
+// Reads the chunks up to the image data and checks the size; `src` must outlive `d`'s reads.
+static void read_png_header(PngDecoder& d, PngSource& src, size_t max_pixels) {
     d.png = png_create_read_struct(PNG_LIBPNG_VER_STRING, &d.err, png_on_error,
                                    [](png_structp, png_const_charp) {});
     if (d.png) d.info = png_create_info_struct(d.png);
     if (!d.png || !d.info) throw ImageError("PNG: out of memory");
-    PngSource src{data, size, 0};
-    png_uint_32 w = 0, h = 0;
     const bool header_ok = guarded(d.err, [&] {
         png_set_read_fn(d.png, &src, png_read_from);
         png_set_user_limits(d.png, kMaxImageSide, kMaxImageSide);
         png_read_info(d.png, d.info);
-        w = png_get_image_width(d.png, d.info);
-        h = png_get_image_height(d.png, d.info);
+    });
+    if (!header_ok) throw ImageError(std::string("PNG: ") + d.err.message);
+    check_dimensions("PNG", png_get_image_width(d.png, d.info), png_get_image_height(d.png, d.info),
+                     max_pixels);
+}
+
+static uint32_t be32(const uint8_t* p) {
+    return uint32_t{p[0]} << 24 | p[1] << 16 | p[2] << 8 | p[3];
+}
+
+// The orientation in the first eXIf chunk whose CRC holds (libpng drops one whose CRC does not),
+// before or after the image data, found by walking the chunk headers without inflating anything.
+static int png_chunk_orientation(const uint8_t* data, size_t size) {
+    for (size_t at = 8; at + 12 <= size;) {
+        const size_t length = be32(data + at);
+        if (length > size - at - 12) break;
+        const uint8_t* type = data + at + 4;
+        if (std::memcmp(type, "IEND", 4) == 0) break;
+        if (std::memcmp(type, "eXIf", 4) == 0 &&
+            crc32(0, type, static_cast<uInt>(length + 4)) == be32(type + 4 + length))
+            return exif_orientation(type + 4, length);
+        at += 12 + length;
+    }
+    return 1;
+}
+
+static ImageInfo probe_png(const uint8_t* data, size_t size, size_t max_pixels) {
+    PngDecoder d;
+    PngSource src{data, size, 0};
+    read_png_header(d, src, max_pixels);
+    return upright_info(ImageFormat::png, png_get_image_width(d.png, d.info),
+                        png_get_image_height(d.png, d.info), png_chunk_orientation(data, size));
+}
+
+static Image decode_png(const uint8_t* data, size_t size, size_t max_pixels) {
+    PngDecoder d;
+    PngSource src{data, size, 0};
+    read_png_header(d, src, max_pixels);
+    const png_uint_32 w = png_get_image_width(d.png, d.info);
+    const png_uint_32 h = png_get_image_height(d.png, d.info);
+    const bool layout_ok = guarded(d.err, [&] {
         const int type = png_get_color_type(d.png, d.info);
         if (png_get_bit_depth(d.png, d.info) == 16) png_set_strip_16(d.png);
         if (type == PNG_COLOR_TYPE_PALETTE) png_set_palette_to_rgb(d.png);
@@ -269,8 +327,7 @@ static Image decode_png(const uint8_t* data, size_t size, size_t max_pixels) {
         if (png_get_rowbytes(d.png, d.info) != size_t{w} * 3)
             codec_fail(d.err, "unsupported pixel layout");
     });
-    if (!header_ok) throw ImageError(std::string("PNG: ") + d.err.message);
-    check_dimensions("PNG", w, h, max_pixels);
+    if (!layout_ok) throw ImageError(std::string("PNG: ") + d.err.message);
 
     Image im = blank_image(w, h);
     std::vector<png_bytep> rows(h);
@@ -303,7 +360,7 @@ static int webp_orientation(const uint8_t* data, size_t size) {
     return 1;
 }
 
-static Image decode_webp(const uint8_t* data, size_t size, size_t max_pixels) {
+static WebPBitstreamFeatures read_webp_header(const uint8_t* data, size_t size, size_t max_pixels) {
     WebPBitstreamFeatures features;
     const VP8StatusCode status = WebPGetFeatures(data, size, &features);
     if (status != VP8_STATUS_OK)
@@ -311,6 +368,17 @@ static Image decode_webp(const uint8_t* data, size_t size, size_t max_pixels) {
     if (features.has_animation) throw ImageError("WebP: animated images are not supported");
     check_dimensions("WebP", static_cast<uint32_t>(features.width),
                      static_cast<uint32_t>(features.height), max_pixels);
+    return features;
+}
+
+static ImageInfo probe_webp(const uint8_t* data, size_t size, size_t max_pixels) {
+    const WebPBitstreamFeatures features = read_webp_header(data, size, max_pixels);
+    return upright_info(ImageFormat::webp, static_cast<uint32_t>(features.width),
+                        static_cast<uint32_t>(features.height), webp_orientation(data, size));
+}
+
+static Image decode_webp(const uint8_t* data, size_t size, size_t max_pixels) {
+    const WebPBitstreamFeatures features = read_webp_header(data, size, max_pixels);
     Image im = blank_image(features.width, features.height);
     if (!WebPDecodeRGBInto(data, size, im.rgb.data(), im.rgb.size(), im.width * 3))
         throw ImageError("WebP: corrupt or truncated image data");
@@ -319,15 +387,51 @@ static Image decode_webp(const uint8_t* data, size_t size, size_t max_pixels) {
 
 // ---------------------------------------------------------------------------------------------
 
-Image decode_image(const uint8_t* data, size_t size, size_t max_pixels) {
+// The format from the magic bytes, the one place probe_image and decode_image tell them apart.
+static ImageFormat sniff_format(const uint8_t* data, size_t size) {
     if (!data || size == 0) throw ImageError("empty image data");
     if (size >= 3 && data[0] == 0xFF && data[1] == 0xD8 && data[2] == 0xFF)
-        return decode_jpeg(data, size, max_pixels);
-    if (size >= 8 && std::memcmp(data, "\x89PNG\r\n\x1a\n", 8) == 0)
-        return decode_png(data, size, max_pixels);
+        return ImageFormat::jpeg;
+    if (size >= 8 && std::memcmp(data, "\x89PNG\r\n\x1a\n", 8) == 0) return ImageFormat::png;
     if (size >= 12 && std::memcmp(data, "RIFF", 4) == 0 && std::memcmp(data + 8, "WEBP", 4) == 0)
-        return decode_webp(data, size, max_pixels);
+        return ImageFormat::webp;
     throw ImageError("unrecognised image format (JPEG, PNG and WebP are supported)");
+}
+
+const char* image_format_name(ImageFormat format) {
+    switch (format) {
+        case ImageFormat::jpeg:
+            return "jpeg";
+        case ImageFormat::png:
+            return "png";
+        case ImageFormat::webp:
+            return "webp";
+    }
+    return "unknown";
+}
+
+ImageInfo probe_image(const uint8_t* data, size_t size, size_t max_pixels) {
+    switch (sniff_format(data, size)) {
+        case ImageFormat::jpeg:
+            return probe_jpeg(data, size, max_pixels);
+        case ImageFormat::png:
+            return probe_png(data, size, max_pixels);
+        case ImageFormat::webp:
+            return probe_webp(data, size, max_pixels);
+    }
+    throw ImageError("unrecognised image format");
+}
+
+Image decode_image(const uint8_t* data, size_t size, size_t max_pixels) {
+    switch (sniff_format(data, size)) {
+        case ImageFormat::jpeg:
+            return decode_jpeg(data, size, max_pixels);
+        case ImageFormat::png:
+            return decode_png(data, size, max_pixels);
+        case ImageFormat::webp:
+            return decode_webp(data, size, max_pixels);
+    }
+    throw ImageError("unrecognised image format");
 }
 
 Image load_image(const std::string& path, size_t max_pixels) {

@@ -26,6 +26,22 @@ struct ImageError : std::runtime_error {
 // Largest side accepted from any format (JPEG's and WebP's own limits are at most this).
 inline constexpr int kMaxImageSide = 65535;
 
+enum class ImageFormat { jpeg, png, webp };
+const char* image_format_name(ImageFormat format);  // "jpeg", "png", "webp"
+
+// What an image's header says: its format and the size decode_image would return (EXIF
+// orientation applied, so a rotated photo reports its upright size).
+struct ImageInfo {
+    ImageFormat format;
+    int width = 0, height = 0;
+};
+
+// Reads only the header (JPEG markers up to the first scan, PNG chunks up to the image data,
+// WebP's RIFF header): cheap even on a 50 MP photo. Its checks are decode_image's: unknown,
+// corrupt or truncated headers, zero or too large sides and, when max_pixels > 0, more pixels
+// than that throw ImageError. A body damaged after the header is only found by decode_image.
+ImageInfo probe_image(const uint8_t* data, size_t size, size_t max_pixels = 0);
+
 // Decodes JPEG, PNG or WebP (recognised by their magic bytes). max_pixels > 0 rejects images with
 // more pixels, judged from the header before any pixel memory is allocated. Throws ImageError.
 Image decode_image(const uint8_t* data, size_t size, size_t max_pixels = 0);

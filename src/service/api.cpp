@@ -408,7 +408,7 @@ Response Api::handle(const Request& request, std::vector<std::string>* frames) {
     } catch (const json::exception& e) {
         response = error_response(400, "invalid_json", e.what());
     } catch (const ImageError& e) {
-        // decode_image says "above the limit" for images with too many pixels.
+        // probe_image and decode_image say "above the limit" for images with too many pixels.
         const bool too_large = std::strstr(e.what(), "above the limit") != nullptr;
         response = error_response(too_large ? 413 : 400,
                                   too_large ? "image_too_large" : "invalid_image", e.what());
@@ -639,7 +639,9 @@ Response Api::upload_image(Context& c) {
     const std::string_view body = upload_bytes(c.request);
     if (body.empty()) throw ApiError(400, "invalid_image", "the upload holds no image");
     const auto* bytes = reinterpret_cast<const uint8_t*>(body.data());
-    const Image image = decode_image(bytes, body.size(), options_.max_pixels);
+    // The header alone, so a big photo does not hold up this io thread; a body damaged past the
+    // header fails its encode job, which the image's status then reports.
+    const ImageInfo image = probe_image(bytes, body.size(), options_.max_pixels);
     const std::string id = image_content_hash(bytes, body.size());
     const std::string path = image_path(c.tenant, id);
     const bool known = fs::exists(path + ".json");

@@ -376,7 +376,7 @@ const char* Api::openapi_document() {
   "/api/v1/images": {
    "post": {
     "summary": "Upload an image (raw JPEG, PNG or WebP body, or multipart/form-data with one file part) and queue its encode",
-    "description": "multipart/form-data (RFC 7578): the image is the one part whose Content-Disposition has a filename; other parts are ignored (at most 16 parts, 8 KiB of headers and 64 KiB of data per non-file part). A malformed body, no file part or two file parts is 400 invalid_multipart; a part over its limit is 413 part_too_large. The id is the same as for the raw upload of the same file.",
+    "description": "multipart/form-data (RFC 7578): the image is the one part whose Content-Disposition has a filename; other parts are ignored (at most 16 parts, 8 KiB of headers and 64 KiB of data per non-file part). A malformed body, no file part or two file parts is 400 invalid_multipart; a part over its limit is 413 part_too_large. The id is the same as for the raw upload of the same file. Only the image header is checked here (format, size, the pixel limit: 400 invalid_image, 413 image_too_large); image data damaged past the header is found by the encode, and the image's status then becomes failed with an error message.",
     "responses": {
      "201": {
       "description": "success"

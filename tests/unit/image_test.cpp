@@ -2,10 +2,6 @@
 // same libraries), EXIF orientation, PNG colour types, and malformed or oversized input.
 #include "runtime/image.h"
 
-// clang-format off
-#include <cstdio>  // jpeglib.h needs FILE
-#include <jpeglib.h>
-// clang-format on
 #include <gtest/gtest.h>
 #include <png.h>
 #include <unistd.h>
@@ -17,8 +13,14 @@
 #include <cstring>
 #include <filesystem>
 
+#include "test_jpeg.h"
+
 namespace splitseg {
 namespace {
+
+using test::JpegOptions;
+using test::make_jpeg;
+using test::with_app1;
 
 // Appends bytes one by one (GCC 12's -O3 warns wrongly on vector::insert of a short list).
 void append(std::vector<uint8_t>& v, std::initializer_list<uint8_t> bytes) {
@@ -78,54 +80,6 @@ std::vector<uint8_t> exif_block(int orientation, bool little_endian, bool with_p
 }
 
 // --- encoders used to make test files -----------------------------------------------------------
-
-struct JpegOptions {
-    int quality = 95;
-    std::vector<uint8_t> app1;  // written as an APP1 segment when not empty
-    bool grayscale = false;
-    bool cmyk = false;                  // pixels then hold 4 channels
-    std::vector<jpeg_scan_info> scans;  // progressive scan script when not empty
-};
-
-JpegOptions with_app1(std::vector<uint8_t> app1) {
-    JpegOptions o;
-    o.app1 = std::move(app1);
-    return o;
-}
-
-std::vector<uint8_t> make_jpeg(const uint8_t* pixels, int w, int h, const JpegOptions& opt = {}) {
-    jpeg_compress_struct cinfo{};
-    jpeg_error_mgr err{};
-    cinfo.err = jpeg_std_error(&err);  // the test data is valid: default errors are fine here
-    jpeg_create_compress(&cinfo);
-    unsigned char* buf = nullptr;
-    unsigned long size = 0;
-    jpeg_mem_dest(&cinfo, &buf, &size);
-    cinfo.image_width = w;
-    cinfo.image_height = h;
-    cinfo.input_components = opt.grayscale ? 1 : opt.cmyk ? 4 : 3;
-    cinfo.in_color_space = opt.grayscale ? JCS_GRAYSCALE : opt.cmyk ? JCS_CMYK : JCS_RGB;
-    jpeg_set_defaults(&cinfo);
-    jpeg_set_quality(&cinfo, opt.quality, TRUE);
-    if (!opt.scans.empty()) {
-        cinfo.scan_info = opt.scans.data();
-        cinfo.num_scans = static_cast<int>(opt.scans.size());
-    }
-    jpeg_start_compress(&cinfo, TRUE);
-    if (!opt.app1.empty())
-        jpeg_write_marker(&cinfo, JPEG_APP0 + 1, opt.app1.data(),
-                          static_cast<unsigned>(opt.app1.size()));
-    const int stride = w * cinfo.input_components;
-    while (cinfo.next_scanline < cinfo.image_height) {
-        JSAMPROW row = const_cast<uint8_t*>(pixels) + cinfo.next_scanline * stride;
-        jpeg_write_scanlines(&cinfo, &row, 1);
-    }
-    jpeg_finish_compress(&cinfo);
-    std::vector<uint8_t> out(buf, buf + size);
-    jpeg_destroy_compress(&cinfo);
-    std::free(buf);
-    return out;
-}
 
 struct PngOptions {
     int color_type = PNG_COLOR_TYPE_RGB;
@@ -494,6 +448,118 @@ TEST(DecodeImage, AnimatedWebpIsRejected) {
     std::vector<uint8_t> f = webp_with_exif(make_webp_lossless(im), 8, 8, exif_block(1, true));
     f[20] |= 0x02;  // VP8X flags: animation
     EXPECT_THROW(decode(f), ImageError);
+}
+
+// --- probe_image: the header only ----------------------------------------------------------
+
+ImageInfo probe(const std::vector<uint8_t>& bytes, size_t max_pixels = 0) {
+    return probe_image(bytes.data(), bytes.size(), max_pixels);
+}
+
+// The file with its first `type` chunk moved to just before IEND (after the image data).
+std::vector<uint8_t> png_chunk_to_end(const std::vector<uint8_t>& f, const char* type) {
+    auto be32 = [&](size_t at) {
+        return uint32_t{f[at]} << 24 | f[at + 1] << 16 | f[at + 2] << 8 | f[at + 3];
+    };
+    std::vector<uint8_t> chunk, rest(f.begin(), f.begin() + 8);
+    for (size_t at = 8; at + 12 <= f.size();) {
+        const size_t end = at + 12 + be32(at);
+        std::vector<uint8_t>& into =
+            chunk.empty() && std::memcmp(&f[at + 4], type, 4) == 0 ? chunk : rest;
+        into.insert(into.end(), f.begin() + at, f.begin() + end);
+        at = end;
+    }
+    EXPECT_FALSE(chunk.empty()) << "no " << type << " chunk";
+    rest.insert(rest.end() - 12, chunk.begin(), chunk.end());  // IEND is the last 12 bytes
+    return rest;
+}
+
+// Every kind of file the decoder tests use: the probe must report the size decode_image returns,
+// EXIF orientation included (a 3x2 image stored with orientation 5-8 decodes as 2x3).
+TEST(ProbeImage, ReportsTheSizeDecodeReturns) {
+    const Image im = gradient(37, 21);
+    const Image letters3x2 = abcdef();
+    struct Case {
+        std::string name;
+        std::vector<uint8_t> bytes;
+        ImageFormat format;
+    };
+    std::vector<Case> cases = {
+        {"png rgb", make_png(im.rgb, 37, 21), ImageFormat::png},
+        {"png 16-bit",
+         make_png({0x12, 0x34, 0xAB, 0xCD, 0xFF, 0x00}, 1, 1, png_type(PNG_COLOR_TYPE_RGB, 16)),
+         ImageFormat::png},
+        {"jpeg", make_jpeg(im.rgb.data(), 37, 21), ImageFormat::jpeg},
+        {"webp lossless", make_webp_lossless(im), ImageFormat::webp},
+        {"webp exif 8", webp_with_exif(make_webp_lossless(letters3x2), 3, 2, exif_block(8, true)),
+         ImageFormat::webp},
+    };
+    std::vector<uint8_t> gray(32 * 16, 140);
+    JpegOptions gray_options;
+    gray_options.grayscale = true;
+    cases.push_back({"jpeg gray", make_jpeg(gray.data(), 32, 16, gray_options), ImageFormat::jpeg});
+    for (bool little : {true, false})
+        cases.push_back({"jpeg exif 6",
+                         make_jpeg(im.rgb.data(), 37, 21, with_app1(exif_block(6, little))),
+                         ImageFormat::jpeg});
+    for (const OrientationCase& c : kOrientations) {
+        PngOptions opt;
+        opt.exif = exif_block(c.orientation, true, false);
+        const std::vector<uint8_t> png = make_png(letters3x2.rgb, 3, 2, opt);
+        const std::string name = "png exif " + std::to_string(c.orientation);
+        cases.push_back({name, png, ImageFormat::png});
+        cases.push_back({name + " after IDAT", png_chunk_to_end(png, "eXIf"), ImageFormat::png});
+    }
+    for (const Case& c : cases) {
+        const Image decoded = decode(c.bytes);
+        const ImageInfo info = probe(c.bytes);
+        EXPECT_EQ(info.format, c.format) << c.name;
+        EXPECT_EQ(info.width, decoded.width) << c.name;
+        EXPECT_EQ(info.height, decoded.height) << c.name;
+    }
+    EXPECT_EQ(probe(cases.back().bytes).width, 2);  // orientation 8 after IDAT: turned
+    EXPECT_STREQ(image_format_name(ImageFormat::webp), "webp");
+}
+
+// A header that is fine in front of data that is cut or broken: the probe accepts it (it never
+// reads the data) and decode_image is what finds the damage.
+TEST(ProbeImage, AcceptsAGoodHeaderWhoseDataIsCut) {
+    const Image im = gradient(256, 192);
+    for (const std::vector<uint8_t>& f :
+         {make_png(im.rgb, 256, 192), make_jpeg(im.rgb.data(), 256, 192), make_webp_lossless(im)}) {
+        const std::vector<uint8_t> cut(f.begin(), f.begin() + f.size() / 2);
+        const ImageInfo info = probe(cut);
+        EXPECT_EQ(info.width, 256);
+        EXPECT_EQ(info.height, 192);
+        EXPECT_THROW(decode(cut), ImageError) << image_format_name(info.format);
+    }
+}
+
+TEST(ProbeImage, RejectsGarbageTruncatedHeadersAndTooManyPixels) {
+    EXPECT_THROW(probe_image(nullptr, 0), ImageError);
+    EXPECT_THROW(probe({'G', 'I', 'F', '8', '9', 'a', 1, 2, 3, 4, 5, 6}), ImageError);
+    EXPECT_THROW(probe({0xFF, 0xD8, 0xFF, 0xE0, 0x00}), ImageError);  // JPEG magic, then nothing
+    const Image im = gradient(64, 48);
+    const std::vector<std::vector<uint8_t>> files = {
+        make_png(im.rgb, 64, 48), make_jpeg(im.rgb.data(), 64, 48), make_webp_lossless(im)};
+    for (const auto& f : files) {
+        for (size_t keep : {size_t{3}, size_t{12}, size_t{20}, size_t{24}}) {
+            const std::vector<uint8_t> cut(f.begin(), f.begin() + keep);
+            EXPECT_THROW(probe(cut), ImageError) << "kept " << keep << " of " << f.size();
+        }
+        EXPECT_EQ(probe(f, 64 * 48).width, 64);
+        try {
+            probe(f, 64 * 48 - 1);
+            ADD_FAILURE() << "no exception";
+        } catch (const ImageError& e) {  // the words the service maps to 413 image_too_large
+            EXPECT_NE(std::string(e.what()).find("above the limit"), std::string::npos) << e.what();
+        }
+    }
+    std::vector<uint8_t> zero_width = files[0];  // IHDR width 0, with a valid CRC
+    std::memset(&zero_width[16], 0, 4);
+    const uint32_t crc = static_cast<uint32_t>(crc32(0, &zero_width[12], 17));
+    for (int i = 0; i < 4; ++i) zero_width[29 + i] = uint8_t(crc >> (24 - 8 * i));
+    EXPECT_THROW(probe(zero_width), ImageError);
 }
 
 // --- encoding and files ---------------------------------------------------------------------

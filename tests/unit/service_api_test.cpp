@@ -188,13 +188,28 @@ TEST(ServiceApiModel, UploadIsIdempotentAndQueuesOneEncode) {
     EXPECT_EQ(f.jobs->stats().counts.total(), 1);
 }
 
+// The upload reads only the image header: a bad or cut header is a 400 at once; data cut after a
+// good header is accepted, and its encode job fails with a message the status then shows.
 TEST(ServiceApiModel, RejectsBadImages) {
     SPLITSEG_REQUIRE_TINY_MODEL();
     ApiFixture f(test::tiny_model());
     EXPECT_EQ(upload(f, "").status, 400);
     EXPECT_EQ(upload(f, "not an image").status, 400);
     const std::string png = test::test_png();
-    EXPECT_EQ(upload(f, png.substr(0, png.size() / 2)).status, 400);
+    const Response cut_header =
+        f.api->handle(make_request("POST", "/api/v1/images", png.substr(0, 20)));
+    EXPECT_EQ(cut_header.status, 400);
+    EXPECT_EQ(error_code(cut_header), "invalid_image");
+    EXPECT_EQ(f.jobs->stats().counts.total(), 0);
+
+    const Uploaded cut_data = upload(f, png.substr(0, png.size() / 2));
+    ASSERT_EQ(cut_data.status, 201);
+    f.encode_all();
+    const json status =
+        body_json(f.api->handle(make_request("GET", "/api/v1/images/" + cut_data.id)));
+    EXPECT_EQ(status["status"], "failed") << status;
+    EXPECT_NE(status.value("error", "").find("PNG"), std::string::npos) << status;
+    EXPECT_EQ(status["width"], 64);  // from the header
 }
 
 // Decompression bombs are refused from the image's header, raw or in a multipart body, with a

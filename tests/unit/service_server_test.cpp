@@ -10,12 +10,15 @@
 #include <boost/beast/http.hpp>
 #include <boost/beast/websocket.hpp>
 #include <chrono>
+#include <fstream>
 #include <functional>
 #include <thread>
 
 #include "service/mask_frame.h"
 #include "service/server.h"
+#include "service/static_files.h"
 #include "service_test_util.h"
+#include "test_jpeg.h"
 
 namespace splitseg {
 namespace {
@@ -263,6 +266,65 @@ TEST(ServiceServer, SlowClientsAreCutOffAfterTheReadTimeout) {
     }
 }
 
+// A client that asks for a large body and then never reads (its receive buffer made tiny before
+// connecting, so loopback cannot take the body into buffers) is cut off after the write
+// timeout, while the server goes on answering others.
+TEST(ServiceServer, ClientsThatStopReadingAreCutOffAfterTheWriteTimeout) {
+    test::ScratchDir web;
+    // 4x what loopback buffers on both ends hold here (tcp_wmem at most 4 MiB, 8 KiB received).
+    const size_t size = 16u << 20;
+    std::ofstream(web.file("big.bin"), std::ios::binary) << std::string(size, 'x');
+    test::ApiFixture f(nullptr, {}, {}, [&web](ApiOptions& o) {
+        o.web = std::make_shared<StaticFiles>(web.path());
+    });
+    ServerOptions options = loopback_options();
+    options.write_timeout = std::chrono::seconds(1);
+    Server server(*f.api, options);
+    server.start();
+
+    net::io_context ioc;
+    tcp::socket stalled(ioc);
+    stalled.open(tcp::v4());
+    stalled.set_option(net::socket_base::receive_buffer_size(4096));
+    stalled.connect(tcp::endpoint(net::ip::make_address("127.0.0.1"), server.port()));
+    net::write(stalled, net::buffer(std::string("GET /big.bin HTTP/1.1\r\nHost: x\r\n\r\n")));
+    // The write (and its timeout) has begun once the first bytes wait in our receive buffer;
+    // reading the file and building the answer may take seconds on a loaded machine or under
+    // ASan, and a fixed pause would then start reading before the write had even begun.
+    const auto asked = std::chrono::steady_clock::now();
+    while (stalled.available() == 0 &&
+           std::chrono::steady_clock::now() - asked < std::chrono::seconds(60))
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    ASSERT_GT(stalled.available(), 0u) << "the server did not start answering within 60 s";
+    const auto start = std::chrono::steady_clock::now();
+    while (std::chrono::steady_clock::now() - start < std::chrono::milliseconds(2500)) {
+        Client other(server.port());  // served while the stalled write waits
+        EXPECT_EQ(other.send(http::verb::get, "/healthz").result_int(), 200);
+        std::this_thread::sleep_for(std::chrono::milliseconds(250));
+    }
+
+    // Past the timeout: what was sent drains, then the connection ends short of the body.
+    size_t received = 0;
+    beast::error_code end;
+    std::vector<char> chunk(1 << 16);
+    std::function<void()> read_more = [&] {
+        stalled.async_read_some(net::buffer(chunk), [&](beast::error_code ec, size_t n) {
+            received += n;
+            if (ec) {
+                end = ec;
+                return;
+            }
+            read_more();
+        });
+    };
+    read_more();
+    ioc.run_for(std::chrono::seconds(10));
+    EXPECT_TRUE(end == net::error::eof || end == net::error::connection_reset)
+        << (end ? end.message() : "the connection is still open");
+    EXPECT_LT(received, size);
+    EXPECT_GT(received, 0u);  // the answer had started
+}
+
 // A WebSocket peer that goes silent (and answers no ping) is closed after the idle timeout.
 TEST(ServiceServer, SilentWebSocketsAreClosedAfterTheIdleTimeout) {
     SPLITSEG_REQUIRE_TINY_MODEL();
@@ -319,14 +381,46 @@ TEST(ServiceServer, RateLimitedRequestsGetA429OverHttp) {
     EXPECT_EQ(client.send(http::verb::get, "/healthz").result_int(), 200);
 }
 
+// The encode worker of `f` on its own thread, as serve runs it; stopped and joined on scope exit
+// (also when an assertion returns early).
+class BackgroundEncoder {
+  public:
+    explicit BackgroundEncoder(test::ApiFixture& f)
+        : worker_(
+              *f.jobs, [&f](JobLease& lease) { f.api->encode_job(lease); }, options()),
+          thread_([this] { worker_.run(); }) {}
+    ~BackgroundEncoder() {
+        worker_.stop();
+        thread_.join();
+    }
+
+  private:
+    static EncodeWorkerOptions options() {
+        EncodeWorkerOptions o;
+        o.idle_wait = 20;
+        return o;
+    }
+    EncodeWorker worker_;
+    std::thread thread_;
+};
+
+// Polls the image's status until its encode has finished (completed or failed), for at most
+// 60 s; returns the last status.
+json wait_for_encode(Client& client, const std::string& id) {
+    json status;
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+    while (std::chrono::steady_clock::now() < deadline) {
+        status = json::parse(client.send(http::verb::get, "/api/v1/images/" + id).body());
+        if (status["status"] == "completed" || status["status"] == "failed") break;
+        std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    return status;
+}
+
 TEST(ServiceServer, UploadEncodeInferAndSessionOverHttp) {
     SPLITSEG_REQUIRE_TINY_MODEL();
     test::ApiFixture f(test::tiny_model());
-    EncodeWorkerOptions worker_options;
-    worker_options.idle_wait = 20;
-    EncodeWorker worker(
-        *f.jobs, [&f](JobLease& lease) { f.api->encode_job(lease); }, worker_options);
-    std::thread encoder([&worker] { worker.run(); });
+    BackgroundEncoder encoder(f);
     Server server(*f.api, loopback_options());
     server.start();
 
@@ -334,15 +428,7 @@ TEST(ServiceServer, UploadEncodeInferAndSessionOverHttp) {
     auto uploaded = client.send(http::verb::post, "/api/v1/images", test::test_png(7));
     ASSERT_EQ(uploaded.result_int(), 201) << uploaded.body();
     const std::string id = json::parse(uploaded.body())["id"];
-
-    std::string status;
-    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
-    while (status != "completed" && status != "failed" &&
-           std::chrono::steady_clock::now() < deadline) {
-        status = json::parse(client.send(http::verb::get, "/api/v1/images/" + id).body())["status"];
-        if (status != "completed") std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    }
-    ASSERT_EQ(status, "completed");
+    ASSERT_EQ(wait_for_encode(client, id)["status"], "completed");
 
     // The same image as the file part of a multipart/form-data body: the same id.
     auto multipart = client.send(http::verb::post, "/api/v1/images",
@@ -458,8 +544,41 @@ TEST(ServiceServer, UploadEncodeInferAndSessionOverHttp) {
     server.stop();
     server.wait();
     EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(5));
-    worker.stop();
-    encoder.join();
+}
+
+// The upload reads only the image header on the io thread. A JPEG cut after a good header is
+// accepted; the encode worker then fails it, its status says why in JSON, and the server and the
+// worker carry on with the next image.
+TEST(ServiceServer, ImageDataCutAfterAGoodHeaderFailsItsEncodeNotTheServer) {
+    SPLITSEG_REQUIRE_TINY_MODEL();
+    test::ApiFixture f(test::tiny_model());
+    BackgroundEncoder encoder(f);
+    Server server(*f.api, loopback_options());
+    server.start();
+
+    std::vector<uint8_t> pixels(size_t{320} * 240 * 3);
+    for (size_t i = 0; i < pixels.size(); ++i) pixels[i] = static_cast<uint8_t>(i * 7 % 251);
+    const std::vector<uint8_t> jpeg = test::make_jpeg(pixels.data(), 320, 240);
+    const std::string cut(jpeg.begin(), jpeg.begin() + jpeg.size() / 2);
+    Client client(server.port());
+    auto uploaded = client.send(http::verb::post, "/api/v1/images", cut, "image/jpeg");
+    ASSERT_EQ(uploaded.result_int(), 201) << uploaded.body();
+    const std::string id = json::parse(uploaded.body())["id"];
+
+    const json status = wait_for_encode(client, id);
+    EXPECT_EQ(status["status"], "failed") << status;
+    ASSERT_TRUE(status.contains("error") && status["error"].is_string()) << status;
+    EXPECT_NE(status["error"].get<std::string>().find("JPEG"), std::string::npos) << status;
+    EXPECT_EQ(status["width"], 320);
+    EXPECT_EQ(status["height"], 240);
+    auto session = client.send(http::verb::post, "/api/v1/sessions", json{{"image_id", id}}.dump());
+    EXPECT_EQ(session.result_int(), 409) << session.body();
+    EXPECT_EQ(json::parse(session.body())["error"]["code"], "not_encoded");
+
+    EXPECT_EQ(client.send(http::verb::get, "/healthz").result_int(), 200);
+    auto good = client.send(http::verb::post, "/api/v1/images", test::test_png(3));
+    ASSERT_EQ(good.result_int(), 201) << good.body();
+    EXPECT_EQ(wait_for_encode(client, json::parse(good.body())["id"])["status"], "completed");
 }
 
 }  // namespace

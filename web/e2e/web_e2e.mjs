@@ -2,7 +2,8 @@
 // browser) against a `splitseg serve` started here with random MobileSAM weights:
 // upload, encode, click, mask drawn (canvas readback), background point, box, views, exports,
 // undo, reload with the bundle from IndexedDB (no second download), and the server-side decoder
-// over the WebSocket when the page asks for it. Prints one click's latency.
+// over the WebSocket when the page asks for it, its masks as binary frames (each frame the server
+// sent read here by the client's own parser). Prints one click's latency.
 //
 //   node web/e2e/web_e2e.mjs --splitseg build/splitseg [--model CKPT] [--image PNG]
 //                            [--clicks N] [--keep-going] [--headed] [--url URL]
@@ -13,6 +14,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { rleDecode, rleFromString } from '../src/coco_rle.js';
+import { parseMaskFrame } from '../src/mask_frame.js';
 
 const web = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const repo = resolve(web, '..');
@@ -131,6 +133,29 @@ async function clickLatency(page) {
   ms.sort((a, b) => a - b);
   console.log(`web_e2e: click latency (${s.where}, ${clicks} clicks, points 1..${clicks}): median ${ms[Math.floor(ms.length / 2)].toFixed(1)} ms, ` +
     `min ${ms[0].toFixed(1)} ms, max ${ms[ms.length - 1].toFixed(1)} ms; decoder ${s.lastDecoderMs.toFixed(1)} ms on the last`);
+}
+
+// The server click went over the WebSocket with "output": "binary": its reply's text frame
+// announces n binary frames, which follow it; each parses (web/src/mask_frame.js) to a mask of the
+// image's size whose pixels add up to the area the reply and the page's candidates give.
+function checkBinaryMasks(frames, pageAreas) {
+  const asked = frames.some((f) => f.sent && typeof f.payload === 'string' && JSON.parse(f.payload).output === 'binary');
+  check(asked, 'the page asks the server for binary masks', `${frames.filter((f) => f.sent).length} message(s) sent`);
+  const at = frames.findIndex((f) => !f.sent && typeof f.payload === 'string' && JSON.parse(f.payload).type === 'prompts');
+  const reply = at >= 0 ? JSON.parse(frames[at].payload) : null;
+  check(reply?.status === 200 && reply.frames === reply.body.masks.length, 'the prompts reply announces one binary frame per mask',
+    reply ? `status ${reply.status}, frames ${reply.frames}, masks ${reply.body.masks.length}` : 'no reply');
+  const n = reply?.frames ?? 0;
+  const binary = frames.slice(at + 1, at + 1 + n).filter((f) => !f.sent && typeof f.payload !== 'string');
+  check(n > 0 && binary.length === n, 'the binary frames follow the reply', `${binary.length} of ${n}`);
+  const parsed = binary.map((f) => parseMaskFrame(f.payload));
+  const masks = reply.body.masks.map((m) => parsed[m.frame]);
+  const wellFormed = masks.every((m, i) => m.sequence === reply.seq && m.maskIndex === i && m.width === 640 && m.height === 480);
+  check(wellFormed, 'each frame names its reply and mask and has the image size',
+    masks.map((m) => `${m.encoding} ${m.width}x${m.height} seq ${m.sequence} #${m.maskIndex}`).join('; '));
+  const areas = masks.map((m) => m.data.reduce((sum, v) => sum + v, 0));
+  const same = areas.every((a, i) => a === reply.body.masks[i].area && a === pageAreas[i]);
+  check(same, 'the frames hold the masks the reply and the page show', `${areas} vs ${reply.body.masks.map((m) => m.area)} vs ${pageAreas}`);
 }
 
 async function main() {
@@ -270,6 +295,11 @@ async function main() {
   // The server-side decoder over the session WebSocket; with WASM, the same click's masks agree.
   const wasmAreas = wasm ? await page.locator('#candidates button').evaluateAll((bs) => bs.map((b) => Number(/(\d+) px/.exec(b.textContent)[1]))) : null;
   const serverPage = await context.newPage();
+  const socketFrames = []; // what went over the session WebSocket: {sent, payload}
+  serverPage.on('websocket', (ws) => {
+    ws.on('framesent', (f) => socketFrames.push({ sent: true, payload: f.payload }));
+    ws.on('framereceived', (f) => socketFrames.push({ sent: false, payload: f.payload }));
+  });
   await serverPage.goto(`${url}/?decoder=server#image=${s.imageId}`);
   await serverPage.waitForFunction(() => window.splitseg.state.imageId || window.splitseg.state.error, null, { timeout: 60_000 });
   const ss = await state(serverPage);
@@ -278,6 +308,19 @@ async function main() {
   const sr = await waitSteps(serverPage, 1);
   check(sr.candidates >= 1, 'server decoding over the WebSocket', `${sr.lastRoundTripMs.toFixed(1)} ms`);
   const serverAreas = await serverPage.locator('#candidates button').evaluateAll((bs) => bs.map((b) => Number(/(\d+) px/.exec(b.textContent)[1])));
+  checkBinaryMasks(socketFrames, serverAreas);
+  // An undo back to a binary step is answered with that step's frames again: the page must
+  // take them as the undo's and go on clicking.
+  await serverPage.mouse.click(...(await at(serverPage, 0.3, 0.6)));
+  await waitSteps(serverPage, 2);
+  await serverPage.click('#undo');
+  await waitSteps(serverPage, 1);
+  await serverPage.mouse.click(...(await at(serverPage, 0.6, 0.3)));
+  const after = await waitSteps(serverPage, 2);
+  const undoReply = socketFrames.map((f) => (!f.sent && typeof f.payload === 'string' ? JSON.parse(f.payload) : null))
+    .find((r) => r?.type === 'undo');
+  check(after.candidates >= 1 && undoReply?.frames >= 1, 'server decoding goes on after an undo that resends frames',
+    `undo reply frames ${undoReply?.frames}`);
   if (wasm) await clickLatency(serverPage);
   if (wasmAreas) {
     const close = serverAreas.every((a, i) => Math.abs(a - wasmAreas[i]) <= Math.max(16, 0.001 * 640 * 480));

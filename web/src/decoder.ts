@@ -2,6 +2,7 @@
 // or the server, over the session's WebSocket. Both answer the same prompts with the same masks.
 import type { Api } from './api';
 import { rleDecode, rleFromString } from './coco_rle.js';
+import { parseMaskFrame, type MaskFrame } from './mask_frame.js';
 
 export type Point = [x: number, y: number, label: number]; // image pixels; label 1 fg, 0 bg
 export type Box = [x0: number, y0: number, x1: number, y1: number];
@@ -154,14 +155,32 @@ interface SocketReply {
   type: string;
   status: number;
   body: any;
+  seq?: number;
+  frames?: number; // binary frames that follow this text frame, one per mask
+  maskFrames?: MaskFrame[]; // those frames, read
+}
+
+// A mask of a reply's body: from its binary frame ("output": "binary", on the WebSocket) or from
+// its COCO RLE (over HTTP, which refuses binary).
+function replyMask(m: any, frames: MaskFrame[]): Mask {
+  if (m.frame !== undefined) {
+    const f = frames[m.frame];
+    if (!f) throw new Error(`the reply names binary frame ${m.frame}, which did not come`);
+    return { width: f.width, height: f.height, data: f.data, score: m.score, area: m.area };
+  }
+  const [height, width] = m.rle.size as [number, number];
+  const data = rleDecode(rleFromString(m.rle.counts), width, height);
+  return { width, height, data, score: m.score, area: m.area };
 }
 
 // Over the session's WebSocket when it opens; over the session's HTTP routes when it does not (a
-// browser cannot send an API key header on a WebSocket).
+// browser cannot send an API key header on a WebSocket). On the socket, masks come as binary
+// frames (src/service/mask_frame.h): no RLE string to build on the server or to parse here.
 export class ServerDecoder implements Decoder {
   readonly where = 'server';
   private next = 1;
   private waiting = new Map<number, (r: SocketReply) => void>();
+  private collecting: SocketReply | null = null; // a text reply whose binary frames are arriving
 
   private constructor(
     private api: Api,
@@ -170,15 +189,46 @@ export class ServerDecoder implements Decoder {
     public detail: string,
   ) {
     if (!ws) return;
+    ws.binaryType = 'arraybuffer';
     ws.onmessage = (ev) => {
-      const reply = JSON.parse(ev.data) as SocketReply;
-      this.waiting.get(reply.id)?.(reply);
-      this.waiting.delete(reply.id);
+      try {
+        this.receive(ev.data);
+      } catch (e) {
+        const reply = this.collecting;
+        this.collecting = null;
+        if (reply) this.settle({ ...reply, status: 0, body: { error: { message: `bad reply from the server: ${(e as Error).message}` } } });
+      }
     };
     ws.onclose = () => {
       for (const w of this.waiting.values()) w({ id: 0, type: 'error', status: 0, body: { error: { message: 'socket closed' } } });
       this.waiting.clear();
     };
+  }
+
+  // A text frame is a reply; when it says "frames": n, the next n binary frames are its masks
+  // and it is answered once they are all in.
+  private receive(data: string | ArrayBuffer): void {
+    if (typeof data === 'string') {
+      const reply = JSON.parse(data) as SocketReply;
+      reply.maskFrames = [];
+      if (reply.frames) this.collecting = reply;
+      else this.settle(reply);
+      return;
+    }
+    const reply = this.collecting;
+    if (!reply) throw new Error('a binary frame came without a reply announcing it');
+    const frame = parseMaskFrame(data);
+    if (frame.sequence !== reply.seq) throw new Error(`frame of reply ${frame.sequence} during reply ${reply.seq}`);
+    reply.maskFrames!.push(frame);
+    if (reply.maskFrames!.length === reply.frames) {
+      this.collecting = null;
+      this.settle(reply);
+    }
+  }
+
+  private settle(reply: SocketReply): void {
+    this.waiting.get(reply.id)?.(reply);
+    this.waiting.delete(reply.id);
   }
 
   static async open(api: Api, imageId: string): Promise<ServerDecoder> {
@@ -217,15 +267,11 @@ export class ServerDecoder implements Decoder {
     const message: Record<string, unknown> = {
       type: 'prompts',
       points: next.points.slice(prev?.points.length ?? 0),
-      output: 'rle',
+      output: this.ws ? 'binary' : 'rle',
     };
     if (next.box && next.box !== prev?.box) message.box = next.box;
-    const { body } = await this.send(message);
-    const masks: Mask[] = body.masks.map((m: any) => {
-      const [height, width] = m.rle.size as [number, number];
-      const data = rleDecode(rleFromString(m.rle.counts), width, height);
-      return { width, height, data, score: m.score, area: m.area };
-    });
+    const { body, maskFrames } = await this.send(message);
+    const masks: Mask[] = body.masks.map((m: any) => replyMask(m, maskFrames ?? []));
     return { masks, best: body.best, roundTripMs: performance.now() - start, decoderMs: body.latency_ms };
   }
 

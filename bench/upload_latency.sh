@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# Upload latency of a big photo: a 6000x4000 JPEG (24 MP, q90, about 8.5 MB, made here with numpy
+# and libjpeg-turbo's cjpeg) posted N times to `splitseg serve` with one io thread. Prints, for the
+# repeat uploads of the same image (after its encode, so no encode runs meanwhile), the time the
+# request handler held the io thread (the server's request log "ms") and curl's time for the whole
+# request; then the latency of GET /healthz while that image is uploaded back to back (what a
+# click waits behind an upload on the same io thread).
+#   bench/upload_latency.sh [SPLITSEG_BIN] [N]   (default build/splitseg, 10; needs cjpeg, curl,
+#   python3-numpy and the golden sam-vit-tiny weights (SPLITSEG_GOLDEN_DIR) or SPLITSEG_MODEL=CKPT)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bin=$(realpath "${1:-build/splitseg}")
+n=${2:-10}
+model=${SPLITSEG_MODEL:-${SPLITSEG_GOLDEN_DIR:-../shared/golden}/sam-vit-tiny/weights.pth}
+for tool in cjpeg curl; do
+    command -v "$tool" >/dev/null || { echo "upload_latency: no $tool (apt-get install libjpeg-turbo-progs curl)"; exit 77; }
+done
+[ -f "$model" ] || { echo "upload_latency: no model at $model (set SPLITSEG_MODEL or SPLITSEG_GOLDEN_DIR)"; exit 77; }
+model=$(realpath "$model")
+work=$(mktemp -d)
+pid=
+uploader=
+trap '[ -n "$uploader" ] && kill "$uploader"; [ -n "$pid" ] && kill "$pid" && wait "$pid" 2>/dev/null; rm -rf "$work"' EXIT
+
+# A gradient with noise: compresses like a photo, not like a flat test card.
+/usr/bin/python3 - "$work/big.ppm" <<'EOF'
+import sys
+import numpy as np
+h, w = 4000, 6000
+y, x = np.mgrid[0:h, 0:w]
+img = np.stack([x * 255 // w, y * 255 // h, (x + y) % 256], -1).astype(np.int16)
+img += np.random.default_rng(1).integers(-20, 20, size=img.shape, dtype=np.int16)
+with open(sys.argv[1], 'wb') as f:
+    f.write(b'P6 %d %d 255\n' % (w, h) + np.clip(img, 0, 255).astype(np.uint8).tobytes())
+EOF
+cjpeg -quality 90 "$work/big.ppm" > "$work/big.jpg"
+echo "image: 6000x4000 JPEG, $(stat -c %s "$work/big.jpg") bytes"
+
+"$bin" serve --port 0 --data-dir "$work/data" --model "$model" --web none --threads 1 \
+    > "$work/out" 2> "$work/log" &
+pid=$!
+for _ in $(seq 100); do grep -q "listening on" "$work/out" && break; sleep 0.1; done
+url=$(grep -o 'http://[0-9.]*:[0-9]*' "$work/out" | head -1)/api/v1/images
+post() { curl -s -o "$work/reply.json" -w '%{http_code} %{time_total}' --data-binary @"$work/big.jpg" \
+    -H 'Content-Type: image/jpeg' "$url"; }
+echo "first upload (new image: stored, encode queued): $(post) s"
+id=$(sed 's/.*"id":"\([0-9a-f]*\)".*/\1/' "$work/reply.json")
+for _ in $(seq 600); do
+    status=$(curl -s "$url/$id")
+    case $status in *completed* | *failed*) break ;; esac
+    sleep 0.2
+done
+echo "its encode: $status"
+for _ in $(seq "$n"); do post | cut -d' ' -f2; done > "$work/curl_s"
+summary() { sort -n | awk -v what="$1" -v scale="$2" '{a[NR] = $1 * scale}
+    END {printf "%s, n=%d: median %.1f ms, min %.1f ms, max %.1f ms\n", what, NR, a[int((NR + 1) / 2)], a[1], a[NR]}'; }
+grep '"method":"POST"' "$work/log" | tail -n "$n" | sed 's/.*"ms":\([0-9.]*\).*/\1/' |
+    summary "repeat uploads, handler time on the io thread" 1
+summary "repeat uploads, whole request (curl)" 1000 < "$work/curl_s"
+
+while true; do post > /dev/null; done &
+uploader=$!
+sleep 1
+healthz=${url%/images}
+healthz=${healthz%/api/v1}/healthz
+for _ in $(seq 40); do curl -s -o /dev/null -w '%{time_total}\n' "$healthz"; sleep 0.05; done |
+    summary "GET /healthz during back-to-back uploads" 1000
