@@ -60,7 +60,7 @@ struct Options {
     int image_w = 1024, image_h = 768;
     int clients = 32;
     double duration_s = 20;
-    int think_ms = 0;  // pause between a reply and the next message, as a person takes
+    int think_ms = 0;  // mean pause between a reply and the next message (exponential)
     long max_clicks = 100000;
     int idle_sessions = 100;
     int server_threads = 2;
@@ -529,11 +529,23 @@ class Clicker : public std::enable_shared_from_this<Clicker> {
             state_.reset_ms.push_back(ms);
             points_ = 0;
         }
+        think_then_send();
+    }
+
+  public:
+    // The pause before the next message: exponential with mean think_ms, as independent people
+    // take. A fixed pause keeps the clients in lockstep: every click would queue behind the
+    // others' and the latencies would measure that burst, not the server's load. The first
+    // message waits a uniform [0, think_ms) for the same reason.
+    void think_then_send(bool first = false) {
         if (think_ms_ == 0) return send_next();
-        think_.expires_after(std::chrono::milliseconds(think_ms_));
+        const double ms = first ? std::uniform_real_distribution<double>(0, think_ms_)(rng_)
+                                : std::exponential_distribution<double>(1.0 / think_ms_)(rng_);
+        think_.expires_after(std::chrono::microseconds(static_cast<int64_t>(1000 * ms)));
         think_.async_wait([self = shared_from_this()](beast::error_code) { self->send_next(); });
     }
 
+  private:
     void finish(const std::string& error) {
         if (!error.empty()) state_.fail(error);
         ++state_.finished;
@@ -576,7 +588,7 @@ json run_clicks(const Options& o, uint16_t port, const std::vector<std::string>&
             state.start = Clock::now();
             state.stop_at = state.start + std::chrono::duration_cast<Clock::duration>(
                                               std::chrono::duration<double>(o.duration_s));
-            for (auto& each : clickers) each->send_next();
+            for (auto& each : clickers) each->think_then_send(/*first=*/true);
         });
     }
     // Sample the server's RSS while it works.
