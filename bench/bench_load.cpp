@@ -66,6 +66,9 @@ struct Options {
     int server_threads = 2;
     int server_omp = 0;  // OMP_NUM_THREADS for the server; 0 leaves the environment alone
     std::string server_precision = "f32";  // serve --precision
+    int server_encode_nice = -1;           // serve --encode-nice; -1 leaves its default
+    // Synthetic images uploaded while the clients click, so that the server encodes meanwhile.
+    int encode_during = 0;
     std::string output = "rle";
     uint32_t seed = 1;
     bool skip_missing_model = false;
@@ -78,7 +81,8 @@ struct Options {
                  "  [--synth-images 4] [--image-size 1024x768] [--clients 32] [--duration 20]\n"
                  "  [--think-ms 0]\n"
                  "  [--max-clicks N] [--idle-sessions 100] [--server-threads 2]\n"
-                 "  [--server-omp N] [--server-precision f32|bf16]\n"
+                 "  [--server-omp N] [--server-precision f32|bf16] [--server-encode-nice N]\n"
+                 "  [--encode-during N]\n"
                  "  [--output rle|png|polygon|none] [--seed 1]\n"
                  "  [--data-dir DIR] [--skip-missing-model]\n",
                  problem.c_str());
@@ -127,6 +131,10 @@ Options parse_options(int argc, char** argv) {
                 o.server_omp = std::stoi(v);
             else if (flag == "--server-precision")
                 o.server_precision = v;
+            else if (flag == "--server-encode-nice")
+                o.server_encode_nice = std::stoi(v);
+            else if (flag == "--encode-during")
+                o.encode_during = std::stoi(v);
             else if (flag == "--output")
                 o.output = v;
             else if (flag == "--seed")
@@ -139,7 +147,8 @@ Options parse_options(int argc, char** argv) {
     }
     if (o.model.empty()) usage("--model is required");
     if (o.clients < 1 || o.duration_s <= 0 || o.max_clicks < 1 || o.idle_sessions < 0 ||
-        o.synth_images < 0 || o.image_w < 16 || o.image_h < 16 || o.think_ms < 0) {
+        o.synth_images < 0 || o.image_w < 16 || o.image_h < 16 || o.think_ms < 0 ||
+        o.encode_during < 0) {
         usage("counts, sizes and the duration must be positive");
     }
     if (o.synth_images + o.image_files.size() == 0) usage("no images");
@@ -175,6 +184,10 @@ class ServerProcess {
                                          "--threads",   std::to_string(o.server_threads),
                                          "--precision", o.server_precision,
                                          "--quiet"};
+        if (o.server_encode_nice >= 0) {
+            args.push_back("--encode-nice");
+            args.push_back(std::to_string(o.server_encode_nice));
+        }
         pid_ = fork();
         if (pid_ < 0) throw std::runtime_error("fork failed");
         if (pid_ == 0) {
@@ -734,7 +747,25 @@ int run(const Options& o) {
         }
         const auto stages_before = stage_totals(http.send(http::verb::get, "/metrics").second);
         const double cpu_before = server.cpu_seconds();
+        // Background encodes: new images uploaded one after another while the clients click
+        // (their encodes queue on the server's encode thread).
+        std::string uploader_error;
+        std::thread uploader([&] {
+            try {
+                if (o.encode_during == 0) return;
+                HttpClient uploads(server.port());
+                for (int i = 0; i < o.encode_during; ++i)
+                    uploads.send_json(http::verb::post, "/api/v1/images",
+                                      synthetic_png(o.image_w, o.image_h, o.seed + 1000 + i), 201,
+                                      201);
+            } catch (const std::exception& e) {
+                uploader_error = e.what();
+            }
+        });
         report["load"] = run_clicks(o, server.port(), sessions, images, server);
+        uploader.join();
+        if (!uploader_error.empty()) throw std::runtime_error("upload: " + uploader_error);
+        report["load"]["encodes_queued_during"] = o.encode_during;
         const double cpu_used = server.cpu_seconds() - cpu_before;
         const double messages = report["load"]["click_latency_ms"].value("count", 0.0) +
                                 report["load"]["undo_latency_ms"].value("count", 0.0) +

@@ -98,6 +98,7 @@ int cmd_serve(const std::vector<std::string>& argv) {
                      "rate-burst",
                      "quiet",
                      "web",
+                     "encode-nice",
                      "decoder",
                      "precision",
                      "read-timeout-s",
@@ -176,8 +177,11 @@ int cmd_serve(const std::vector<std::string>& argv) {
     std::thread worker_thread;
     if (api.model) {
         worker_queue = open_job_queue(jobs_spec);
+        EncodeWorkerOptions worker_options;
+        worker_options.nice_increment = args.get_int("encode-nice", 10, 0, 19);
         worker = std::make_unique<EncodeWorker>(
-            *worker_queue, [&service](JobLease& lease) { logged_encode_job(service, lease); });
+            *worker_queue, [&service](JobLease& lease) { logged_encode_job(service, lease); },
+            worker_options);
         worker_thread = std::thread([&worker] { worker->run(); });
     }
 

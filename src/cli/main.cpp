@@ -43,6 +43,7 @@ const char* kUsage =
     "           web/dist of the repository holding the binary, else PREFIX/share/splitseg/web)\n"
     "           [--precision f32|bf16]  (the encoder's arithmetic, as for encode)\n"
     "           [--read-timeout-s 30] [--write-timeout-s 30] [--ws-idle-timeout-s 300]\n"
+    "           [--encode-nice 10]  (the encode thread's nice increment: clicks come first)\n"
     "\n"
     "Store SPEC: tiers in lookup order, comma-separated: mem:?max_bytes=256M,\n"
     "  disk:/path?max_bytes=10G, azure://HOST/ACCOUNT/CONTAINER?key=...,\n"

@@ -1,7 +1,11 @@
 #include "store/encode_worker.h"
 
+#include <sys/resource.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cerrno>
 #include <chrono>
 #include <optional>
 
@@ -20,6 +24,15 @@ std::string default_worker_id() {
 std::string describe(const std::exception& e) {
     const std::string what = e.what();
     return what.empty() ? "encode failed without a message" : what;
+}
+
+// Best effort: a thread may always lower its own priority, and an encode at the old one is still
+// correct.
+void raise_thread_nice(int increment) {
+    const auto tid = static_cast<id_t>(::syscall(SYS_gettid));
+    errno = 0;
+    const int current = ::getpriority(PRIO_PROCESS, tid);
+    if (errno == 0) ::setpriority(PRIO_PROCESS, tid, std::min(current + increment, 19));
 }
 
 }  // namespace
@@ -73,6 +86,7 @@ bool EncodeWorker::run_once() {
 }
 
 void EncodeWorker::run() {
+    if (options_.nice_increment > 0) raise_thread_nice(options_.nice_increment);
     while (!stopping_) {
         bool worked = false;
         try {

@@ -26,6 +26,10 @@ struct EncodeWorkerOptions {
     // How long run() waits before polling again when the queue is empty or unreachable.
     Millis idle_wait = 1'000;
     Clock clock = system_clock_millis;  // for lease renewal; the queue's clock in tests
+    // run() first raises its thread's nice value by this much (at most to 19; Linux keeps one
+    // per thread, and the threads it then starts, OpenMP's included, inherit it), so that
+    // encodes yield the cores to the interactive decodes of the same process. 0: unchanged.
+    int nice_increment = 0;
 };
 
 // The leased job as the encode function sees it.
@@ -66,7 +70,8 @@ class EncodeWorker {
     // propagate as JobQueueError.
     bool run_once();
     // Runs jobs until stop(): waits up to idle_wait whenever the queue is empty, and after a queue
-    // error (counted) before trying again. Returns after the job in progress when stopped.
+    // error (counted) before trying again. Returns after the job in progress when stopped. See
+    // nice_increment for its thread's priority.
     void run();
     // Safe from any thread, before or during run().
     void stop();

@@ -5,6 +5,8 @@
 #include <libpq-fe.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -616,6 +618,33 @@ TYPED_TEST(JobQueueTest, WorkerRunsOnTheCallersThreadUntilStopped) {
     EXPECT_EQ(worker.counts().completed, kJobs);
     EXPECT_EQ(worker.counts().queue_errors, 0);
     EXPECT_EQ(this->queue_->stats().counts.completed, kJobs);
+}
+
+// Encodes yield to interactive work: run() raises its thread's nice value first.
+TYPED_TEST(JobQueueTest, WorkerLowersItsThreadsPriority) {
+    this->enqueue("img-a");
+    EncodeWorkerOptions options;
+    options.idle_wait = 5;
+    options.nice_increment = 3;
+    auto nice_of_this_thread = [] {
+        return getpriority(PRIO_PROCESS, static_cast<id_t>(syscall(SYS_gettid)));
+    };
+    std::atomic<int> during{-100};
+    EncodeWorker worker(
+        *this->queue_, [&](JobLease&) { during = nice_of_this_thread(); }, options);
+    int before = 0;
+    std::thread thread([&] {
+        before = nice_of_this_thread();
+        worker.run();
+    });
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+    while (worker.counts().completed < 1 && std::chrono::steady_clock::now() < deadline) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    }
+    worker.stop();
+    thread.join();
+    EXPECT_EQ(during.load(), std::min(before + 3, 19));
+    EXPECT_EQ(nice_of_this_thread(), before) << "the caller's own thread keeps its priority";
 }
 
 // Prints lease + complete throughput; run the Release build for figures worth quoting.
