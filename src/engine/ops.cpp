@@ -216,27 +216,24 @@ static inline float erf_approx(float x) {
     return std::copysign(1.0f - p * t * exp_approx(-a * a), x);
 }
 
+static inline float gelu_erf(float v) {
+    return 0.5f * v * (1.0f + erf_approx(v * 0.70710678118654752f));
+}
+
 void gelu(Tensor& x) {
     float* d = x.data();
     const int64_t n = x.numel();
 #pragma omp parallel for simd if (parallel : n > 65536)
-    for (int64_t i = 0; i < n; ++i)
-        d[i] = 0.5f * d[i] * (1.0f + erf_approx(d[i] * 0.70710678118654752f));
+    for (int64_t i = 0; i < n; ++i) d[i] = gelu_erf(d[i]);
 }
 
 void add_gelu(float* x, int64_t n, float bias, const float* add) {
     if (add) {
 #pragma omp simd
-        for (int64_t i = 0; i < n; ++i) {
-            const float v = x[i] + bias + add[i];
-            x[i] = 0.5f * v * (1.0f + erf_approx(v * 0.70710678118654752f));
-        }
+        for (int64_t i = 0; i < n; ++i) x[i] = gelu_erf(x[i] + bias + add[i]);
     } else {
 #pragma omp simd
-        for (int64_t i = 0; i < n; ++i) {
-            const float v = x[i] + bias;
-            x[i] = 0.5f * v * (1.0f + erf_approx(v * 0.70710678118654752f));
-        }
+        for (int64_t i = 0; i < n; ++i) x[i] = gelu_erf(x[i] + bias);
     }
 }
 
