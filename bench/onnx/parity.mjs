@@ -1,12 +1,12 @@
 // ONNX Runtime on the exported graphs against the golden vectors (what the reference computes).
 //   node parity.mjs GOLDEN_MODEL_DIR ONNX_DIR [--threads N]
-// ONNX_DIR holds decoder-{multimask,single,best}.onnx and, for SAM / MobileSAM, encoder.onnx
-// (tools/onnx/export.py). SAM 2.1 (decoder only): the cases of images with high-resolution
-// features in the vectors (img0).
+// ONNX_DIR holds encoder.onnx and decoder-{multimask,single,best}.onnx (tools/onnx/export.py).
+// SAM 2.1: the encoder's three outputs where the vectors hold them (img1: image_embed only); the
+// decoder on img1 takes the encoder graph's high-resolution features (the vectors have none).
 // Tolerances are the golden README's float32 ones. Exits 1 when any check fails.
 import fs from 'node:fs';
 import path from 'node:path';
-import { readSafetensors, openSession, tensor, samInput, samPrompt } from './lib.mjs';
+import { readSafetensors, openSession, tensor, samInput, sam2Input, samPrompt, readPng } from './lib.mjs';
 import { maskIou } from '../shared/util.mjs';
 
 const [goldenDir, onnxDir] = process.argv.slice(2);
@@ -58,15 +58,26 @@ for (const img of images) {
                          : { orig, rh: resized.shape[0], rw: resized.shape[1], resized };
 }
 
-// Encoder: the golden resized image, normalised and padded, against the golden embedding.
-if (!sam2) {
-    const encoder = await openSession(path.join(onnxDir, 'encoder.onnx'), threads);
-    for (const img of images) {
-        const { rh, rw, resized } = geometry[img];
-        const out = await encoder.run({ image: samInput(resized.data, rh, rw) });
-        const got = out.image_embeddings.data, ref = vec.get(`${img}.image_embedding`).data;
-        const scale = Math.max(1, maxAbs(ref)), d = diffs(got, ref);
-        check(`encoder ${img} image_embeddings`, d.max <= 1e-3 * scale && d.mean <= 1e-4 * scale,
+// Encoder: the image as splitseg preprocesses it (SAM / MobileSAM: the golden resized image,
+// normalised and padded; SAM 2.1: the PNG resized to 1024x1024) against the golden features.
+const encoderOutputs = sam2
+    ? { image_embeddings: 'image_embed', high_res_feats_0: 'high_res_feats_0', high_res_feats_1: 'high_res_feats_1' }
+    : { image_embeddings: 'image_embedding' };
+const encoder = await openSession(path.join(onnxDir, 'encoder.onnx'), threads);
+const encoded = {};  // per image: the encoder graph's outputs
+for (const img of images) {
+    const { rh, rw, resized } = geometry[img];
+    const png = sam2 && readPng(path.join(goldenDir, `${img}.png`));
+    const input = sam2 ? sam2Input(png.rgb, png.h, png.w) : samInput(resized.data, rh, rw);
+    const out = encoded[img] = await encoder.run({ image: input });
+    for (const [name, key] of Object.entries(encoderOutputs)) {
+        const ref = vec.get(`${img}.${key}`);
+        if (!ref) {
+            console.log(`skip encoder ${img} ${name}: no ${img}.${key} in the vectors`);
+            continue;
+        }
+        const scale = Math.max(1, maxAbs(ref.data)), d = diffs(out[name].data, ref.data);
+        check(`encoder ${img} ${name}`, d.max <= 1e-3 * scale && d.mean <= 1e-4 * scale,
               `max |diff| ${d.max.toExponential(2)}, mean ${d.mean.toExponential(2)} (scale ${scale.toFixed(2)})`);
     }
 }
@@ -79,10 +90,6 @@ for (const mode of ['multimask', 'single', 'best'])
 const fixedSessions = {};
 for (const c of cases) {
     const key = (t) => `${c.image}.${c.case}.${t}`;
-    if (sam2 && !vec.has(`${c.image}.high_res_feats_0`)) {
-        console.log(`skip decoder ${c.image}.${c.case}: no high-resolution features in the vectors`);
-        continue;
-    }
     const { orig, rh, rw } = geometry[c.image];
     const sx = rw / orig.w, sy = rh / orig.h;  // original pixels -> model frame
     const points = [], labels = [];
@@ -104,13 +111,18 @@ for (const c of cases) {
         has_mask_input: tensor(Float32Array.of(mask ? 1 : 0), [1]),
         orig_im_size: tensor(Float32Array.of(orig.h, orig.w), [2]),
     };
+    // SAM 2.1: the golden high-resolution features, or the encoder graph's where the vectors
+    // have none (img1): encoder and decoder graphs chained.
+    const chained = sam2 && !vec.has(`${c.image}.high_res_feats_0`);
     if (sam2) {
-        feeds.high_res_feats_0 = tensor(vec.get(`${c.image}.high_res_feats_0`).data, [1, 32, 256, 256]);
-        feeds.high_res_feats_1 = tensor(vec.get(`${c.image}.high_res_feats_1`).data, [1, 64, 128, 128]);
+        const feats = (k) => (chained ? encoded[c.image][k].data : vec.get(`${c.image}.${k}`).data);
+        feeds.high_res_feats_0 = tensor(feats('high_res_feats_0'), [1, 32, 256, 256]);
+        feeds.high_res_feats_1 = tensor(feats('high_res_feats_1'), [1, 64, 128, 128]);
     }
     const mode = c.multimask_output ? 'multimask' : 'single';
     const out = await decoders[mode].run(feeds);
-    const name = `decoder ${c.image}.${c.case} (${mode})`;
+    const via = chained ? ', high-res feats from the encoder graph' : '';
+    const name = `decoder ${c.image}.${c.case} (${mode}${via})`;
     const low = diffs(out.low_res_masks.data, vec.get(key('low_res_logits')).data);
     check(`${name} low_res_logits`, low.max <= 5e-3, `max |diff| ${low.max.toExponential(2)}`);
     const iou = diffs(out.iou_predictions.data, vec.get(key('iou')).data);

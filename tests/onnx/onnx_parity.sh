@@ -24,10 +24,8 @@ for model in sam-vit-tiny mobilesam sam2.1-hiera-mini; do
     dir="$work/$model"
     mkdir -p "$dir"
     "$splitseg" models convert --model "$golden/$model/weights.pth" --out "$dir/weights.safetensors"
-    if [ "$model" != sam2.1-hiera-mini ]; then  # SAM 2.1's Hiera encoder is not exported (yet)
-        "$python" "$root/tools/onnx/export.py" --model "$dir/weights.safetensors" --part encoder \
-            --out "$dir/encoder.onnx"
-    fi
+    "$python" "$root/tools/onnx/export.py" --model "$dir/weights.safetensors" --part encoder \
+        --out "$dir/encoder.onnx"
     for masks in multimask single best; do
         "$python" "$root/tools/onnx/export.py" --model "$dir/weights.safetensors" --part decoder \
             --masks "$masks" --out "$dir/decoder-$masks.onnx"

@@ -7,14 +7,20 @@ The graphs compute what splitseg's engine computes, with standard operators only
 LayerNormalization, Softmax, Conv, Resize, GELU as x/sqrt2 -> Erf -> +1 -> *x -> *0.5, which ONNX
 Runtime fuses into its Gelu kernel), so that a runtime runs them with its own fast kernels. Folded
 at export (equal up to rounding): BatchNorm into the preceding convolution, the expanded
-relative-position and attention-bias tables, the grid's positional encoding, the decoder's
-attention scale into q_proj; the decoder's 2x2 transposed convolutions are MatMuls whose output
+relative-position and attention-bias tables, the grid's positional encoding, Hiera's resized and
+tiled positional embedding, the attention scale into q_proj (Hiera: qkv's query rows), SAM 2.1's
+conv_s0/conv_s1 into the neck's 1x1 convolutions before them and no_mem_embed into the level-2
+bias; the decoder's 2x2 transposed convolutions are MatMuls whose output
 stays in sub-pixel order until the masks. Weights over 1.5 GB (ViT-H) go to OUT.data beside the
 graph (protobuf's 2 GB limit).
 
 Graphs (batch 1, float32):
-  encoder   SAM ViT or MobileSAM TinyViT (detected from the tensor names):
-            image [1,3,S,S] (normalised, padded: splitseg's preprocessing) -> image_embeddings [1,256,64,64]
+  encoder   SAM ViT, MobileSAM TinyViT or SAM 2.1 Hiera (detected from the tensor names):
+            image [1,3,S,S] (normalised, padded: splitseg's preprocessing) -> image_embeddings
+            [1,256,64,64]. SAM 2.1 (image resized to 1024x1024, ImageNet mean/std on [0, 1]):
+            the mask decoder's inputs, image_embeddings with no_mem_embed added,
+            high_res_feats_0 [1,32,256,256], high_res_feats_1 [1,64,128,128]; heads, global
+            blocks and windows as the engine infers them (hiera.* metadata overrides).
   decoder   SAM / MobileSAM / SAM 2.1 prompt encoder + mask decoder, inputs as segment-anything's
             SamOnnxModel: image_embeddings [1,256,64,64] (SAM 2.1: no_mem_embed added, and
             high_res_feats_0 [1,32,256,256], high_res_feats_1 [1,64,128,128]), point_coords [1,N,2]
@@ -49,6 +55,7 @@ OPSET = 17
 
 
 def read_safetensors(path):
+    """(tensors as float32 or integer arrays, the header's __metadata__ strings)."""
     dtypes = {"F32": np.float32, "F16": np.float16, "F64": np.float64, "I64": np.int64,
               "I32": np.int32, "U8": np.uint8}
     with open(path, "rb") as f:
@@ -68,7 +75,7 @@ def read_safetensors(path):
             arr = np.frombuffer(raw, dtype=np.dtype(dtypes[info["dtype"]]).newbyteorder("<"))
         out[name] = arr.reshape(info["shape"]).astype(np.float32, copy=False) \
             if info["dtype"] not in ("I64", "I32", "U8") else arr.reshape(info["shape"])
-    return out
+    return out, header.get("__metadata__", {})
 
 
 # ------------------------------------------------------------------------------------------------
@@ -175,6 +182,16 @@ def window_merge(g, x, H, W, C, S):
     if nh * S != H or nw * S != W:
         x = g.op("Slice", [x, g.ints([0, 0]), g.ints([H, W]), g.ints([1, 2])])
     return x
+
+
+def multi_head_attention(g, q, k, v, B, heads, D):
+    """Softmax attention per head, the 1/sqrt(D) scale already in q:
+    q [B, Lq, heads*D], k and v [B, Lk, heads*D] -> [B, Lq, heads*D]."""
+    q = g.transpose(g.reshape(q, [B, -1, heads, D]), [0, 2, 1, 3])
+    k = g.transpose(g.reshape(k, [B, -1, heads, D]), [0, 2, 3, 1])
+    v = g.transpose(g.reshape(v, [B, -1, heads, D]), [0, 2, 1, 3])
+    probs = g.op("Softmax", [g.op("MatMul", [q, k])], axis=-1)
+    return g.reshape(g.transpose(g.op("MatMul", [probs, v]), [0, 2, 1, 3]), [B, -1, heads * D])
 
 
 # ------------------------------------------------------------------------------------------------
@@ -341,6 +358,143 @@ def tiny_vit_encoder(g, w, image, p="image_encoder."):
 
 
 # ------------------------------------------------------------------------------------------------
+# SAM 2.1 Hiera encoder: trunk, FPN neck, the mask decoder's conv_s0/conv_s1 and no_mem_embed
+# (src/engine/models/hiera.cpp)
+
+HIERA = "image_encoder.trunk."
+# Per stage count, as the official configs (sam2.1_hiera_{t,s,b+,l}.yaml): heads, global
+# blocks, window sizes; the engine's presets. Other stage counts: 1 head, the last block of
+# stage 2 global, windows 8, 4, 14, 7. The safetensors metadata hiera.num_heads,
+# hiera.global_blocks and hiera.window_spec override them; pos_embed_window gives window 0.
+HIERA_PRESETS = {
+    (1, 2, 7, 2): (1, [5, 7, 9], [8, 4, 14, 7]),
+    (1, 2, 11, 2): (1, [7, 10, 13], [8, 4, 14, 7]),
+    (2, 3, 16, 3): (2, [12, 16, 20], [8, 4, 14, 7]),
+    (2, 6, 36, 4): (2, [23, 33, 43], [8, 4, 16, 8]),
+}
+
+
+def hiera_config(w, metadata):
+    """(stages, heads, global blocks, windows) from the tensor names, as the engine infers them."""
+    stages, i = [], 0
+    while HIERA + f"blocks.{i}.norm1.weight" in w:
+        if i == 0 or HIERA + f"blocks.{i}.proj.weight" in w:  # a stage starts with a projection
+            stages.append(0)
+        stages[-1] += 1
+        i += 1
+    default = (1, [sum(stages[:3]) - 1], [8, 4, 14, 7])
+    heads, global_blocks, windows = HIERA_PRESETS.get(tuple(stages), default)
+    ints = lambda key, v: [int(t) for t in metadata.get(key, ",".join(map(str, v))).split(",") if t]
+    heads = ints("hiera.num_heads", [heads])[0]
+    global_blocks = ints("hiera.global_blocks", global_blocks)
+    windows = ints("hiera.window_spec", windows)
+    windows[0] = w[HIERA + "pos_embed_window"].shape[2]
+    return stages, heads, global_blocks, windows
+
+
+def bicubic_matrix(n_in, n_out):
+    """[n_out, n_in]: PyTorch's bicubic resize (A = -0.75, align_corners False, edge clamped)."""
+    A = -0.75
+    near = lambda t: ((A + 2) * t - (A + 3)) * t * t + 1
+    far = lambda t: ((A * t - 5 * A) * t + 8 * A) * t - 4 * A
+    m = np.zeros((n_out, n_in))
+    for o in range(n_out):
+        src = n_in / n_out * (o + 0.5) - 0.5
+        i0 = min(math.floor(src), n_in - 1)
+        t = min(max(src - i0, 0.0), 1.0)
+        for k, wk in enumerate([far(t + 1), near(t), near(1 - t), far(2 - t)]):
+            m[o, min(max(i0 - 1 + k, 0), n_in - 1)] += wk
+    return m
+
+
+def hiera_positions(w, G):
+    """[1, G, G, E]: pos_embed resized bicubically to the grid + pos_embed_window tiled over it."""
+    pos = w[HIERA + "pos_embed"][0].astype(np.float64)  # [E, h, w]
+    m_h, m_w = bicubic_matrix(pos.shape[1], G), bicubic_matrix(pos.shape[2], G)
+    pe = np.einsum("yh,chw,xw->yxc", m_h, pos, m_w)
+    win = w[HIERA + "pos_embed_window"][0].transpose(1, 2, 0)  # [S, S, E]
+    S = win.shape[0]
+    return (pe + np.tile(win, (G // S, G // S, 1)))[None].astype(np.float32)
+
+
+def pool2x2(g, x, B, H, W, C):
+    """MaxPool2d(2, 2) of NHWC [B, H, W, C] (H, W even) -> [B, H/2 * W/2, C]."""
+    x = g.reshape(x, [B, H // 2, 2, W // 2, 2, C])
+    return g.reshape(g.op("ReduceMax", [x], axes=[2, 4], keepdims=0), [B, H * W // 4, C])
+
+
+def hiera_block(g, w, b, x, H, C, C_out, heads, S, pool):
+    """MultiScaleBlock on NHWC [1, H, H, C] -> [1, H', H', C_out] (pool: H' = H / 2).
+    S: the attention's window, 0 for global attention."""
+    D = C_out // heads
+    n = g.layer_norm(x, w[b + "norm1.weight"], w[b + "norm1.bias"], 1e-6)
+    if pool:  # the shortcut is projected from the normalised input, then pooled
+        x = g.reshape(pool2x2(g, g.linear(n, w[b + "proj.weight"], w[b + "proj.bias"]),
+                              1, H, H, C_out), [1, H // 2, H // 2, C_out])
+    # Windows of the normalised tokens, zero-padded: padding tokens get the qkv bias.
+    S = S or H
+    t, B = (g.reshape(n, [1, H * H, C]), 1) if S == H else \
+        (window_partition(g, n, H, H, C, S), (-(-H // S)) ** 2)
+    scale = np.concatenate([np.full(C_out, D ** -0.5), np.ones(2 * C_out)]).astype(np.float32)
+    qkv = g.linear(t, w[b + "attn.qkv.weight"] * scale[:, None], w[b + "attn.qkv.bias"] * scale)
+    q, k, v = g.op("Split", [qkv, g.ints([C_out] * 3)], outputs=3, axis=-1)  # [B, S*S, C_out]
+    if pool:  # each window's query pooled 2x2: half-size output tiles
+        q = pool2x2(g, g.reshape(q, [B, S, S, C_out]), B, S, S, C_out)
+        H, S = H // 2, S // 2
+    a = multi_head_attention(g, q, k, v, B, heads, D)  # [B, S*S, C_out]
+    a = g.reshape(a, [1, H, H, C_out]) if S == H else window_merge(g, a, H, H, C_out, S)
+    x = g.op("Add", [x, g.linear(a, w[b + "attn.proj.weight"], w[b + "attn.proj.bias"])])
+    n = g.layer_norm(x, w[b + "norm2.weight"], w[b + "norm2.bias"], 1e-6)
+    h = g.gelu(g.linear(n, w[b + "mlp.layers.0.weight"], w[b + "mlp.layers.0.bias"]))
+    return g.op("Add", [x, g.linear(h, w[b + "mlp.layers.1.weight"], w[b + "mlp.layers.1.bias"])])
+
+
+def hiera_trunk(g, w, image, metadata):
+    """image [1, 3, 1024, 1024] -> the 4 stages' outputs, NHWC [1, 256 >> s, 256 >> s, E << s]."""
+    stages, heads, global_blocks, windows = hiera_config(w, metadata)
+    patch_w = w[HIERA + "patch_embed.proj.weight"]
+    E, H = patch_w.shape[0], 1024 // 4
+    x = g.conv(image, patch_w, w[HIERA + "patch_embed.proj.bias"], stride=4, pad=3)
+    x = g.op("Add", [g.transpose(x, [0, 2, 3, 1]), g.const(hiera_positions(w, H))])
+    outputs, i, C = [], 0, E
+    for s, depth in enumerate(stages):
+        for j in range(depth):
+            pool = s > 0 and j == 0  # doubles the width, halves the grid
+            # A pooling block still uses the previous stage's window.
+            S = 0 if i in global_blocks else windows[s - 1 if pool else s]
+            x = hiera_block(g, w, HIERA + f"blocks.{i}.", x, H, C, E << s, heads << s, S, pool)
+            H, C, i = H // 2 if pool else H, E << s, i + 1
+        outputs.append((x, H, C))
+    return outputs
+
+
+def hiera_encoder(g, w, image, metadata):
+    """The SAM 2.1 decoder's inputs: image_embeddings (neck level 2 + the 2x nearest upsampling
+    of level 3, + no_mem_embed), high_res_feats_0/1 (conv_s0/conv_s1 of levels 0/1), NCHW."""
+    stages = hiera_trunk(g, w, image, metadata)
+    neck = lambda s: [w[f"image_encoder.neck.convs.{3 - s}.conv.{t}"] for t in ("weight", "bias")]
+
+    def high_res(s, conv):  # conv_s(lateral(x)) folded into one 1x1 convolution
+        lw, lb = neck(s)
+        cw, cb = w[f"sam_mask_decoder.{conv}.weight"], w[f"sam_mask_decoder.{conv}.bias"]
+        cw = cw.reshape(cw.shape[0], -1)
+        x, H, C = stages[s]
+        y = g.linear(x, cw @ lw.reshape(lw.shape[0], C), cw @ lb + cb)
+        return g.transpose(y, [0, 3, 1, 2])
+
+    (x2, H2, C2), (x3, H3, C3) = stages[2], stages[3]
+    w2, b2 = neck(2)
+    w3, b3 = neck(3)
+    F = w2.shape[0]
+    level2 = g.linear(x2, w2.reshape(F, C2), b2 + w["no_mem_embed"].reshape(F))
+    level3 = g.linear(x3, w3.reshape(F, C3), b3)
+    up = g.op("Add", [g.reshape(level2, [1, H3, 2, H3, 2, F]),
+                      g.reshape(level3, [1, H3, 1, H3, 1, F])])  # level 3 broadcast 2x2
+    embed = g.transpose(g.reshape(up, [1, H2, H2, F]), [0, 3, 1, 2])
+    return embed, high_res(0, "conv_s0"), high_res(1, "conv_s1")
+
+
+# ------------------------------------------------------------------------------------------------
 # SAM / MobileSAM prompt encoder + mask decoder
 
 
@@ -358,11 +512,7 @@ def dec_attention(g, w, p, q_in, k_in, v_in, heads):
     q = g.linear(q_in, w[p + "q_proj.weight"] * s, w[p + "q_proj.bias"] * s)
     k = g.linear(k_in, w[p + "k_proj.weight"], w[p + "k_proj.bias"])
     v = g.linear(v_in, w[p + "v_proj.weight"], w[p + "v_proj.bias"])
-    q = g.transpose(g.reshape(q, [1, -1, heads, d]), [0, 2, 1, 3])
-    k = g.transpose(g.reshape(k, [1, -1, heads, d]), [0, 2, 3, 1])
-    v = g.transpose(g.reshape(v, [1, -1, heads, d]), [0, 2, 1, 3])
-    probs = g.op("Softmax", [g.op("MatMul", [q, k])], axis=-1)
-    out = g.reshape(g.transpose(g.op("MatMul", [probs, v]), [0, 2, 1, 3]), [1, -1, Dq])
+    out = multi_head_attention(g, q, k, v, 1, heads, d)
     return g.linear(out, w[p + "out_proj.weight"], w[p + "out_proj.bias"])
 
 
@@ -573,19 +723,25 @@ def upscale_masks(g, low, K, size, orig_size, square):
 # ------------------------------------------------------------------------------------------------
 
 
-def export_encoder(w):
+def export_encoder(w, metadata):
     g = Graph()
+    S = 1024
+    embed = [value_info("image_embeddings", [1, 256, 64, 64])]
+    if HIERA + "patch_embed.proj.weight" in w:
+        names = ["image_embeddings", "high_res_feats_0", "high_res_feats_1"]
+        for out, name in zip(hiera_encoder(g, w, "image", metadata), names):
+            g.op("Identity", [out], outputs=[name])
+        outputs = embed + [value_info("high_res_feats_0", [1, 32, 256, 256]),
+                           value_info("high_res_feats_1", [1, 64, 128, 128])]
+        return g.model([value_info("image", [1, 3, S, S])], outputs, "SAM 2.1 Hiera image encoder")
     if "image_encoder.patch_embed.seq.0.c.weight" in w:
         out, kind = tiny_vit_encoder(g, w, "image"), "MobileSAM TinyViT"
     elif "image_encoder.blocks.0.attn.rel_pos_h" in w:
         out, kind = sam_vit_encoder(g, w, "image"), "SAM ViT"
     else:
-        sys.exit("export.py: no SAM ViT or TinyViT image encoder in these weights "
-                 "(SAM 2.1's Hiera is not exported yet)")
+        sys.exit("export.py: no SAM ViT, TinyViT or SAM 2.1 Hiera image encoder in these weights")
     g.op("Identity", [out], outputs=["image_embeddings"])
-    S = 1024
-    return g.model([value_info("image", [1, 3, S, S])],
-                   [value_info("image_embeddings", [1, 256, 64, 64])], f"{kind} image encoder")
+    return g.model([value_info("image", [1, 3, S, S])], embed, f"{kind} image encoder")
 
 
 def export_decoder(w, masks_mode, orig_size):
@@ -626,9 +782,9 @@ def main():
     ap.add_argument("--external-data", action="store_true",
                     help="weights in OUT.data (automatic over 1.5 GB)")
     args = ap.parse_args()
-    w = read_safetensors(args.model)
+    w, metadata = read_safetensors(args.model)
     if args.part == "encoder":
-        m = export_encoder(w)
+        m = export_encoder(w, metadata)
     else:
         orig = None
         if args.orig_size:
