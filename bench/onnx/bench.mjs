@@ -4,7 +4,8 @@
 //                  [--precision f32|bf16]
 //                  [--clicks 30]
 // DIR holds encoder.onnx, decoder-multimask.onnx and decoder-best.onnx exported for a 1024x1024
-// original (tools/onnx/export.py --orig-size 1024x1024), as bench/onnx/run.sh makes them.
+// original (tools/onnx/export.py --orig-size 1024x1024), as bench/onnx/run.sh makes them. SAM,
+// MobileSAM or SAM 2.1 (its encoder graph's high-res features go to the decoder graphs).
 //
 // What each side times (wall clock, after warm-up):
 //   encoder   splitseg: encode() of the synthetic 1024x1024 picture (preprocessing, which is
@@ -27,15 +28,19 @@ const clicks = Number(option('clicks', 30));
 // splitseg's --precision: f32 compares like with like; bf16 is splitseg's fast path (ORT stays f32).
 const precision = option('precision', 'f32');
 
-// splitseg bench's synthetic picture (src/cli/cmd_bench.cpp), normalised as SAM preprocesses.
-function syntheticInput(size = 1024) {
-    const mean = [123.675, 116.28, 103.53], std = [58.395, 57.12, 57.375];
+// splitseg bench's synthetic picture (src/cli/cmd_bench.cpp), normalised as SAM preprocesses
+// (SAM 2.1: on [0, 1] with ImageNet's mean and std; at 1024x1024 neither resizes).
+function syntheticInput(sam2, size = 1024) {
+    const [mean, std] = sam2 ? [[0.485, 0.456, 0.406], [0.229, 0.224, 0.225]]
+                             : [[123.675, 116.28, 103.53], [58.395, 57.12, 57.375]];
+    const unit = sam2 ? 255 : 1;
     const x = new Float32Array(3 * size * size), plane = size * size;
     for (let y = 0; y < size; ++y)
         for (let i = 0; i < size; ++i) {
             const p = [Math.trunc((i * 255) / size), Math.trunc((y * 255) / size),
                        Math.trunc(127 + 120 * Math.sin(i * 0.02) * Math.cos(y * 0.03))];
-            for (let c = 0; c < 3; ++c) x[c * plane + y * size + i] = (p[c] - mean[c]) / std[c];
+            for (let c = 0; c < 3; ++c)
+                x[c * plane + y * size + i] = (p[c] / unit - mean[c]) / std[c];
         }
     return tensor(x, [1, 3, size, size]);
 }
@@ -53,11 +58,13 @@ async function timeRuns(n, f) {
 const encoder = await openSession(path.join(dir, 'encoder.onnx'), threads);
 const multimask = await openSession(path.join(dir, 'decoder-multimask.onnx'), threads);
 const best = await openSession(path.join(dir, 'decoder-best.onnx'), threads);
-const image = syntheticInput();
-const { image_embeddings } = await encoder.run({ image });  // also the encoder's warm-up
+// SAM 2.1: the encoder graph also gives the decoder graphs' high-resolution features.
+const sam2 = encoder.outputNames.includes('high_res_feats_0');
+const image = syntheticInput(sam2);
+const encoded = await encoder.run({ image });  // also the encoder's warm-up
 const feeds = {
-    image_embeddings,
-    ...samPrompt([[512, 512]], [1], null),
+    ...encoded,
+    ...samPrompt([[512, 512]], [1], null, sam2),
     mask_input: tensor(new Float32Array(256 * 256), [1, 1, 256, 256]),
     has_mask_input: tensor(Float32Array.of(0), [1]),
 };

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # splitseg against ONNX Runtime on full-size random weights: makes them (models synth), exports
 # them to ONNX (tools/onnx/export.py) and runs bench.mjs (alternating rounds, same threads).
-#   bench/onnx/run.sh [ARCH...]      ARCH: vit_b (default), mobilesam
+#   bench/onnx/run.sh [ARCH...]      ARCH: as `splitseg models synth --arch`: vit_b (default),
+#                                    vit_l, vit_h, mobilesam, sam2.1_hiera_t|s|b+|l
 # Env: SPLITSEG (binary, build/splitseg), THREADS (2), ROUNDS (3), CLICKS (30), WORK (build/onnx-bench),
 # PRECISION (splitseg's, f32).
 # Weights and graphs in WORK are reused: delete them after changing tools/onnx/export.py.
