@@ -10,9 +10,9 @@ at export (equal up to rounding): BatchNorm into the preceding convolution, the 
 relative-position and attention-bias tables, the grid's positional encoding, Hiera's resized and
 tiled positional embedding, the attention scale into q_proj (Hiera: qkv's query rows), SAM 2.1's
 conv_s0/conv_s1 into the neck's 1x1 convolutions before them and no_mem_embed into the level-2
-bias; the decoder's 2x2 transposed convolutions are MatMuls whose output
-stays in sub-pixel order until the masks. Weights over 1.5 GB (ViT-H) go to OUT.data beside the
-graph (protobuf's 2 GB limit).
+bias; the decoder's 2x2 transposed convolutions are MatMuls whose output stays in sub-pixel
+order until the masks. Weights over 1.5 GB (ViT-H) go to OUT.data beside the graph (protobuf's
+2 GB limit).
 
 Graphs (batch 1, float32):
   encoder   SAM ViT, MobileSAM TinyViT or SAM 2.1 Hiera (detected from the tensor names):
@@ -384,10 +384,14 @@ def hiera_config(w, metadata):
         i += 1
     default = (1, [sum(stages[:3]) - 1], [8, 4, 14, 7])
     heads, global_blocks, windows = HIERA_PRESETS.get(tuple(stages), default)
-    ints = lambda key, v: [int(t) for t in metadata.get(key, ",".join(map(str, v))).split(",") if t]
+
+    def ints(key, values):  # "5,7,9" -> [5, 7, 9], "" -> []
+        text = metadata.get(key)
+        return values if text is None else [int(t) for t in text.split(",") if t.strip()]
+
     heads = ints("hiera.num_heads", [heads])[0]
     global_blocks = ints("hiera.global_blocks", global_blocks)
-    windows = ints("hiera.window_spec", windows)
+    windows = list(ints("hiera.window_spec", windows))
     windows[0] = w[HIERA + "pos_embed_window"].shape[2]
     return stages, heads, global_blocks, windows
 
