@@ -6,7 +6,8 @@
 // Tolerances are the golden README's float32 ones. Exits 1 when any check fails.
 import fs from 'node:fs';
 import path from 'node:path';
-import { readSafetensors, openSession, tensor, samInput, sam2Input, samPrompt, readPng } from './lib.mjs';
+import { readSafetensors, readPng, openSession, tensor, samInput, sam2Input, samPrompt }
+    from './lib.mjs';
 import { maskIou } from '../shared/util.mjs';
 
 const [goldenDir, onnxDir] = process.argv.slice(2);
@@ -60,8 +61,9 @@ for (const img of images) {
 
 // Encoder: the image as splitseg preprocesses it (SAM / MobileSAM: the golden resized image,
 // normalised and padded; SAM 2.1: the PNG resized to 1024x1024) against the golden features.
-const encoderOutputs = sam2
-    ? { image_embeddings: 'image_embed', high_res_feats_0: 'high_res_feats_0', high_res_feats_1: 'high_res_feats_1' }
+const encoderOutputs = sam2  // graph output: vectors key
+    ? { image_embeddings: 'image_embed', high_res_feats_0: 'high_res_feats_0',
+        high_res_feats_1: 'high_res_feats_1' }
     : { image_embeddings: 'image_embedding' };
 const encoder = await openSession(path.join(onnxDir, 'encoder.onnx'), threads);
 const encoded = {};  // per image: the encoder graph's outputs
