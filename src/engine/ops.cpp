@@ -2,6 +2,14 @@
 
 #include "engine/dtype.h"
 
+#ifdef __AVX512F__  // GCC 12's intrinsics trip its own -Wmaybe-uninitialized (GCC bug 105593)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#include <immintrin.h>
+#pragma GCC diagnostic pop
+#endif
+
 #ifdef SPLITSEG_WASM  // no oneDNN in the browser: the portable blocked GEMM
 #include "engine/gemm_portable.h"
 #else
@@ -322,7 +330,81 @@ void add_scaled_(Tensor& x, const Tensor& y, float s) {
     for (int64_t i = 0; i < n; ++i) a[i] += s * b[i];
 }
 
+#ifdef __AVX512F__
+// exp_approx on 16 lanes: the same reduction and polynomial, with 2^n applied by scalef. Lanes
+// below -87 (e^-87 is under f32's normal range) come out as 0 or tiny, as they must.
+static inline __m512 exp16(__m512 x) {
+    x = _mm512_max_ps(x, _mm512_set1_ps(-87.0f));
+    const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                          _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
+    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+    __m512 p = _mm512_set1_ps(1.9875691500e-4f);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
+    p = _mm512_fmadd_ps(_mm512_mul_ps(p, r), r, _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
+    return _mm512_scalef_ps(p, n);
+}
+
+// 16 floats rounded to bf16 (to nearest even, as f32_to_bf16_finite).
+static inline __m256i bf16x16(__m512 v) {
+#ifdef __AVX512BF16__
+    return (__m256i)_mm512_cvtneps_pbh(v);
+#else
+    const __m512i u = _mm512_castps_si512(v);
+    const __m512i odd = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
+    const __m512i rounded = _mm512_add_epi32(u, _mm512_add_epi32(odd, _mm512_set1_epi32(0x7FFF)));
+    return _mm512_cvtepi32_epi16(_mm512_srli_epi32(rounded, 16));
+#endif
+}
+
+// Horizontal max and sum through memory: GCC 12's _mm512_reduce_* trip -Wuninitialized.
+static inline float lanes_max(__m512 v) {
+    alignas(64) float l[16];
+    _mm512_store_ps(l, v);
+    return *std::max_element(l, l + 16);
+}
+
+static inline float lanes_sum(__m512 v) {
+    alignas(64) float l[16];
+    _mm512_store_ps(l, v);
+    float s = 0.0f;
+    for (float x : l) s += x;
+    return s;
+}
+
+// One row of softmax_numerators in 16-lane steps, the tail masked. The attention of the ViT
+// encoders spends ~20 % of its time here: the compiler's vectorisation of the scalar loop below
+// took 1.3 ns an element on ViT-B's scores.
+static void softmax_numerators_row(float* row, int64_t cols, float* inv_sum, uint16_t* out) {
+    __m512 mx = _mm512_set1_ps(-INFINITY);
+    int64_t c = 0;
+    for (; c + 16 <= cols; c += 16) mx = _mm512_max_ps(mx, _mm512_loadu_ps(row + c));
+    const __mmask16 tail = static_cast<__mmask16>((1u << (cols - c)) - 1);
+    mx = _mm512_mask_max_ps(mx, tail, mx, _mm512_maskz_loadu_ps(tail, row + c));
+    const __m512 m = _mm512_set1_ps(lanes_max(mx));
+    __m512 sum = _mm512_setzero_ps();
+    for (c = 0; c < cols; c += 16) {
+        const __mmask16 k = cols - c >= 16 ? __mmask16(0xFFFF) : tail;
+        const __m512 e = exp16(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, row + c), m));
+        sum = _mm512_mask_add_ps(sum, k, sum, e);
+        if (out)
+            _mm256_mask_storeu_epi16(out + c, k, bf16x16(e));
+        else
+            _mm512_mask_storeu_ps(row + c, k, e);
+    }
+    *inv_sum = 1.0f / lanes_sum(sum);
+}
+#endif
+
 void softmax_numerators(float* x, int64_t rows, int64_t cols, float* inv_sum, uint16_t* bf16) {
+#ifdef __AVX512F__
+    for (int64_t r = 0; r < rows; ++r)
+        softmax_numerators_row(x + r * cols, cols, inv_sum + r, bf16 ? bf16 + r * cols : nullptr);
+#else
     for (int64_t r = 0; r < rows; ++r) {
         float* row = x + r * cols;
         float mx = row[0];
@@ -346,6 +428,7 @@ void softmax_numerators(float* x, int64_t rows, int64_t cols, float* inv_sum, ui
         }
         inv_sum[r] = 1.0f / sum;
     }
+#endif
 }
 
 void softmax_rows(float* x, int64_t rows, int64_t cols) {

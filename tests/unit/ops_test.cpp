@@ -1,0 +1,48 @@
+// The element-wise kernels of ops.h against plain references in double.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <random>
+#include <vector>
+
+#include "engine/dtype.h"
+#include "engine/ops.h"
+
+namespace splitseg {
+namespace {
+
+// softmax_numerators leaves exp(x - max) per row (in place, or rounded to bf16) and 1 / sum.
+// Row lengths around the 16-lane steps and the sizes the encoders use; scores spread wide
+// enough that some numerators underflow.
+TEST(Softmax, NumeratorsMatchExpInEveryRowLength) {
+    std::mt19937 rng(3);
+    std::normal_distribution<float> normal(0.0f, 12.0f);
+    for (int64_t cols : {1, 5, 15, 16, 17, 31, 196, 4096}) {
+        SCOPED_TRACE(cols);
+        const int64_t rows = 3;
+        std::vector<float> x(rows * cols);
+        for (float& v : x) v = normal(rng);
+        std::vector<float> in_place = x, inv_sum(rows), inv_sum_bf16(rows);
+        std::vector<uint16_t> rounded(rows * cols);
+        std::vector<float> scores = x;
+        softmax_numerators(in_place.data(), rows, cols, inv_sum.data());
+        softmax_numerators(scores.data(), rows, cols, inv_sum_bf16.data(), rounded.data());
+        for (int64_t r = 0; r < rows; ++r) {
+            const float* row = x.data() + r * cols;
+            const double mx = *std::max_element(row, row + cols);
+            double sum = 0;
+            for (int64_t c = 0; c < cols; ++c) {
+                const double want = std::exp(row[c] - mx);
+                sum += want;
+                EXPECT_NEAR(in_place[r * cols + c], want, 2e-6 * want + 1e-30) << "column " << c;
+                EXPECT_NEAR(bf16_to_f32(rounded[r * cols + c]), want, 4e-3 * want + 1e-30)
+                    << "column " << c;
+            }
+            EXPECT_NEAR(inv_sum[r], 1.0 / sum, 2e-6 / sum);
+            EXPECT_NEAR(inv_sum_bf16[r], 1.0 / sum, 2e-6 / sum);
+        }
+    }
+}
+
+}  // namespace
+}  // namespace splitseg
