@@ -7,6 +7,8 @@
 # that image is uploaded back to back (what a click waits behind an upload on the same io thread).
 # Then the same for new images (the photo with a numbered comment segment: each is stored and
 # fsynced, and queues an encode that runs meanwhile).
+# DISK_LOAD_MB=M keeps the disk busy during the new images (M MB written and fsynced in a loop),
+# as other processes' writes do: an fsync then waits longer.
 #   bench/upload_latency.sh [SPLITSEG_BIN] [N]   (default build/splitseg, 10; needs cjpeg, curl,
 #   python3-numpy and the golden sam-vit-tiny weights (SPLITSEG_GOLDEN_DIR) or SPLITSEG_MODEL=CKPT)
 set -euo pipefail
@@ -22,7 +24,8 @@ model=$(realpath "$model")
 work=$(mktemp -d)
 pid=
 uploader=
-trap '[ -n "$uploader" ] && kill "$uploader"; [ -n "$pid" ] && kill "$pid" && wait "$pid" 2>/dev/null; rm -rf "$work"' EXIT
+disk_load=
+trap '[ -n "$disk_load" ] && kill "$disk_load"; [ -n "$uploader" ] && kill "$uploader"; [ -n "$pid" ] && kill "$pid" && wait "$pid" 2>/dev/null; rm -rf "$work"' EXIT
 
 # A gradient with noise: compresses like a photo, not like a flat test card.
 /usr/bin/python3 - "$work/big.ppm" <<'EOF'
@@ -61,7 +64,8 @@ done
 echo "its encode: $status"
 for _ in $(seq "$n"); do post | cut -d' ' -f2; done > "$work/curl_s"
 summary() { sort -n | awk -v what="$1" -v scale="$2" '{a[NR] = $1 * scale}
-    END {printf "%s, n=%d: median %.1f ms, min %.1f ms, max %.1f ms\n", what, NR, a[int((NR + 1) / 2)], a[1], a[NR]}'; }
+    END {printf "%s, n=%d: median %.1f ms, p90 %.1f ms, min %.1f ms, max %.1f ms\n", what, NR,
+        a[int((NR + 1) / 2)], a[int(NR * 0.9 + 0.5)], a[1], a[NR]}'; }
 grep '"method":"POST"' "$work/log" | tail -n "$n" | sed 's/.*"ms":\([0-9.]*\).*/\1/' |
     summary "repeat uploads, handler time" 1
 summary "repeat uploads, whole request (curl)" 1000 < "$work/curl_s"
@@ -78,6 +82,13 @@ probe_healthz | summary "GET /healthz during back-to-back uploads" 1000
 kill "$uploader" && wait "$uploader" 2>/dev/null || true
 uploader=
 
+if [ "${DISK_LOAD_MB:-0}" -gt 0 ]; then
+    while true; do
+        dd if=/dev/zero of="$work/disk_load" bs=1M count="$DISK_LOAD_MB" conv=fsync status=none
+    done &
+    disk_load=$!
+    echo "disk load: $DISK_LOAD_MB MB written and fsynced in a loop from here on"
+fi
 for i in $(seq "$n"); do post_new "$i" | cut -d' ' -f2; done > "$work/curl_new_s"
 grep '"method":"POST"' "$work/log" | grep '"status":201' | tail -n "$n" |
     sed 's/.*"ms":\([0-9.]*\).*/\1/' | summary "new uploads, handler time" 1
