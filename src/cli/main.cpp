@@ -44,6 +44,7 @@ const char* kUsage =
     "           [--precision f32|bf16]  (the encoder's arithmetic, as for encode)\n"
     "           [--read-timeout-s 30] [--write-timeout-s 30] [--ws-idle-timeout-s 300]\n"
     "           [--encode-nice 10]  (the encode thread's nice increment: clicks come first)\n"
+    "           [--disk-threads 2]  (uploads are stored and fsynced here, off the io threads)\n"
     "\n"
     "Store SPEC: tiers in lookup order, comma-separated: mem:?max_bytes=256M,\n"
     "  disk:/path?max_bytes=10G, azure://HOST/ACCOUNT/CONTAINER?key=...,\n"

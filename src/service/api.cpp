@@ -305,6 +305,23 @@ bool parse_byte_range(const std::string& header, size_t size, size_t* first, siz
     return true;
 }
 
+// Whether a path's segments fit a route's pattern ("/api/v1/images/{id}"); the values of its
+// {params} go to *params.
+bool match_route(const std::string& route, const std::vector<std::string>& segments,
+                 std::map<std::string, std::string>* params) {
+    const std::vector<std::string> pattern = split(route, '/');
+    if (pattern.size() != segments.size()) return false;
+    for (size_t i = 0; i < pattern.size(); ++i) {
+        if (!pattern[i].empty() && pattern[i].front() == '{') {
+            if (segments[i].empty()) return false;
+            (*params)[pattern[i]] = segments[i];
+        } else if (pattern[i] != segments[i]) {
+            return false;
+        }
+    }
+    return true;
+}
+
 bool valid_tenant(const std::string& t) {
     if (t.empty() || t.size() > 64) return false;
     for (char ch : t)
@@ -347,6 +364,7 @@ struct Api::RouteEntry {
     std::string path;
     Response (Api::*handler)(Context&);
     bool needs_tenant;
+    bool waits_on_disk = false;  // writes and fsyncs files: see waits_on_disk()
 };
 
 struct Api::PreparedImage {
@@ -364,7 +382,7 @@ Api::Api(ApiOptions options)
         {"GET", "/readyz", &Api::readyz, false},
         {"GET", "/metrics", &Api::metrics, false},
         {"GET", "/api/v1/openapi.json", &Api::openapi, false},
-        {"POST", "/api/v1/images", &Api::upload_image, true},
+        {"POST", "/api/v1/images", &Api::upload_image, true, /*waits_on_disk=*/true},
         {"GET", "/api/v1/images", &Api::list_images, true},
         {"GET", "/api/v1/images/{id}", &Api::get_image, true},
         {"DELETE", "/api/v1/images/{id}", &Api::delete_image, true},
@@ -372,7 +390,7 @@ Api::Api(ApiOptions options)
         {"GET", "/api/v1/images/{id}/embedding", &Api::get_embedding, true},
         {"HEAD", "/api/v1/images/{id}/embedding", &Api::get_embedding, true},
         {"POST", "/api/v1/images/{id}/infer", &Api::infer, true},
-        {"POST", "/api/v1/jobs", &Api::create_batch, true},
+        {"POST", "/api/v1/jobs", &Api::create_batch, true, /*waits_on_disk=*/true},
         {"GET", "/api/v1/jobs/{id}", &Api::get_batch, true},
         {"POST", "/api/v1/sessions", &Api::create_session, true},
         {"GET", "/api/v1/sessions/{sid}", &Api::get_session, true},
@@ -391,6 +409,16 @@ std::vector<Api::Route> Api::routes() const {
     std::vector<Route> out;
     for (const RouteEntry& r : table_) out.push_back({r.method, r.path});
     return out;
+}
+
+bool Api::waits_on_disk(const Request& request) const {
+    const std::vector<std::string> segments =
+        split(request.target.substr(0, request.target.find('?')), '/');
+    std::map<std::string, std::string> params;
+    for (const RouteEntry& r : table_)
+        if (r.method == request.method && match_route(r.path, segments, &params))
+            return r.waits_on_disk;
+    return false;
 }
 
 Response Api::handle(const Request& request) {
@@ -448,19 +476,8 @@ Response Api::dispatch(const Request& request, std::vector<std::string>* frames,
 
     std::vector<std::string> allowed;
     for (const RouteEntry& r : table_) {
-        const std::vector<std::string> pattern = split(r.path, '/');
-        if (pattern.size() != segments.size()) continue;
         std::map<std::string, std::string> params;
-        bool match = true;
-        for (size_t i = 0; i < pattern.size() && match; ++i) {
-            if (!pattern[i].empty() && pattern[i].front() == '{') {
-                params[pattern[i]] = segments[i];
-                match = !segments[i].empty();
-            } else {
-                match = pattern[i] == segments[i];
-            }
-        }
-        if (!match) continue;
+        if (!match_route(r.path, segments, &params)) continue;
         *route_name = r.path;
         if (r.method != request.method) {
             allowed.push_back(r.method);

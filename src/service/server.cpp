@@ -4,7 +4,9 @@
 #include <array>
 #include <atomic>
 #include <boost/asio/dispatch.hpp>
+#include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/post.hpp>
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/strand.hpp>
 #include <boost/beast/core.hpp>
@@ -30,7 +32,8 @@ using tcp = net::ip::tcp;
 
 namespace {
 
-Request to_request(const http::request<http::string_body>& req) {
+// The body moves out of `req`: an upload's megabytes are not copied.
+Request to_request(http::request<http::string_body>& req) {
     Request r;
     r.method = std::string(req.method_string());
     r.target = std::string(req.target());
@@ -40,7 +43,7 @@ Request to_request(const http::request<http::string_body>& req) {
                        [](unsigned char ch) { return static_cast<char>(std::tolower(ch)); });
         r.headers[name] = std::string(field.value());
     }
-    r.body = req.body();
+    r.body = std::move(req.body());
     return r;
 }
 
@@ -86,6 +89,12 @@ struct Server::Impl {
     tcp::acceptor acceptor;
     net::signal_set signals;
     std::vector<std::thread> threads;
+    // The disk threads' queue (requests for which Api::waits_on_disk); disk_work keeps them
+    // waiting for requests until wait() has seen the io threads end.
+    net::io_context disk_ioc;
+    net::executor_work_guard<net::io_context::executor_type> disk_work =
+        net::make_work_guard(disk_ioc);
+    std::vector<std::thread> disk_threads;
     std::atomic<bool> stopping{false};
     std::mutex connections_mutex;  // guards connections
     std::list<std::weak_ptr<Connection>> connections;
@@ -257,25 +266,49 @@ class HttpSession : public Connection, public std::enable_shared_from_this<HttpS
             return do_write();
         }
         if (ec) return close();  // end of stream, timeout or a malformed request
+        request_ = to_request(parser_->get());
+        if (!server_.api.waits_on_disk(request_)) return on_handled(call_api());
+        // An upload's fsync would hold up every connection on this io thread: a disk thread
+        // handles it (nothing else touches request_ meanwhile) and posts the answer back to this
+        // connection's strand. The work guard keeps the io threads running until it is there,
+        // through a stop() in between too.
+        net::post(server_.disk_ioc,
+                  [self = shared_from_this(), work = net::make_work_guard(server_.ioc)] {
+                      Handled handled = self->call_api();
+                      net::post(self->executor_, [self, handled = std::move(handled)]() mutable {
+                          self->on_handled(std::move(handled));
+                      });
+                  });
+    }
+
+    struct Handled {
+        Response response;
+        double ms;  // the time Api::handle took
+    };
+
+    Handled call_api() {
         const auto start = std::chrono::steady_clock::now();
+        Response response = server_.api.handle(request_);
+        return {std::move(response),
+                std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start)
+                    .count()};
+    }
+
+    void on_handled(Handled handled) {
         const http::request<http::string_body>& req = parser_->get();
-        Request request = to_request(req);
-        Response response = server_.api.handle(request);
+        Response& response = handled.response;
         if (response.status == 101 && !websocket::is_upgrade(req)) {
             // The API allowed an upgrade that Beast cannot perform.
             response = server_.api.error(400, "bad_request", "not a valid WebSocket upgrade");
         }
-        const double ms =
-            std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start)
-                .count();
         if (server_.options.log_requests) {
             log_request(std::string(req.method_string()), std::string(req.target()),
-                        response.status, ms);
+                        response.status, handled.ms);
         }
         if (response.status == 101) {
             // The connection becomes the WebSocket's; this session ends here.
-            auto ws =
-                std::make_shared<WebSocketSession>(std::move(stream_), server_, std::move(request));
+            auto ws = std::make_shared<WebSocketSession>(std::move(stream_), server_,
+                                                         std::move(request_));
             Connection::track(ws);
             ws->start(parser_->release());
             return;
@@ -326,6 +359,7 @@ class HttpSession : public Connection, public std::enable_shared_from_this<HttpS
     const beast::tcp_stream::executor_type executor_;
     beast::flat_buffer buffer_;
     std::optional<http::request_parser<http::string_body>> parser_;
+    Request request_;  // the request being handled, its body moved out of parser_
     http::response<http::string_body> res_;
     http::response<http::empty_body> continue_;
     bool waiting_ = false;  // in async_read, between requests
@@ -397,6 +431,8 @@ void Server::start() {
     impl_->do_accept();
     for (int i = 0; i < std::max(1, impl_->options.threads); ++i)
         impl_->threads.emplace_back([this] { impl_->ioc.run(); });
+    for (int i = 0; i < std::max(1, impl_->options.disk_threads); ++i)
+        impl_->disk_threads.emplace_back([this] { impl_->disk_ioc.run(); });
 }
 
 void Server::stop() {
@@ -413,6 +449,12 @@ void Server::wait() {
     for (std::thread& t : impl_->threads)
         if (t.joinable()) t.join();
     impl_->threads.clear();
+    // The io threads end only once every request's answer is written (a request on a disk
+    // thread holds them with its work guard), so none is left for the disk threads.
+    impl_->disk_work.reset();
+    for (std::thread& t : impl_->disk_threads)
+        if (t.joinable()) t.join();
+    impl_->disk_threads.clear();
 }
 
 }  // namespace splitseg

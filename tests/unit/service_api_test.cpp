@@ -52,6 +52,19 @@ TEST(ServiceApi, UnknownPathsAndMethodsAreJsonErrors) {
     EXPECT_EQ(wrong.header("Allow"), "POST, GET");
 }
 
+// The routes that write and fsync files are the ones the server takes off its io threads.
+TEST(ServiceApi, UploadsAndBatchesWaitOnTheDiskOtherRoutesDoNot) {
+    ApiFixture f(nullptr);
+    EXPECT_TRUE(f.api->waits_on_disk(make_request("POST", "/api/v1/images")));
+    EXPECT_TRUE(f.api->waits_on_disk(make_request("POST", "/api/v1/images?x=1")));
+    EXPECT_TRUE(f.api->waits_on_disk(make_request("POST", "/api/v1/jobs")));
+    EXPECT_FALSE(f.api->waits_on_disk(make_request("GET", "/healthz")));
+    EXPECT_FALSE(f.api->waits_on_disk(make_request("GET", "/api/v1/images")));
+    EXPECT_FALSE(f.api->waits_on_disk(make_request("POST", "/api/v1/images/abc/infer")));
+    EXPECT_FALSE(f.api->waits_on_disk(make_request("POST", "/api/v1/sessions/s1/prompts")));
+    EXPECT_FALSE(f.api->waits_on_disk(make_request("POST", "/api/v1/nothing")));
+}
+
 TEST(ServiceApi, EveryResponseCarriesCorsAndIsolationHeaders) {
     ApiFixture f(nullptr);
     for (const Response& r : {f.api->handle(make_request("GET", "/healthz")),

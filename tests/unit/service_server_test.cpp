@@ -10,8 +10,12 @@
 #include <boost/beast/http.hpp>
 #include <boost/beast/websocket.hpp>
 #include <chrono>
+#include <condition_variable>
+#include <filesystem>
 #include <fstream>
 #include <functional>
+#include <future>
+#include <mutex>
 #include <thread>
 
 #include "service/mask_frame.h"
@@ -579,6 +583,185 @@ TEST(ServiceServer, ImageDataCutAfterAGoodHeaderFailsItsEncodeNotTheServer) {
     auto good = client.send(http::verb::post, "/api/v1/images", test::test_png(3));
     ASSERT_EQ(good.result_int(), 201) << good.body();
     EXPECT_EQ(wait_for_encode(client, json::parse(good.body())["id"])["status"], "completed");
+}
+
+// A job queue whose enqueue() waits at a gate until the test opens it. The upload route enqueues
+// after it has stored the image, so an upload held there is one whose handler has done its disk
+// work and not yet answered: an upload on a slow disk, held for as long as the test needs.
+class GatedJobQueue final : public JobQueue {
+  public:
+    explicit GatedJobQueue(std::shared_ptr<JobQueue> inner) : inner_(std::move(inner)) {}
+
+    // True once an enqueue() waits at the gate; false if none came within 10 s.
+    bool wait_for_arrival() {
+        std::unique_lock lock(mutex_);
+        return changed_.wait_for(lock, std::chrono::seconds(10), [&] { return arrived_; });
+    }
+    void open() {
+        std::lock_guard lock(mutex_);
+        open_ = true;
+        changed_.notify_all();
+    }
+
+    EnqueueResult enqueue(const EnqueueRequest& request) override {
+        {
+            std::unique_lock lock(mutex_);
+            arrived_ = true;
+            changed_.notify_all();
+            changed_.wait(lock, [&] { return open_; });
+        }
+        return inner_->enqueue(request);
+    }
+    std::optional<Job> lease(const std::string& worker_id, Millis lease_duration) override {
+        return inner_->lease(worker_id, lease_duration);
+    }
+    bool heartbeat(JobId id, const std::string& worker_id, Millis lease_duration) override {
+        return inner_->heartbeat(id, worker_id, lease_duration);
+    }
+    bool complete(JobId id, const std::string& worker_id) override {
+        return inner_->complete(id, worker_id);
+    }
+    bool fail(JobId id, const std::string& worker_id, const std::string& error,
+              bool permanent) override {
+        return inner_->fail(id, worker_id, error, permanent);
+    }
+    std::optional<Job> get(JobId id) override { return inner_->get(id); }
+    std::optional<Job> find(const std::string& tenant, const std::string& image_id,
+                            const std::string& model_hash) override {
+        return inner_->find(tenant, image_id, model_hash);
+    }
+    std::vector<Job> get_many(const std::vector<JobId>& ids) override {
+        return inner_->get_many(ids);
+    }
+    bool remove(JobId id) override { return inner_->remove(id); }
+    Batch create_batch(const BatchRequest& request) override {
+        return inner_->create_batch(request);
+    }
+    std::optional<BatchProgress> batch_progress(int64_t batch_id) override {
+        return inner_->batch_progress(batch_id);
+    }
+    QueueStats stats() override { return inner_->stats(); }
+
+  private:
+    std::shared_ptr<JobQueue> inner_;
+    std::mutex mutex_;
+    std::condition_variable changed_;
+    bool arrived_ = false, open_ = false;
+};
+
+// Opens the gate when the test ends, however it ends, so that the upload held there finishes
+// and the server can stop.
+struct OpenAtExit {
+    GatedJobQueue& gate;
+    ~OpenAtExit() { gate.open(); }
+};
+
+// A server on the golden model with one io thread and one disk thread, its uploads held at
+// the gate.
+struct GatedServer {
+    GatedServer()
+        : f(test::tiny_model(), {}, {},
+            [this](ApiOptions& o) {
+                gate = std::make_shared<GatedJobQueue>(o.jobs);
+                o.jobs = gate;
+            }),
+          server(*f.api, options()) {
+        server.start();
+    }
+    static ServerOptions options() {
+        ServerOptions o = loopback_options();
+        o.threads = 1;  // every connection shares it
+        o.disk_threads = 1;
+        return o;
+    }
+    // The stored image, under the data directory's images/<tenant>/<id>.
+    std::string image_path(const std::string& id) const {
+        return f.dir.path() + "/images/default/" + id;
+    }
+
+    std::shared_ptr<GatedJobQueue> gate;
+    test::ApiFixture f;
+    Server server;
+};
+
+std::future<http::response<http::string_body>> upload_in_background(uint16_t port,
+                                                                    const std::string& image) {
+    return std::async(std::launch::async, [port, image] {
+        return Client(port).send(http::verb::post, "/api/v1/images", image, "image/png");
+    });
+}
+
+bool answered(const std::future<http::response<http::string_body>>& upload) {
+    return upload.wait_for(std::chrono::seconds(0)) == std::future_status::ready;
+}
+
+// An upload waiting on the disk must not hold the io thread: with one io thread, /healthz is
+// answered while the upload's handler waits (had the handler run on the io thread, /healthz
+// would get no answer and the client would give up after 10 s), and the upload's 201 comes
+// only once its handler has finished, with the image stored.
+TEST(ServiceServer, AnUploadWaitingOnTheDiskDoesNotHoldTheIoThread) {
+    SPLITSEG_REQUIRE_TINY_MODEL();
+    GatedServer s;
+    auto upload = upload_in_background(s.server.port(), test::test_png(11));
+    OpenAtExit opener{*s.gate};
+    ASSERT_TRUE(s.gate->wait_for_arrival()) << "the upload never reached its enqueue";
+
+    Client other(s.server.port());
+    auto health = other.send(http::verb::get, "/healthz");
+    EXPECT_EQ(health.result_int(), 200);
+    auto status = other.send(http::verb::get, "/api/v1/images?ids=0123456789abcdef");
+    EXPECT_EQ(status.result_int(), 200) << status.body();
+    EXPECT_FALSE(answered(upload)) << "answered before its handler finished";
+
+    s.gate->open();
+    auto uploaded = upload.get();
+    ASSERT_EQ(uploaded.result_int(), 201) << uploaded.body();
+    const std::string id = json::parse(uploaded.body())["id"];
+    EXPECT_TRUE(std::filesystem::is_regular_file(s.image_path(id)));
+    EXPECT_TRUE(std::filesystem::is_regular_file(s.image_path(id) + ".json"));
+    // The same bytes again: found by their hash, stored once.
+    auto again = other.send(http::verb::post, "/api/v1/images", test::test_png(11), "image/png");
+    EXPECT_EQ(again.result_int(), 200) << again.body();
+    EXPECT_EQ(json::parse(again.body())["id"], id);
+}
+
+// stop() while an upload waits on the disk: the upload still gets its 201 (on a connection the
+// server then closes), and wait() returns once it has.
+TEST(ServiceServer, StopLetsAnUploadWaitingOnTheDiskFinish) {
+    SPLITSEG_REQUIRE_TINY_MODEL();
+    GatedServer s;
+    auto upload = upload_in_background(s.server.port(), test::test_png(12));
+    OpenAtExit opener{*s.gate};
+    ASSERT_TRUE(s.gate->wait_for_arrival()) << "the upload never reached its enqueue";
+
+    s.server.stop();
+    s.gate->open();
+    auto uploaded = upload.get();
+    ASSERT_EQ(uploaded.result_int(), 201) << uploaded.body();
+    EXPECT_FALSE(uploaded.keep_alive());
+    const auto start = std::chrono::steady_clock::now();
+    s.server.wait();
+    EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(3));
+    const std::string id = json::parse(uploaded.body())["id"];
+    EXPECT_TRUE(std::filesystem::is_regular_file(s.image_path(id)));
+}
+
+// A disk that fails the write (here: a file stands where the tenant's image folder goes) is a
+// JSON 500 from the disk thread, as on the io thread before, and the server carries on.
+TEST(ServiceServer, AnUploadThatCannotBeStoredIsAJson500) {
+    SPLITSEG_REQUIRE_TINY_MODEL();
+    test::ApiFixture f(test::tiny_model());
+    std::filesystem::create_directories(f.dir.file("images"));
+    std::ofstream(f.dir.file("images/default")) << "not a folder";
+    Server server(*f.api, loopback_options());
+    server.start();
+
+    Client client(server.port());
+    auto uploaded = client.send(http::verb::post, "/api/v1/images", test::test_png(13));
+    EXPECT_EQ(uploaded.result_int(), 500) << uploaded.body();
+    EXPECT_EQ(uploaded[http::field::content_type], "application/json");
+    EXPECT_EQ(json::parse(uploaded.body())["error"]["code"], "internal");
+    EXPECT_EQ(client.send(http::verb::get, "/healthz").result_int(), 200);  // same connection
 }
 
 }  // namespace
