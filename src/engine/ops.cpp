@@ -284,6 +284,8 @@ void layer_norm_channels(Tensor& x, const Tensor& weight, const Tensor& bias, fl
             inv_std[i] = 1.0f / std::sqrt(std::max(sum_sq[i] / C - m * m, 0.0f) + eps);
             mean[i] = shift[i] + m;
         }
+        if (extras.mean) std::memcpy(extras.mean + i0, mean, n * sizeof(float));
+        if (extras.inv_std) std::memcpy(extras.inv_std + i0, inv_std, n * sizeof(float));
         for (int64_t c = 0; c < C; ++c) {
             float* row = d + c * HW + i0;
             const float a = add_first ? add_first[c] : 0.0f, w = weight[c], bc = bias[c];

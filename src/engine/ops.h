@@ -66,6 +66,8 @@ struct ChannelNormExtras {
     Tensor* x_pe = nullptr;
     uint16_t* x_bf16 = nullptr;     // the result rounded to bfloat16
     uint16_t* x_pe_bf16 = nullptr;  // x + pe rounded to bfloat16 (x_pe need not be asked for)
+    float* mean = nullptr;          // [H*W]: each pixel's mean (of x + add_first)
+    float* inv_std = nullptr;       // [H*W]: 1 / its standard deviation (eps included)
 };
 // LayerNorm2d: in place over channels of x [C, H, W] (per pixel).
 void layer_norm_channels(Tensor& x, const Tensor& weight, const Tensor& bias, float eps,

@@ -44,5 +44,38 @@ TEST(Softmax, NumeratorsMatchExpInEveryRowLength) {
     }
 }
 
+// layer_norm_channels hands out each pixel's mean (of x + add_first) and 1 / std: the decoder's
+// folded upscaling convolution rescales with them.
+TEST(LayerNormChannels, ReportsThePixelStatistics) {
+    std::mt19937 rng(5);
+    std::normal_distribution<float> normal(3.0f, 2.0f);
+    const int64_t C = 24, HW = 1500;  // two pixel blocks, the second partial
+    Tensor x({C, HW}), weight({C}), bias({C}), add({C});
+    for (int64_t i = 0; i < x.numel(); ++i) x[i] = normal(rng);
+    for (int64_t c = 0; c < C; ++c) {
+        weight[c] = 0.5f + 0.1f * c;
+        bias[c] = 0.01f * c;
+        add[c] = -0.2f * c;
+    }
+    const Tensor original = x;
+    std::vector<float> mean(HW), inv_std(HW);
+    layer_norm_channels(x, weight, bias, 1e-6f,
+                        {.add_first = add.data(), .mean = mean.data(), .inv_std = inv_std.data()});
+    for (int64_t i = 0; i < HW; ++i) {
+        double sum = 0, sum_sq = 0;
+        for (int64_t c = 0; c < C; ++c) sum += original[c * HW + i] + add[c];
+        const double m = sum / C;
+        for (int64_t c = 0; c < C; ++c) {
+            const double d = original[c * HW + i] + add[c] - m;
+            sum_sq += d * d;
+        }
+        const double s = 1.0 / std::sqrt(sum_sq / C + 1e-6);
+        EXPECT_NEAR(mean[i], m, 1e-4 * (1 + std::fabs(m))) << "pixel " << i;
+        EXPECT_NEAR(inv_std[i], s, 1e-4 * s) << "pixel " << i;
+        const double want0 = (original[i] + add[0] - m) * s * weight[0] + bias[0];
+        EXPECT_NEAR(x[i], want0, 1e-4) << "pixel " << i;
+    }
+}
+
 }  // namespace
 }  // namespace splitseg

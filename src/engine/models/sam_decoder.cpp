@@ -86,6 +86,15 @@ struct SamDecoderWeights {
     // kernels take a row-major left operand only). upscale1 stays f32: in bf16 it took the golden
     // masks' IoU against f32 to 0.990, at the edge of the bar.
     std::vector<uint16_t> upscale2_bf16;
+    // The first upscaling convolution W folded through the image side of the transformer
+    // (fold_first_upscale): per layer l of L, G_l = W D_{L-1} ... D_l [O*4, C] (D: the layers'
+    // norm4 weights), g_l = G_l 1, and c_l = G_l (its attention's output bias + the previous
+    // norm4's bias) [O*4]; W b_{L-1}; G_0 of the mask's 1x1 convolution [O*4, Cm], of its bias
+    // and of the no-mask embedding.
+    struct {
+        std::vector<Tensor> G, g, c;
+        Tensor last_bias, mask_conv, mask_bias, no_mask;
+    } fold;
     std::vector<Mlp> hypernetworks;  // one per mask token: token -> [C/8] mask weights
     Mlp iou_head;
     Mlp obj_head;  // SAM 2
@@ -356,6 +365,13 @@ struct ImageTokens {
     Tensor keys, keys_pe;
     Bf16 keys_bf16, keys_pe_bf16;  // empty in f32
     bool bf16() const { return !keys_bf16.empty(); }
+    // Per layer, how the image tokens changed: keys += vo^T p, then keys = LayerNorm(keys + bias)
+    // with these per-token statistics. The folded first upscaling convolution reads them.
+    struct Update {
+        Tensor vo, p;                      // [heads*T, C], [heads*T, HW]
+        std::vector<float> mean, inv_std;  // [HW]
+    };
+    std::vector<Update> updates;
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -449,9 +465,9 @@ Tensor tokens_to_image(const Attention& a, const Tensor& queries, const ImageTok
 
 // image [C, HW] += Wo [P_h v_h]_h, the image's attention output over the token values v [T, D]
 // with probabilities p [heads, T, HW], without the bias bo (the LayerNorm after it adds that).
-// Folds Wo into the values: sum_h (Wo_h v_h^T) P_h.
-void add_attention_output(const Attention& a, const Tensor& v, const Tensor& p, int heads,
-                          bool bf16, Tensor& image) {
+// Folds Wo into the values: sum_h (Wo_h v_h^T) P_h. Returns the update (vo = v_h Wo_h^T, p).
+ImageTokens::Update add_attention_output(const Attention& a, const Tensor& v, Tensor p, int heads,
+                                         bool bf16, Tensor& image) {
     const int64_t T = v.dim(0), D = v.dim(1), d = D / heads, HT = heads * T;
     const int64_t C = image.dim(0), HW = image.numel() / C;
     Tensor vo({HT, C});  // v_h Wo_h^T, with Wo_h the columns of head h
@@ -463,13 +479,15 @@ void add_attention_output(const Attention& a, const Tensor& v, const Tensor& p, 
                        image.data(), HW);
     else
         gemm_wide(true, false, C, HW, HT, 1.0f, vo.data(), C, p.data(), HW, 1.0f, image.data(), HW);
+    return {std::move(vo), std::move(p), {}, {}};
 }
 
 // The image's projected queries [D, HW] attend to the tokens; the result (but its output bias)
 // is added to image [C, HW]. token_keys [T, C] (positional encoding added), token_values [T, C].
-void add_projected_image_to_tokens(const Attention& a, const Tensor& queries,
-                                   const Tensor& token_keys, const Tensor& token_values, int heads,
-                                   bool bf16, Tensor& image) {
+ImageTokens::Update add_projected_image_to_tokens(const Attention& a, const Tensor& queries,
+                                                  const Tensor& token_keys,
+                                                  const Tensor& token_values, int heads, bool bf16,
+                                                  Tensor& image) {
     const Tensor k = a.k(token_keys), v = a.v(token_values);  // [T, D]
     const int64_t T = k.dim(0), D = k.dim(1), d = D / heads, HW = queries.dim(1);
     Tensor p({heads * T, HW});  // scores, then probabilities, [heads, T, HW]
@@ -478,14 +496,14 @@ void add_projected_image_to_tokens(const Attention& a, const Tensor& queries,
         gemm(false, false, T, HW, d, attention_scale(a, heads), k.data() + h * d, D,
              queries.data() + h * d * HW, HW, 0.0f, p.data() + h * T * HW, HW);
     for (int h = 0; h < heads; ++h) softmax_columns(p.data() + h * T * HW, T, HW);
-    add_attention_output(a, v, p, heads, bf16, image);
+    return add_attention_output(a, v, std::move(p), heads, bf16, image);
 }
 
 // The raw image attends to the tokens, with image.keys_pe as its queries; the result (but its
 // output bias) is added to image.keys. token_keys and token_values [T, C]. Per head h:
 //   scores_h = k_h (Wq_h x + bq_h) = (k_h Wq_h) x + k_h bq_h.
-void add_image_to_tokens(const Attention& a, const Tensor& token_keys, const Tensor& token_values,
-                         int heads, ImageTokens& image) {
+ImageTokens::Update add_image_to_tokens(const Attention& a, const Tensor& token_keys,
+                                        const Tensor& token_values, int heads, ImageTokens& image) {
     const Tensor k = a.k(token_keys), v = a.v(token_values);  // [T, D]
     const int64_t T = k.dim(0), D = k.dim(1), d = D / heads, HT = heads * T;
     const int64_t C = token_keys.dim(1), HW = image.keys.numel() / C;
@@ -509,7 +527,7 @@ void add_image_to_tokens(const Attention& a, const Tensor& token_keys, const Ten
         gemm_wide(false, false, HT, HW, C, 1.0f, kq.data(), C, image.keys_pe.data(), HW, 1.0f,
                   p.data(), HW);
     for (int h = 0; h < heads; ++h) softmax_columns(p.data() + h * T * HW, T, HW);
-    add_attention_output(a, v, p, heads, image.bf16(), image.keys);
+    return add_attention_output(a, v, std::move(p), heads, image.bf16(), image.keys);
 }
 
 // Layer 0's image-side projections [D, HW]: token->image keys and values, image->token queries.
@@ -554,10 +572,16 @@ void add_bias_and_positions(ImageTokens& image, const Tensor& bias, const Tensor
 }
 
 // After the image tokens change: keys = LayerNorm(keys + out_bias), keys_pe = keys + dense_pe, and
-// with bf16 compute both rounded.
+// with bf16 compute both rounded. The tokens' statistics go to `update`.
 void normalize_image(ImageTokens& image, const Norm& norm, const Tensor& out_bias,
-                     const Tensor& dense_pe) {
-    ChannelNormExtras extras{.add_first = out_bias.data(), .pe = &dense_pe};
+                     const Tensor& dense_pe, ImageTokens::Update& update) {
+    const int64_t HW = image.keys.numel() / image.keys.dim(0);
+    update.mean.resize(HW);
+    update.inv_std.resize(HW);
+    ChannelNormExtras extras{.add_first = out_bias.data(),
+                             .pe = &dense_pe,
+                             .mean = update.mean.data(),
+                             .inv_std = update.inv_std.data()};
     if (image.bf16()) {  // the products read the bf16 copies only
         extras.x_bf16 = image.keys_bf16.data();
         extras.x_pe_bf16 = image.keys_pe_bf16.data();
@@ -591,13 +615,13 @@ Tensor two_way_transformer(const SamDecoderWeights& w, int heads, const Tensor& 
         layer_norm(queries, l.norm2.w, l.norm2.b, kLayerNormEps);
         add_(queries, l.mlp(queries));
         layer_norm(queries, l.norm3.w, l.norm3.b, kLayerNormEps);
-        if (projected)
-            add_projected_image_to_tokens(l.image_to_token, layer0->layer0_queries,
-                                          plus(queries, tokens), queries, heads, image.bf16(),
-                                          image.keys);
-        else
-            add_image_to_tokens(l.image_to_token, plus(queries, tokens), queries, heads, image);
-        normalize_image(image, l.norm4, l.image_to_token.out.b, dense_pe);
+        image.updates.push_back(
+            projected ? add_projected_image_to_tokens(l.image_to_token, layer0->layer0_queries,
+                                                      plus(queries, tokens), queries, heads,
+                                                      image.bf16(), image.keys)
+                      : add_image_to_tokens(l.image_to_token, plus(queries, tokens), queries, heads,
+                                            image));
+        normalize_image(image, l.norm4, l.image_to_token.out.b, dense_pe, image.updates.back());
     }
     add_(queries, tokens_to_image(w.final_attn, plus(queries, tokens), image, heads));
     layer_norm(queries, w.final_norm.w, w.final_norm.b, kLayerNormEps);
@@ -610,6 +634,59 @@ Tensor two_way_transformer(const SamDecoderWeights& w, int heads, const Tensor& 
 // depends on one image token only, so the work runs in independent blocks of image tokens
 // without full-size intermediates, and the pixels stay in the order the GEMMs produce them,
 // [sub-pixel][image token]; the masks are put in image order at the end.
+
+// The first upscaling convolution of one click as one product (fold_first_upscale): its
+// weights [O*4, K] times each token's K factors [K, HW], plus the image's term
+// S_0 * DecoderImage::upscale_base.
+struct FirstUpscale {
+    Tensor weights, factors;
+    std::vector<float> image_scale;  // S_0 [HW]
+};
+
+// mask: the mask prompt's features [Cm, HW], or null.
+FirstUpscale fold_click(const SamDecoderWeights& w, const ImageTokens& im, const Tensor* mask) {
+    const auto& f = w.fold;
+    const int64_t L = static_cast<int64_t>(im.updates.size()), O4 = f.G[0].dim(0);
+    const int64_t C = f.G[0].dim(1), HW = im.keys.numel() / C;
+    const int64_t HT = im.updates[0].vo.dim(0), Cm = mask ? mask->dim(0) : 0;
+    const int64_t K = L * (HT + 2) + 1 + Cm;
+    // Per layer, the columns [G_l vo_l^T | g_l | c_l] against rows [S_l p_l ; -S_l m_l ; S_l].
+    FirstUpscale u{Tensor({O4, K}), Tensor({K, HW}), std::vector<float>(HW, 1.0f)};
+    std::vector<float>& S = u.image_scale;  // S_l, built from the last layer down
+    for (int64_t l = L - 1; l >= 0; --l) {
+        const ImageTokens::Update& up = im.updates[l];
+        const int64_t k0 = l * (HT + 2);
+        for (int64_t i = 0; i < HW; ++i) S[i] *= up.inv_std[i];
+        gemm(false, true, O4, HT, C, 1.0f, f.G[l].data(), C, up.vo.data(), C, 0.0f,
+             u.weights.data() + k0, K);
+        Tensor c = f.c[l];
+        if (l == 0) add_(c, mask ? f.mask_bias : f.no_mask);
+        for (int64_t r = 0; r < O4; ++r) {
+            u.weights[r * K + k0 + HT] = f.g[l][r];
+            u.weights[r * K + k0 + HT + 1] = c[r];
+        }
+        float* rows = u.factors.data() + k0 * HW;
+#pragma omp parallel for
+        for (int64_t j = 0; j < HT; ++j)
+            for (int64_t i = 0; i < HW; ++i) rows[j * HW + i] = up.p[j * HW + i] * S[i];
+        for (int64_t i = 0; i < HW; ++i) {
+            rows[HT * HW + i] = -S[i] * up.mean[i];
+            rows[(HT + 1) * HW + i] = S[i];
+        }
+    }
+    const int64_t k_bias = L * (HT + 2);
+    for (int64_t r = 0; r < O4; ++r) u.weights[r * K + k_bias] = f.last_bias[r];
+    std::fill(u.factors.data() + k_bias * HW, u.factors.data() + (k_bias + 1) * HW, 1.0f);
+    if (mask) {
+        for (int64_t r = 0; r < O4; ++r)
+            std::memcpy(u.weights.data() + r * K + k_bias + 1, f.mask_conv.data() + r * Cm,
+                        Cm * sizeof(float));
+        float* rows = u.factors.data() + (k_bias + 1) * HW;
+        for (int64_t j = 0; j < Cm; ++j)
+            for (int64_t i = 0; i < HW; ++i) rows[j * HW + i] = (*mask)[j * HW + i] * S[i];
+    }
+    return u;
+}
 
 // For each pixel of the upscaling order after `levels` transposed convolutions of a g x g grid,
 // its index in the (g << levels)^2 image.
@@ -665,10 +742,9 @@ void add_block_terms(Tensor& y, int64_t S, int64_t nb, const Tensor& terms, int6
 // terms_2: SAM 2's high-resolution terms in the upscaling order (DecoderImage), or empty. With
 // bf16 compute the second transposed convolution takes bf16 inputs.
 Tensor upscale_to_masks(const SamDecoderWeights& w, const ImageTokens& image, const Tensor& hyper,
-                        const Tensor& terms_1, const Tensor& terms_2,
-                        const std::vector<int32_t>& order, int64_t g) {
-    const Tensor& keys = image.keys;
-    const int64_t C = keys.dim(0), n0 = g * g, M = hyper.dim(0);
+                        const FirstUpscale& first, const Tensor& base, const Tensor& terms_1,
+                        const Tensor& terms_2, const std::vector<int32_t>& order, int64_t g) {
+    const int64_t n0 = g * g, M = hyper.dim(0), K = first.weights.dim(1);
     const int64_t O1 = w.upscale1.w.dim(1), O2 = w.upscale2.w.dim(1);
     int64_t nb = 512;  // tokens per block: the largest power of two <= 512 dividing g*g
     while (n0 % nb) nb /= 2;
@@ -683,8 +759,14 @@ Tensor upscale_to_masks(const SamDecoderWeights& w, const ImageTokens& image, co
 #pragma omp for schedule(static)
         for (int64_t b = 0; b < blocks; ++b) {
             const int64_t p0 = b * nb;
-            gemm(true, false, O1 * 4, nb, C, 1.0f, w.upscale1.w.data(), O1 * 4, keys.data() + p0,
-                 n0, 0.0f, y1.data(), nb);
+            for (int64_t r = 0; r < O1 * 4; ++r) {  // S_0 G_0 x_0, then the folded rest
+                const float* b0 = base.data() + r * n0 + p0;
+                float* row = y1.data() + r * nb;
+#pragma omp simd
+                for (int64_t j = 0; j < nb; ++j) row[j] = b0[j] * first.image_scale[p0 + j];
+            }
+            gemm(false, false, O1 * 4, nb, K, 1.0f, first.weights.data(), K,
+                 first.factors.data() + p0, n0, 1.0f, y1.data(), nb);
             add_block_terms(y1, 4, nb, terms_1, p0, n0, w.upscale1.b);
             layer_norm_channels(y1, w.upscale_norm.w, w.upscale_norm.b, kLayerNorm2dEps,
                                 {.gelu = true, .x_bf16 = image.bf16() ? y1_bf16.data() : nullptr});
@@ -773,6 +855,55 @@ bool SamDecoder::detect(const WeightFile& w) {
     return has_variant(w, DecoderVariant::Sam) || has_variant(w, DecoderVariant::Sam2);
 }
 
+namespace {
+
+// A [R, K] times the vector x [K] -> [R].
+Tensor times(const Tensor& A, const float* x) {
+    const int64_t R = A.dim(0), K = A.dim(1);
+    Tensor y({R});
+    gemm(false, false, R, 1, K, 1.0f, A.data(), K, x, 1, 0.0f, y.data(), 1);
+    return y;
+}
+
+// The first upscaling convolution (a matrix W [O*4, C] over each image token) reads the image
+// tokens after the last layer's LayerNorm. Layer l changes them as
+//   z_l = x_{l-1} + vo_l^T p_l + bo_l,  x_l = s_l * D_l (z_l - m_l) + b_l
+// (s_l, m_l: each token's 1/std and mean, D_l = diag(norm4 weight), bo_l the attention's output
+// bias), so that, with S_l = s_l s_{l+1} ... s_{L-1} per token,
+//   W x_{L-1} = S_0 G_0 x_0 + sum_l S_l (G_l vo_l^T p_l - m_l g_l + c_l) + W b_{L-1}.
+// G_0 x_0 is per image (prepare), and the rest is a product of depth sum_l (heads*T + 2) + 1
+// per token: about half of W's 256 for a click or two.
+void fold_first_upscale(SamDecoderWeights& w) {
+    const Tensor& W1 = w.upscale1.w;  // [C, O, 2, 2]
+    const int64_t C = W1.dim(0), O4 = W1.numel() / C, L = static_cast<int64_t>(w.layers.size());
+    Tensor G({O4, C});
+    for (int64_t c = 0; c < C; ++c)
+        for (int64_t r = 0; r < O4; ++r) G[r * C + c] = W1[c * O4 + r];
+    auto& f = w.fold;
+    f.last_bias = times(G, w.layers.back().norm4.b.data());
+    f.G.resize(L);
+    f.g.resize(L);
+    f.c.resize(L);
+    const Tensor ones = Tensor::filled({C}, 1.0f);
+    for (int64_t l = L - 1; l >= 0; --l) {
+        const TwoWayLayer& layer = w.layers[l];
+        for (int64_t r = 0; r < O4; ++r)
+            for (int64_t c = 0; c < C; ++c) G[r * C + c] *= layer.norm4.w[c];
+        f.G[l] = G;
+        f.g[l] = times(G, ones.data());
+        f.c[l] = times(G, layer.image_to_token.out.b.data());
+        if (l > 0) add_(f.c[l], times(G, w.layers[l - 1].norm4.b.data()));
+    }
+    const int64_t Cm = w.mask_conv3.w.dim(1);  // [C, Cm, 1, 1]
+    f.mask_conv = Tensor({O4, Cm});
+    gemm(false, false, O4, Cm, C, 1.0f, G.data(), C, w.mask_conv3.w.data(), Cm, 0.0f,
+         f.mask_conv.data(), Cm);
+    f.mask_bias = times(G, w.mask_conv3.b.data());
+    f.no_mask = times(G, w.no_mask.data());
+}
+
+}  // namespace
+
 SamDecoder SamDecoder::load(const WeightFile& w, Precision precision) {
     DecoderVariant v;
     if (has_variant(w, DecoderVariant::Sam))
@@ -786,6 +917,7 @@ SamDecoder SamDecoder::load(const WeightFile& w, Precision precision) {
     d.w_ = std::make_unique<SamDecoderWeights>(load_weights(
         d.cfg_, [&](const std::string& name, const Shape& shape) { return w.get(name, shape); }));
     d.precision_ = precision;
+    fold_first_upscale(*d.w_);
     if (precision == Precision::BF16) {
         d.w_->upscale2_bf16 = rounded_transposed(d.w_->upscale2.w);
     }
@@ -817,6 +949,10 @@ DecoderImage SamDecoder::prepare(Tensor image_embed, Tensor high_res_0, Tensor h
     } else if (!high_res_0.empty() || !high_res_1.empty()) {
         throw std::invalid_argument("the SAM decoder takes no high-resolution features");
     }
+    const Tensor& G0 = w.fold.G[0];  // the first upscaling convolution's image term
+    d.upscale_base = Tensor({G0.dim(0), g * g});
+    gemm_wide(false, false, G0.dim(0), g * g, C, 1.0f, G0.data(), C, d.image_embed.data(), g * g,
+              0.0f, d.upscale_base.data(), g * g);
     Tensor keys = d.image_embed;  // layer 0's image tokens without a mask
     add_channel_bias(keys, w.no_mask.data());
     Layer0Projections p = project_layer0(w.layers.front(), keys, plus(keys, dense_pe_));
@@ -901,10 +1037,11 @@ DecoderOutput SamDecoder::decode(const DecoderImage& image, const Prompt& prompt
         im.keys_bf16.resize(im.keys.numel());
         im.keys_pe_bf16.resize(im.keys.numel());
     }
+    Tensor f;                 // the mask prompt's features [Cm, g, g]
     if (prompt.mask_input) {  // layer 0 reads the image tokens, which depend on the prompt
         // The dense prompt: the mask's features through a 1x1 convolution, accumulated onto the
         // embedding; its bias goes in with the positions.
-        const Tensor f = mask_features(*prompt.mask_input);  // [Cm, g, g]
+        f = mask_features(*prompt.mask_input);
         const int64_t Cm = f.dim(0);
         gemm(false, false, C, g * g, Cm, 1.0f, w.mask_conv3.w.data(), Cm, f.data(), g * g, 1.0f,
              im.keys.data(), g * g);
@@ -940,8 +1077,9 @@ DecoderOutput SamDecoder::decode(const DecoderImage& image, const Prompt& prompt
         const Tensor h = w.hypernetworks[m](row_of(queries, first_token + 1 + m));
         std::memcpy(hyper.data() + i * Cu, h.data(), Cu * sizeof(float));
     }
-    Tensor masks = upscale_to_masks(w, im, hyper, image.upscale_add_1, image.upscale_add_2,
-                                    upscale_order_2_, g);
+    const FirstUpscale first = fold_click(w, im, prompt.mask_input ? &f : nullptr);
+    Tensor masks = upscale_to_masks(w, im, hyper, first, image.upscale_base, image.upscale_add_1,
+                                    image.upscale_add_2, upscale_order_2_, g);
 
     DecoderOutput out;
     if (dynamic) {

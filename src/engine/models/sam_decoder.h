@@ -87,6 +87,9 @@ struct DecoderImage {
     // SAM 2: high_res_1 [C/4, 2g, 2g] and high_res_0 [C/8, 4g, 4g] plus the output upscaling's
     // biases, in the upscaling's pixel order: [C/4, 4g*g], [C/8, 16g*g].
     Tensor upscale_add_1, upscale_add_2;
+    // The image's term of the first upscaling convolution, folded through the transformer's
+    // norms (G_0 image_embed, sam_decoder.cpp's fold_first_upscale): [4 * C/4, g*g].
+    Tensor upscale_base;
 };
 
 struct SamDecoderWeights;
