@@ -1,0 +1,95 @@
+// Single kernels of the engine, timed alone (medians, one JSON object):
+//  - softmax_numerators over rows of 4096 scores (global attention's width), f32 and bf16 out,
+//    in ns per element;
+//  - the decoder's first upscaling convolution per click, as the direct product over the image
+//    tokens (256 x 256 x 4096) and as the folded one (image term scaled per token, then a
+//    product of depth 117: a one-click prompt), in ms.
+//   bench_kernels [--threads N] [--runs N]
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <functional>
+#include <nlohmann/json.hpp>
+#include <random>
+#include <vector>
+
+#include "engine/ops.h"
+
+namespace {
+
+double median_seconds(int runs, const std::function<void()>& work) {
+    work();  // warm-up
+    std::vector<double> t;
+    for (int i = 0; i < runs; ++i) {
+        const auto t0 = std::chrono::steady_clock::now();
+        work();
+        t.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+    }
+    std::nth_element(t.begin(), t.begin() + t.size() / 2, t.end());
+    return t[t.size() / 2];
+}
+
+std::vector<float> random_values(size_t n, float stddev, uint32_t seed) {
+    std::mt19937 rng(seed);
+    std::normal_distribution<float> normal(0.0f, stddev);
+    std::vector<float> v(n);
+    for (float& x : v) x = normal(rng);
+    return v;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    int threads = 1, runs = 21;
+    for (int i = 1; i + 1 < argc; i += 2) {
+        if (!std::strcmp(argv[i], "--threads"))
+            threads = std::atoi(argv[i + 1]);
+        else if (!std::strcmp(argv[i], "--runs"))
+            runs = std::max(1, std::atoi(argv[i + 1]));
+    }
+    splitseg::set_num_threads(threads);
+    nlohmann::json j;
+    j["threads"] = threads;
+
+    const int64_t cols = 4096;
+    for (int64_t rows : {32, 128}) {
+        const std::vector<float> scores = random_values(rows * cols, 3.0f, 1);
+        std::vector<float> x(scores.size()), inv_sum(rows);
+        std::vector<uint16_t> rounded(scores.size());
+        for (bool bf16 : {false, true}) {
+            const double s = median_seconds(runs, [&] {
+                std::memcpy(x.data(), scores.data(), x.size() * sizeof(float));
+                splitseg::softmax_numerators(x.data(), rows, cols, inv_sum.data(),
+                                             bf16 ? rounded.data() : nullptr);
+            });
+            j["softmax_ns_per_element"][std::to_string(rows) + "x4096_" + (bf16 ? "bf16" : "f32")] =
+                s / (rows * cols) * 1e9;  // the copy back in is included
+        }
+    }
+
+    // The first upscaling convolution of a ViT-B decoder click: O*4 = 256 outputs per token.
+    const int64_t O4 = 256, C = 256, HW = 4096, K = 117, nb = 512;
+    const std::vector<float> W = random_values(O4 * C, 0.05f, 2), x = random_values(C * HW, 1, 3);
+    const std::vector<float> A = random_values(O4 * K, 0.05f, 4), B = random_values(K * HW, 1, 5);
+    const std::vector<float> base = random_values(O4 * HW, 1, 6), scale = random_values(HW, 1, 7);
+    std::vector<float> y(O4 * nb);
+    j["first_upscale_ms"]["direct_k256"] =
+        1e3 * median_seconds(runs, [&] {
+            for (int64_t p0 = 0; p0 < HW; p0 += nb)
+                splitseg::gemm(false, false, O4, nb, C, 1.0f, W.data(), C, x.data() + p0, HW, 0.0f,
+                               y.data(), nb);
+        });
+    j["first_upscale_ms"]["folded_k117"] =
+        1e3 * median_seconds(runs, [&] {
+            for (int64_t p0 = 0; p0 < HW; p0 += nb) {
+                for (int64_t r = 0; r < O4; ++r)
+                    for (int64_t i = 0; i < nb; ++i)
+                        y[r * nb + i] = base[r * HW + p0 + i] * scale[p0 + i];
+                splitseg::gemm(false, false, O4, nb, K, 1.0f, A.data(), K, B.data() + p0, HW, 1.0f,
+                               y.data(), nb);
+            }
+        });
+    std::printf("%s\n", j.dump().c_str());
+}
