@@ -14,6 +14,7 @@
 #include <nlohmann/json.hpp>
 #include <vector>
 
+#include "bench_util.h"
 #include "engine/linear.h"
 #include "engine/ops.h"
 
@@ -21,31 +22,15 @@ namespace {
 
 constexpr int64_t M = 4096, N = 2304, K = 768;
 
-// Median GFLOP/s of `runs` timed calls after one warm-up.
+// GFLOP/s of the median of `runs` timed calls after one warm-up.
 double gflops(int runs, const std::function<void()>& product) {
-    product();
-    std::vector<double> rates;
-    for (int i = 0; i < runs; ++i) {
-        const auto t0 = std::chrono::steady_clock::now();
-        product();
-        const double s =
-            std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-        rates.push_back(2.0 * M * N * K / s / 1e9);
-    }
-    std::nth_element(rates.begin(), rates.begin() + rates.size() / 2, rates.end());
-    return rates[rates.size() / 2];
+    return 2.0 * M * N * K / bench::median_seconds(runs, product) / 1e9;
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
-    int threads = 2, runs = 20;
-    for (int i = 1; i + 1 < argc; i += 2) {
-        if (!std::strcmp(argv[i], "--threads"))
-            threads = std::atoi(argv[i + 1]);
-        else if (!std::strcmp(argv[i], "--runs"))
-            runs = std::max(1, std::atoi(argv[i + 1]));
-    }
+    const auto [threads, runs] = bench::parse_options(argc, argv, {2, 20});
     splitseg::set_num_threads(threads);
     openblas_set_num_threads(threads);
 

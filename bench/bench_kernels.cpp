@@ -15,21 +15,10 @@
 #include <random>
 #include <vector>
 
+#include "bench_util.h"
 #include "engine/ops.h"
 
 namespace {
-
-double median_seconds(int runs, const std::function<void()>& work) {
-    work();  // warm-up
-    std::vector<double> t;
-    for (int i = 0; i < runs; ++i) {
-        const auto t0 = std::chrono::steady_clock::now();
-        work();
-        t.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
-    }
-    std::nth_element(t.begin(), t.begin() + t.size() / 2, t.end());
-    return t[t.size() / 2];
-}
 
 std::vector<float> random_values(size_t n, float stddev, uint32_t seed) {
     std::mt19937 rng(seed);
@@ -42,13 +31,7 @@ std::vector<float> random_values(size_t n, float stddev, uint32_t seed) {
 }  // namespace
 
 int main(int argc, char** argv) {
-    int threads = 1, runs = 21;
-    for (int i = 1; i + 1 < argc; i += 2) {
-        if (!std::strcmp(argv[i], "--threads"))
-            threads = std::atoi(argv[i + 1]);
-        else if (!std::strcmp(argv[i], "--runs"))
-            runs = std::max(1, std::atoi(argv[i + 1]));
-    }
+    const auto [threads, runs] = bench::parse_options(argc, argv, {1, 21});
     splitseg::set_num_threads(threads);
     nlohmann::json j;
     j["threads"] = threads;
@@ -59,7 +42,7 @@ int main(int argc, char** argv) {
         std::vector<float> x(scores.size()), inv_sum(rows);
         std::vector<uint16_t> rounded(scores.size());
         for (bool bf16 : {false, true}) {
-            const double s = median_seconds(runs, [&] {
+            const double s = bench::median_seconds(runs, [&] {
                 std::memcpy(x.data(), scores.data(), x.size() * sizeof(float));
                 splitseg::softmax_numerators(x.data(), rows, cols, inv_sum.data(),
                                              bf16 ? rounded.data() : nullptr);
@@ -76,13 +59,13 @@ int main(int argc, char** argv) {
     const std::vector<float> base = random_values(O4 * HW, 1, 6), scale = random_values(HW, 1, 7);
     std::vector<float> y(O4 * nb);
     j["first_upscale_ms"]["direct_k256"] =
-        1e3 * median_seconds(runs, [&] {
+        1e3 * bench::median_seconds(runs, [&] {
             for (int64_t p0 = 0; p0 < HW; p0 += nb)
                 splitseg::gemm(false, false, O4, nb, C, 1.0f, W.data(), C, x.data() + p0, HW, 0.0f,
                                y.data(), nb);
         });
     j["first_upscale_ms"]["folded_k117"] =
-        1e3 * median_seconds(runs, [&] {
+        1e3 * bench::median_seconds(runs, [&] {
             for (int64_t p0 = 0; p0 < HW; p0 += nb) {
                 for (int64_t r = 0; r < O4; ++r)
                     for (int64_t i = 0; i < nb; ++i)

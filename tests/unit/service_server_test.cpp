@@ -649,15 +649,20 @@ class GatedJobQueue final : public JobQueue {
     bool arrived_ = false, open_ = false;
 };
 
-// Opens the gate when the test ends, however it ends, so that the upload held there finishes
-// and the server can stop.
-struct OpenAtExit {
-    GatedJobQueue& gate;
-    ~OpenAtExit() { gate.open(); }
-};
+std::future<http::response<http::string_body>> upload_in_background(uint16_t port,
+                                                                    const std::string& image) {
+    return std::async(std::launch::async, [port, image] {
+        return Client(port).send(http::verb::post, "/api/v1/images", image, "image/png");
+    });
+}
+
+bool answered(const std::future<http::response<http::string_body>>& upload) {
+    return upload.wait_for(std::chrono::seconds(0)) == std::future_status::ready;
+}
 
 // A server on the golden model with one io thread and one disk thread, its uploads held at
-// the gate.
+// the gate. The gate opens when the test ends, however it ends, so that a held upload finishes
+// and the server can stop.
 struct GatedServer {
     GatedServer()
         : f(test::tiny_model(), {}, {},
@@ -674,6 +679,13 @@ struct GatedServer {
         o.disk_threads = 1;
         return o;
     }
+    ~GatedServer() { gate->open(); }
+    // Starts uploading test PNG `seed` and waits until the upload is held at the gate; false if
+    // it never gets there.
+    bool hold_upload(int seed) {
+        upload = upload_in_background(server.port(), test::test_png(seed));
+        return gate->wait_for_arrival();
+    }
     // The stored image, under the data directory's images/<tenant>/<id>.
     std::string image_path(const std::string& id) const {
         return f.dir.path() + "/images/default/" + id;
@@ -682,18 +694,8 @@ struct GatedServer {
     std::shared_ptr<GatedJobQueue> gate;
     test::ApiFixture f;
     Server server;
+    std::future<http::response<http::string_body>> upload;  // the held one
 };
-
-std::future<http::response<http::string_body>> upload_in_background(uint16_t port,
-                                                                    const std::string& image) {
-    return std::async(std::launch::async, [port, image] {
-        return Client(port).send(http::verb::post, "/api/v1/images", image, "image/png");
-    });
-}
-
-bool answered(const std::future<http::response<http::string_body>>& upload) {
-    return upload.wait_for(std::chrono::seconds(0)) == std::future_status::ready;
-}
 
 // An upload waiting on the disk must not hold the io thread: with one io thread, /healthz is
 // answered while the upload's handler waits (had the handler run on the io thread, /healthz
@@ -702,19 +704,17 @@ bool answered(const std::future<http::response<http::string_body>>& upload) {
 TEST(ServiceServer, AnUploadWaitingOnTheDiskDoesNotHoldTheIoThread) {
     SPLITSEG_REQUIRE_TINY_MODEL();
     GatedServer s;
-    auto upload = upload_in_background(s.server.port(), test::test_png(11));
-    OpenAtExit opener{*s.gate};
-    ASSERT_TRUE(s.gate->wait_for_arrival()) << "the upload never reached its enqueue";
+    ASSERT_TRUE(s.hold_upload(11)) << "the upload never reached its enqueue";
 
     Client other(s.server.port());
     auto health = other.send(http::verb::get, "/healthz");
     EXPECT_EQ(health.result_int(), 200);
     auto status = other.send(http::verb::get, "/api/v1/images?ids=0123456789abcdef");
     EXPECT_EQ(status.result_int(), 200) << status.body();
-    EXPECT_FALSE(answered(upload)) << "answered before its handler finished";
+    EXPECT_FALSE(answered(s.upload)) << "answered before its handler finished";
 
     s.gate->open();
-    auto uploaded = upload.get();
+    auto uploaded = s.upload.get();
     ASSERT_EQ(uploaded.result_int(), 201) << uploaded.body();
     const std::string id = json::parse(uploaded.body())["id"];
     EXPECT_TRUE(std::filesystem::is_regular_file(s.image_path(id)));
@@ -730,13 +730,11 @@ TEST(ServiceServer, AnUploadWaitingOnTheDiskDoesNotHoldTheIoThread) {
 TEST(ServiceServer, StopLetsAnUploadWaitingOnTheDiskFinish) {
     SPLITSEG_REQUIRE_TINY_MODEL();
     GatedServer s;
-    auto upload = upload_in_background(s.server.port(), test::test_png(12));
-    OpenAtExit opener{*s.gate};
-    ASSERT_TRUE(s.gate->wait_for_arrival()) << "the upload never reached its enqueue";
+    ASSERT_TRUE(s.hold_upload(12)) << "the upload never reached its enqueue";
 
     s.server.stop();
     s.gate->open();
-    auto uploaded = upload.get();
+    auto uploaded = s.upload.get();
     ASSERT_EQ(uploaded.result_int(), 201) << uploaded.body();
     EXPECT_FALSE(uploaded.keep_alive());
     const auto start = std::chrono::steady_clock::now();
