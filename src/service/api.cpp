@@ -364,7 +364,7 @@ struct Api::RouteEntry {
     std::string path;
     Response (Api::*handler)(Context&);
     bool needs_tenant;
-    bool waits_on_disk = false;  // writes and fsyncs files: see waits_on_disk()
+    bool waits_on_disk = false;  // file or remote I/O of the stores: see waits_on_disk()
 };
 
 struct Api::PreparedImage {
@@ -385,10 +385,11 @@ Api::Api(ApiOptions options)
         {"POST", "/api/v1/images", &Api::upload_image, true, /*waits_on_disk=*/true},
         {"GET", "/api/v1/images", &Api::list_images, true},
         {"GET", "/api/v1/images/{id}", &Api::get_image, true},
-        {"DELETE", "/api/v1/images/{id}", &Api::delete_image, true},
-        {"POST", "/api/v1/images/{id}/encode", &Api::encode_image, true},
-        {"GET", "/api/v1/images/{id}/embedding", &Api::get_embedding, true},
-        {"HEAD", "/api/v1/images/{id}/embedding", &Api::get_embedding, true},
+        {"DELETE", "/api/v1/images/{id}", &Api::delete_image, true, /*waits_on_disk=*/true},
+        {"POST", "/api/v1/images/{id}/encode", &Api::encode_image, true, /*waits_on_disk=*/true},
+        {"GET", "/api/v1/images/{id}/embedding", &Api::get_embedding, true, /*waits_on_disk=*/true},
+        {"HEAD", "/api/v1/images/{id}/embedding", &Api::get_embedding, true,
+         /*waits_on_disk=*/true},
         {"POST", "/api/v1/images/{id}/infer", &Api::infer, true},
         {"POST", "/api/v1/jobs", &Api::create_batch, true, /*waits_on_disk=*/true},
         {"GET", "/api/v1/jobs/{id}", &Api::get_batch, true},

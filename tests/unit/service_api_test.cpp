@@ -53,11 +53,16 @@ TEST(ServiceApi, UnknownPathsAndMethodsAreJsonErrors) {
 }
 
 // The routes that write and fsync files are the ones the server takes off its io threads.
-TEST(ServiceApi, UploadsAndBatchesWaitOnTheDiskOtherRoutesDoNot) {
+TEST(ServiceApi, RoutesThatTouchTheStoresWaitOnTheDiskOtherRoutesDoNot) {
     ApiFixture f(nullptr);
     EXPECT_TRUE(f.api->waits_on_disk(make_request("POST", "/api/v1/images")));
     EXPECT_TRUE(f.api->waits_on_disk(make_request("POST", "/api/v1/images?x=1")));
     EXPECT_TRUE(f.api->waits_on_disk(make_request("POST", "/api/v1/jobs")));
+    EXPECT_TRUE(f.api->waits_on_disk(make_request("DELETE", "/api/v1/images/abc")));
+    EXPECT_TRUE(f.api->waits_on_disk(make_request("POST", "/api/v1/images/abc/encode")));
+    EXPECT_TRUE(f.api->waits_on_disk(make_request("GET", "/api/v1/images/abc/embedding")));
+    EXPECT_TRUE(f.api->waits_on_disk(make_request("HEAD", "/api/v1/images/abc/embedding")));
+    EXPECT_FALSE(f.api->waits_on_disk(make_request("GET", "/api/v1/images/abc")));
     EXPECT_FALSE(f.api->waits_on_disk(make_request("GET", "/healthz")));
     EXPECT_FALSE(f.api->waits_on_disk(make_request("GET", "/api/v1/images")));
     EXPECT_FALSE(f.api->waits_on_disk(make_request("POST", "/api/v1/images/abc/infer")));
