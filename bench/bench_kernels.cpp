@@ -1,6 +1,7 @@
 // Single kernels of the engine, timed alone (medians, one JSON object):
 //  - softmax_numerators over rows of 4096 scores (global attention's width), f32 and bf16 out,
 //    in ns per element;
+//  - GELU over 64 K values in L2, in ns per element;
 //  - the decoder's first upscaling convolution per click, as the direct product over the image
 //    tokens (256 x 256 x 4096) and as the folded one (image term scaled per token, then a
 //    product of depth 117: a one-click prompt), in ms.
@@ -50,6 +51,17 @@ int main(int argc, char** argv) {
             j["softmax_ns_per_element"][std::to_string(rows) + "x4096_" + (bf16 ? "bf16" : "f32")] =
                 s / (rows * cols) * 1e9;  // the copy back in is included
         }
+    }
+
+    // GELU over 64 K values (256 KB: in L2), as the decoder's upscaling and TinyViT apply it.
+    {
+        const std::vector<float> values = random_values(65536, 2.0f, 8);
+        std::vector<float> v(values.size());
+        const double s = bench::median_seconds(runs, [&] {
+            std::memcpy(v.data(), values.data(), v.size() * sizeof(float));
+            splitseg::add_gelu(v.data(), static_cast<int64_t>(v.size()), 0.0f, nullptr);
+        });
+        j["gelu_ns_per_element"] = s / static_cast<double>(v.size()) * 1e9;
     }
 
     // The first upscaling convolution of a ViT-B decoder click: O*4 = 256 outputs per token.

@@ -2,12 +2,16 @@
 
 #include "engine/dtype.h"
 
-#ifdef __AVX512F__  // GCC 12's intrinsics trip its own -Wmaybe-uninitialized (GCC bug 105593)
-#pragma GCC diagnostic push
+#ifdef __AVX512F__
+#if defined(__GNUC__) && !defined(__clang__)  // GCC 12's intrinsics trip its -Wmaybe-uninitialized
+#pragma GCC diagnostic push                   // (GCC bug 105593); clang knows no such group
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #pragma GCC diagnostic ignored "-Wuninitialized"
 #include <immintrin.h>
 #pragma GCC diagnostic pop
+#else
+#include <immintrin.h>
+#endif
 #endif
 
 #ifdef SPLITSEG_WASM  // no oneDNN in the browser: the portable blocked GEMM
@@ -211,6 +215,7 @@ static inline float exp_approx(float x_in) {
     return x_in < -60.0f ? 0.0f : e;
 }
 
+#ifndef __AVX512F__  // gelu16 below serves AVX-512 builds
 // erf(x) by Abramowitz & Stegun 7.1.26 (max abs. error 5e-7 in float), vectorisable like
 // exp_approx: std::erf is a scalar libm call and dominated the MLPs of the ViT encoders.
 static inline float erf_approx(float x) {
@@ -227,15 +232,60 @@ static inline float erf_approx(float x) {
 static inline float gelu_erf(float v) {
     return 0.5f * v * (1.0f + erf_approx(v * 0.70710678118654752f));
 }
+#endif
 
-void gelu(Tensor& x) {
-    float* d = x.data();
-    const int64_t n = x.numel();
-#pragma omp parallel for simd if (parallel : n > 65536)
-    for (int64_t i = 0; i < n; ++i) d[i] = gelu_erf(d[i]);
+#ifdef __AVX512F__
+// exp_approx on 16 lanes: the same reduction and polynomial, with 2^n applied by scalef. Lanes
+// below -87 (e^-87 is under f32's normal range) come out as 0 or tiny, as they must.
+static inline __m512 exp16(__m512 x) {
+    x = _mm512_max_ps(x, _mm512_set1_ps(-87.0f));
+    const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                          _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
+    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+    __m512 p = _mm512_set1_ps(1.9875691500e-4f);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
+    p = _mm512_fmadd_ps(_mm512_mul_ps(p, r), r, _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
+    return _mm512_scalef_ps(p, n);
 }
 
+// gelu_erf on 16 lanes: the reciprocal by rcp14 and a Newton step instead of a division, and
+// exp16. The compiler's vectorisation of gelu_erf ran at 1.1 ns a value, in cache.
+static inline __m512 gelu16(__m512 v) {
+    const __m512 x = _mm512_mul_ps(v, _mm512_set1_ps(0.70710678118654752f));
+    const __m512 a = _mm512_abs_ps(x);
+    const __m512 d = _mm512_fmadd_ps(a, _mm512_set1_ps(0.3275911f), _mm512_set1_ps(1.0f));
+    __m512 t = _mm512_rcp14_ps(d);
+    t = _mm512_mul_ps(t, _mm512_fnmadd_ps(d, t, _mm512_set1_ps(2.0f)));  // t (2 - d t)
+    __m512 p = _mm512_set1_ps(1.061405429f);
+    p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(-1.453152027f));
+    p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(1.421413741f));
+    p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(-0.284496736f));
+    p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(0.254829592f));
+    const __m512 e = exp16(_mm512_mul_ps(_mm512_sub_ps(_mm512_setzero_ps(), a), a));
+    const __m512 erf_abs = _mm512_fnmadd_ps(_mm512_mul_ps(p, t), e, _mm512_set1_ps(1.0f));
+    // erf(x) = sign(x) erf(|x|): the sign bit of x onto erf_abs.
+    const __m512 erf = _mm512_castsi512_ps(_mm512_ternarylogic_epi32(
+        _mm512_castps_si512(erf_abs), _mm512_castps_si512(x), _mm512_set1_epi32(0x7FFFFFFF), 0xE4));
+    return _mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(0.5f), v),
+                         _mm512_add_ps(_mm512_set1_ps(1.0f), erf));
+}
+#endif
+
 void add_gelu(float* x, int64_t n, float bias, const float* add) {
+#ifdef __AVX512F__
+    const __m512 b = _mm512_set1_ps(bias);
+    for (int64_t i = 0; i < n; i += 16) {
+        const __mmask16 k = n - i >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << (n - i)) - 1);
+        __m512 v = _mm512_add_ps(_mm512_maskz_loadu_ps(k, x + i), b);
+        if (add) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(k, add + i));
+        _mm512_mask_storeu_ps(x + i, k, gelu16(v));
+    }
+#else
     if (add) {
 #pragma omp simd
         for (int64_t i = 0; i < n; ++i) x[i] = gelu_erf(x[i] + bias + add[i]);
@@ -243,6 +293,15 @@ void add_gelu(float* x, int64_t n, float bias, const float* add) {
 #pragma omp simd
         for (int64_t i = 0; i < n; ++i) x[i] = gelu_erf(x[i] + bias);
     }
+#endif
+}
+
+void gelu(Tensor& x) {
+    constexpr int64_t kChunk = 4096;
+    const int64_t n = x.numel(), chunks = (n + kChunk - 1) / kChunk;
+#pragma omp parallel for if (n > 65536)
+    for (int64_t c = 0; c < chunks; ++c)
+        add_gelu(x.data() + c * kChunk, std::min(kChunk, n - c * kChunk), 0.0f, nullptr);
 }
 
 void layer_norm_channels(Tensor& x, const Tensor& weight, const Tensor& bias, float eps,
@@ -333,24 +392,6 @@ void add_scaled_(Tensor& x, const Tensor& y, float s) {
 }
 
 #ifdef __AVX512F__
-// exp_approx on 16 lanes: the same reduction and polynomial, with 2^n applied by scalef. Lanes
-// below -87 (e^-87 is under f32's normal range) come out as 0 or tiny, as they must.
-static inline __m512 exp16(__m512 x) {
-    x = _mm512_max_ps(x, _mm512_set1_ps(-87.0f));
-    const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
-                                          _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
-    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
-    __m512 p = _mm512_set1_ps(1.9875691500e-4f);
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
-    p = _mm512_fmadd_ps(_mm512_mul_ps(p, r), r, _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
-    return _mm512_scalef_ps(p, n);
-}
-
 // 16 floats rounded to bf16 (to nearest even, as f32_to_bf16_finite).
 static inline __m256i bf16x16(__m512 v) {
 #ifdef __AVX512BF16__

@@ -44,6 +44,32 @@ TEST(Softmax, NumeratorsMatchExpInEveryRowLength) {
     }
 }
 
+// gelu and add_gelu against 0.5 x (1 + erf(x / sqrt 2)) in double, over lengths around the
+// 16-lane steps and values from deep in the left tail to far right.
+TEST(Gelu, MatchesErfGeluInEveryLength) {
+    for (int64_t n : {1, 15, 16, 17, 100, 70000}) {
+        SCOPED_TRACE(n);
+        Tensor x({n});
+        std::vector<float> add(n);
+        for (int64_t i = 0; i < n; ++i) {
+            x[i] = -12.0f +
+                   24.0f * static_cast<float>(i) / static_cast<float>(std::max<int64_t>(n - 1, 1));
+            add[i] = 0.001f * static_cast<float>(i % 7);
+        }
+        Tensor y = x, z = x;
+        gelu(y);
+        add_gelu(z.data(), n, 0.25f, add.data());
+        for (int64_t i = 0; i < n; ++i) {
+            auto ref = [](double v) { return 0.5 * v * (1.0 + std::erf(v / std::sqrt(2.0))); };
+            EXPECT_NEAR(y[i], ref(x[i]), 2e-6 * std::max(1.0, std::fabs(static_cast<double>(x[i]))))
+                << "value " << x[i];
+            const double shifted = static_cast<double>(x[i]) + 0.25 + add[i];
+            EXPECT_NEAR(z[i], ref(shifted), 2e-6 * std::max(1.0, std::fabs(shifted)))
+                << "value " << shifted;
+        }
+    }
+}
+
 // layer_norm_channels hands out each pixel's mean (of x + add_first) and 1 / std: the decoder's
 // folded upscaling convolution rescales with them.
 TEST(LayerNormChannels, ReportsThePixelStatistics) {
