@@ -1,9 +1,10 @@
 // The HTTP server: Boost.Beast over a fixed pool of io threads, carrying requests to Api::handle.
 // One HttpSession per connection; every read and write has a timeout; the body limit is set on
-// the parser before reading. Requests that wait on the disk (Api::waits_on_disk: uploads) are
-// handled on a second fixed pool, the disk threads, and answered back on their connection's
-// strand, so an fsync never holds up the io threads. stop() stops accepting, lets requests in
-// flight finish and closes idle keep-alive connections; wait() then joins both pools.
+// the parser before reading. Requests that wait on the stores (Api::waits_on_disk: uploads,
+// deletes, encodes, embedding downloads) are handled on a second fixed pool, the disk threads,
+// and answered back on their connection's strand, so an fsync never holds up the io threads.
+// stop() stops accepting, lets requests in flight finish and closes idle keep-alive
+// connections; wait() then joins both pools.
 #pragma once
 
 #include <chrono>
@@ -19,7 +20,7 @@ struct ServerOptions {
     std::string host = "127.0.0.1";
     uint16_t port = 8080;  // 0: an ephemeral port, see Server::port()
     int threads = 4;
-    int disk_threads = 2;  // requests that wait on the disk (uploads) run here, in parallel
+    int disk_threads = 2;  // requests that wait on the stores run here, in parallel
     size_t body_limit = 32u << 20;
     std::chrono::seconds read_timeout{30};
     std::chrono::seconds write_timeout{30};
