@@ -235,10 +235,11 @@ static inline float gelu_erf(float v) {
 #endif
 
 #ifdef __AVX512F__
-// exp_approx on 16 lanes: the same reduction and polynomial, with 2^n applied by scalef. Lanes
-// below -87 (e^-87 is under f32's normal range) come out as 0 or tiny, as they must.
-static inline __m512 exp16(__m512 x) {
-    x = _mm512_max_ps(x, _mm512_set1_ps(-87.0f));
+// exp_approx on 16 lanes: the same reduction and polynomial, with 2^n applied by scalef, and
+// like it 0 below -60 (values that small would turn denormal in the products that read them).
+static inline __m512 exp16(__m512 x_in) {
+    const __mmask16 kept = _mm512_cmp_ps_mask(x_in, _mm512_set1_ps(-60.0f), _CMP_GE_OQ);
+    const __m512 x = _mm512_max_ps(x_in, _mm512_set1_ps(-60.0f));
     const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
                                           _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
@@ -250,7 +251,7 @@ static inline __m512 exp16(__m512 x) {
     p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
     p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
     p = _mm512_fmadd_ps(_mm512_mul_ps(p, r), r, _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
-    return _mm512_scalef_ps(p, n);
+    return _mm512_maskz_scalef_ps(kept, p, n);
 }
 
 // gelu_erf on 16 lanes: the reciprocal by rcp14 and a Newton step instead of a division, and
