@@ -52,22 +52,27 @@ TEST(ServiceApi, UnknownPathsAndMethodsAreJsonErrors) {
     EXPECT_EQ(wrong.header("Allow"), "POST, GET");
 }
 
-// The routes that write and fsync files are the ones the server takes off its io threads.
+// The routes that write, fsync or read the stores are the ones the server takes off its io
+// threads; the decoder's routes and the rest stay on them.
 TEST(ServiceApi, RoutesThatTouchTheStoresWaitOnTheDiskOtherRoutesDoNot) {
     ApiFixture f(nullptr);
-    EXPECT_TRUE(f.api->waits_on_disk(make_request("POST", "/api/v1/images")));
-    EXPECT_TRUE(f.api->waits_on_disk(make_request("POST", "/api/v1/images?x=1")));
-    EXPECT_TRUE(f.api->waits_on_disk(make_request("POST", "/api/v1/jobs")));
-    EXPECT_TRUE(f.api->waits_on_disk(make_request("DELETE", "/api/v1/images/abc")));
-    EXPECT_TRUE(f.api->waits_on_disk(make_request("POST", "/api/v1/images/abc/encode")));
-    EXPECT_TRUE(f.api->waits_on_disk(make_request("GET", "/api/v1/images/abc/embedding")));
-    EXPECT_TRUE(f.api->waits_on_disk(make_request("HEAD", "/api/v1/images/abc/embedding")));
-    EXPECT_FALSE(f.api->waits_on_disk(make_request("GET", "/api/v1/images/abc")));
-    EXPECT_FALSE(f.api->waits_on_disk(make_request("GET", "/healthz")));
-    EXPECT_FALSE(f.api->waits_on_disk(make_request("GET", "/api/v1/images")));
-    EXPECT_FALSE(f.api->waits_on_disk(make_request("POST", "/api/v1/images/abc/infer")));
-    EXPECT_FALSE(f.api->waits_on_disk(make_request("POST", "/api/v1/sessions/s1/prompts")));
-    EXPECT_FALSE(f.api->waits_on_disk(make_request("POST", "/api/v1/nothing")));
+    struct Case {
+        const char* method;
+        const char* target;
+        bool waits;
+    };
+    for (const Case& c :
+         {Case{"POST", "/api/v1/images", true}, Case{"POST", "/api/v1/images?x=1", true},
+          Case{"POST", "/api/v1/jobs", true}, Case{"DELETE", "/api/v1/images/abc", true},
+          Case{"POST", "/api/v1/images/abc/encode", true},
+          Case{"GET", "/api/v1/images/abc/embedding", true},
+          Case{"HEAD", "/api/v1/images/abc/embedding", true},
+          Case{"GET", "/api/v1/images/abc", false}, Case{"GET", "/healthz", false},
+          Case{"GET", "/api/v1/images", false}, Case{"POST", "/api/v1/images/abc/infer", false},
+          Case{"POST", "/api/v1/sessions/s1/prompts", false},
+          Case{"POST", "/api/v1/nothing", false}})
+        EXPECT_EQ(f.api->waits_on_disk(make_request(c.method, c.target)), c.waits)
+            << c.method << " " << c.target;
 }
 
 TEST(ServiceApi, EveryResponseCarriesCorsAndIsolationHeaders) {
