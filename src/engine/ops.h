@@ -38,7 +38,7 @@ void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alp
 // and throws. Safe to call from several threads at once.
 void gemm_bf16(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const uint16_t* A,
                int64_t lda, const uint16_t* B, int64_t ldb, float beta, float* C, int64_t ldc);
-// out[i] = x[i] rounded to bfloat16 (x finite), i < n.
+// out[i] = x[i] rounded to bfloat16 (x finite), i < n. With AVX512-BF16, denormals become 0.
 void to_bf16(const float* x, int64_t n, uint16_t* out);
 
 // y[M, N] = x[M, K] * W[N, K]^T + b[N] (b may be null).
@@ -61,17 +61,28 @@ void layer_norm(const float* x, float* y, int64_t rows, int64_t C, const float* 
 // its upscaling).
 struct ChannelNormExtras {
     const float* add_first = nullptr;  // [C]: added to each channel before normalising
-    bool gelu = false;                 // GELU after the affine (the result is then x's)
-    const Tensor* pe = nullptr;        // with x_pe or x_pe_bf16: x + pe after normalising
+    const float* src = nullptr;        // [C, H*W]: normalised into x instead of x in place
+    // layer_norm_channels_block: [C, n] (row stride add_ld) added to the block's pixels before
+    // normalising; left holding the block's input (src + add_first + add).
+    float* add = nullptr;
+    int64_t add_ld = 0;
+    bool gelu = false;           // GELU after the affine (the result is then x's)
+    const Tensor* pe = nullptr;  // with x_pe or x_pe_bf16: x + pe after normalising
     Tensor* x_pe = nullptr;
     uint16_t* x_bf16 = nullptr;     // the result rounded to bfloat16
     uint16_t* x_pe_bf16 = nullptr;  // x + pe rounded to bfloat16 (x_pe need not be asked for)
-    float* mean = nullptr;          // [H*W]: each pixel's mean (of x + add_first)
+    float* mean = nullptr;          // [H*W]: each pixel's mean (of the input)
     float* inv_std = nullptr;       // [H*W]: 1 / its standard deviation (eps included)
 };
 // LayerNorm2d: in place over channels of x [C, H, W] (per pixel).
 void layer_norm_channels(Tensor& x, const Tensor& weight, const Tensor& bias, float eps,
                          const ChannelNormExtras& extras = {});
+// The same over the pixels [i0, i0 + n) of x [C, HW] only (n <= 1024), on the calling thread: for
+// callers that produce x block by block and normalise each block while it is in L2. x_pe must
+// have x's size already.
+void layer_norm_channels_block(float* x, int64_t C, int64_t HW, int64_t i0, int64_t n,
+                               const float* weight, const float* bias, float eps,
+                               const ChannelNormExtras& extras);
 
 void gelu(Tensor& x);  // exact (erf) GELU, PyTorch's default
 // x[i] = gelu(x[i] + bias + add[i]) over n values; add may be null.

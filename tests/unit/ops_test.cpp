@@ -103,5 +103,95 @@ TEST(LayerNormChannels, ReportsThePixelStatistics) {
     }
 }
 
+// layer_norm_channels_block normalises the pixels [i0, i0 + n) of x in place (the decoder's image
+// tokens, block by block after their attention update) with the same arithmetic as the form over
+// the whole image, and leaves the other pixels alone.
+TEST(LayerNormChannels, BlockMatchesTheWholeImageFormAndTouchesNothingElse) {
+    std::mt19937 rng(6);
+    std::normal_distribution<float> normal(1.0f, 3.0f);
+    const int64_t C = 32, HW = 700, i0 = 256, n = 300;
+    Tensor input({C, HW}), weight({C}), bias({C}), add({C}), pe({C, HW});
+    for (int64_t i = 0; i < input.numel(); ++i) input[i] = normal(rng), pe[i] = normal(rng);
+    for (int64_t c = 0; c < C; ++c) {
+        weight[c] = 1.0f - 0.02f * c;
+        bias[c] = 0.03f * c;
+        add[c] = 0.1f * c;
+    }
+    Tensor whole = input, whole_pe;
+    layer_norm_channels(whole, weight, bias, 1e-5f,
+                        {.add_first = add.data(), .pe = &pe, .x_pe = &whole_pe});
+
+    Tensor x = input, x_pe = Tensor::filled({C, HW}, -7.0f);
+    std::vector<uint16_t> x_bf16(C * HW, 0);
+    std::vector<float> mean(HW, -7.0f), inv_std(HW, -7.0f);
+    layer_norm_channels_block(x.data(), C, HW, i0, n, weight.data(), bias.data(), 1e-5f,
+                              {.add_first = add.data(),
+                               .pe = &pe,
+                               .x_pe = &x_pe,
+                               .x_bf16 = x_bf16.data(),
+                               .mean = mean.data(),
+                               .inv_std = inv_std.data()});
+    for (int64_t i = 0; i < HW; ++i) {
+        const bool inside = i >= i0 && i < i0 + n;
+        for (int64_t c = 0; c < C; ++c) {
+            const int64_t at = c * HW + i;
+            ASSERT_EQ(x[at], inside ? whole[at] : input[at]) << "channel " << c << " pixel " << i;
+            ASSERT_EQ(x_pe[at], inside ? whole_pe[at] : -7.0f) << "channel " << c << " pixel " << i;
+            ASSERT_EQ(x_bf16[at], inside ? f32_to_bf16_finite(whole[at]) : 0) << "pixel " << i;
+        }
+        if (!inside) {
+            ASSERT_EQ(mean[i], -7.0f) << "pixel " << i;
+            continue;
+        }
+        double sum = 0;
+        for (int64_t c = 0; c < C; ++c) sum += input[c * HW + i] + add[c];
+        EXPECT_NEAR(mean[i], sum / C, 1e-4 * (1 + std::fabs(sum / C))) << "pixel " << i;
+        EXPECT_GT(inv_std[i], 0.0f);
+    }
+}
+
+// The decoder's form: the block's input is a separate image (src) plus an update block (add) in
+// the caller's buffer, which is left holding that input.
+TEST(LayerNormChannels, BlockFromASourceAndAnUpdateMatchesTheWholeImageForm) {
+    std::mt19937 rng(7);
+    std::normal_distribution<float> normal(0.5f, 2.0f);
+    const int64_t C = 40, HW = 600, i0 = 128, n = 200;
+    Tensor src({C, HW}), update({C, n}), weight({C}), bias({C}), add_first({C});
+    for (int64_t i = 0; i < src.numel(); ++i) src[i] = normal(rng);
+    for (int64_t i = 0; i < update.numel(); ++i) update[i] = normal(rng);
+    for (int64_t c = 0; c < C; ++c) {
+        weight[c] = 0.7f + 0.01f * c;
+        bias[c] = -0.02f * c;
+        add_first[c] = 0.05f * c;
+    }
+    Tensor want = src;  // src with the update added to the block, normalised whole
+    for (int64_t c = 0; c < C; ++c)
+        for (int64_t i = 0; i < n; ++i) want[c * HW + i0 + i] += update[c * n + i];
+    Tensor input = want;
+    layer_norm_channels(want, weight, bias, 1e-5f, {.add_first = add_first.data()});
+
+    Tensor x = Tensor::filled({C, HW}, -7.0f);
+    std::vector<float> mean(HW), inv_std(HW);
+    layer_norm_channels_block(x.data(), C, HW, i0, n, weight.data(), bias.data(), 1e-5f,
+                              {.add_first = add_first.data(),
+                               .src = src.data(),
+                               .add = update.data(),
+                               .add_ld = n,
+                               .mean = mean.data(),
+                               .inv_std = inv_std.data()});
+    for (int64_t c = 0; c < C; ++c)
+        for (int64_t i = 0; i < HW; ++i) {
+            const int64_t at = c * HW + i;
+            if (i < i0 || i >= i0 + n) {
+                ASSERT_EQ(x[at], -7.0f) << "channel " << c << " pixel " << i;
+                continue;
+            }
+            ASSERT_NEAR(x[at], want[at], 1e-5f) << "channel " << c << " pixel " << i;
+            ASSERT_NEAR(update[c * n + i - i0], input[at] + add_first[c], 1e-5f)
+                << "the update buffer holds the input, channel " << c << " pixel " << i;
+        }
+    ASSERT_GT(inv_std[i0], 0.0f);
+}
+
 }  // namespace
 }  // namespace splitseg

@@ -342,7 +342,25 @@ void fourier_features(const Tensor& gaussian, float u, float v, float* out, int6
     }
 }
 
-using Bf16 = std::vector<uint16_t>;
+// Leaves new elements uninitialised: the bf16 buffers of a click are written before they are read,
+// and zero-filling them cost a pass over 4 MB per click.
+template <class T>
+struct UninitializedAllocator : std::allocator<T> {
+    template <class U>
+    struct rebind {
+        using other = UninitializedAllocator<U>;
+    };
+    template <class U>
+    void construct(U* p) noexcept {
+        ::new (static_cast<void*>(p)) U;
+    }
+    template <class U, class... Args>
+    void construct(U* p, Args&&... args) {
+        ::new (static_cast<void*>(p)) U(std::forward<Args>(args)...);
+    }
+};
+
+using Bf16 = std::vector<uint16_t, UninitializedAllocator<uint16_t>>;
 
 Bf16 rounded(const Tensor& t) {
     Bf16 r(t.numel());
@@ -350,13 +368,13 @@ Bf16 rounded(const Tensor& t) {
     return r;
 }
 
-// A transposed convolution's weight [in, out, 2, 2] as the rounded matrix [out * 4, in].
-Bf16 rounded_transposed(const Tensor& w) {
-    const int64_t in = w.dim(0), out = w.numel() / in;
-    Tensor t({out, in});
-    for (int64_t i = 0; i < in; ++i)
-        for (int64_t o = 0; o < out; ++o) t[o * in + i] = w[i * out + o];
-    return rounded(t);
+// x [R, C, ...] as the matrix [C*..., R].
+Tensor transposed(const Tensor& x) {
+    const int64_t R = x.dim(0), C = x.numel() / R;
+    Tensor t({C, R});
+    for (int64_t r = 0; r < R; ++r)
+        for (int64_t c = 0; c < C; ++c) t[c * R + r] = x[r * C + c];
+    return t;
 }
 
 // The image side of the two-way transformer: the image tokens [C, HW], the same plus the dense
@@ -463,71 +481,132 @@ Tensor tokens_to_image(const Attention& a, const Tensor& queries, const ImageTok
     return a.out(o);
 }
 
-// image [C, HW] += Wo [P_h v_h]_h, the image's attention output over the token values v [T, D]
-// with probabilities p [heads, T, HW], without the bias bo (the LayerNorm after it adds that).
-// Folds Wo into the values: sum_h (Wo_h v_h^T) P_h. Returns the update (vo = v_h Wo_h^T, p).
-ImageTokens::Update add_attention_output(const Attention& a, const Tensor& v, Tensor p, int heads,
-                                         bool bf16, Tensor& image) {
+// Scores of the image's attention to the tokens for the pixels [p0, p0 + n): [heads*T, n] (row
+// stride n), before the softmax over each head's T tokens.
+using BlockScores = std::function<void(int64_t p0, int64_t n, float* scores)>;
+
+// The image attends to the tokens: with P_h the softmax of head h's scores over its T tokens and
+// v [T, D] the token values,
+//   keys = LayerNorm(keys_in + sum_h (Wo_h v_h^T) P_h + bias),  keys_pe = keys + dense_pe
+// (with bf16 compute both rounded; bias: the output bias, and whatever else keys_in lacks; keys_in
+// may be image.keys). Wo is folded into the values (vo = v_h Wo_h^T, [heads*T, C]), and the
+// pixels go in blocks: each block's scores stay in cache, and its image tokens stay in L2 from
+// the product that updates them to their normalisation.
+// The scores come per block from `scores`, or when it is empty, are in p_all [heads*T, HW].
+// Returns what the folded first upscaling reads: vo, P [heads*T, HW] and the pixel statistics.
+ImageTokens::Update update_image(const Attention& a, const Tensor& v, int heads, Tensor p_all,
+                                 const BlockScores& scores, const float* keys_in,
+                                 const Tensor& bias, const Norm& norm, const Tensor& dense_pe,
+                                 ImageTokens& image) {
     const int64_t T = v.dim(0), D = v.dim(1), d = D / heads, HT = heads * T;
-    const int64_t C = image.dim(0), HW = image.numel() / C;
-    Tensor vo({HT, C});  // v_h Wo_h^T, with Wo_h the columns of head h
-    for (int h = 0; h < heads; ++h)
+    const int64_t C = image.keys.dim(0), HW = image.keys.numel() / C;
+    if (scores) p_all = Tensor({HT, HW});
+    ImageTokens::Update u{Tensor({HT, C}), std::move(p_all), std::vector<float>(HW),
+                          std::vector<float>(HW)};
+    for (int h = 0; h < heads; ++h)  // Wo_h: the columns of head h
         gemm(false, true, T, C, d, 1.0f, v.data() + h * d, D, a.out.w.data() + h * d, D, 0.0f,
-             vo.data() + h * T * C, C);
-    if (bf16)
-        gemm_wide_bf16(true, false, C, HW, HT, rounded(vo).data(), C, rounded(p).data(), HW, 1.0f,
-                       image.data(), HW);
-    else
-        gemm_wide(true, false, C, HW, HT, 1.0f, vo.data(), C, p.data(), HW, 1.0f, image.data(), HW);
-    return {std::move(vo), std::move(p), {}, {}};
+             u.vo.data() + h * T * C, C);
+    // vo^T [C, heads*T] row-major: oneDNN would re-pack a transposed left operand in every call.
+    const Bf16 vo_t_bf16 = image.bf16() ? rounded(transposed(u.vo)) : Bf16();
+    ChannelNormExtras extras{.pe = &dense_pe, .mean = u.mean.data(), .inv_std = u.inv_std.data()};
+    if (image.bf16()) {  // the products read the bf16 copies only
+        extras.x_bf16 = image.keys_bf16.data();
+        extras.x_pe_bf16 = image.keys_pe_bf16.data();
+    } else {
+        if (image.keys_pe.numel() != image.keys.numel()) image.keys_pe = Tensor(image.keys.shape());
+        extras.x_pe = &image.keys_pe;
+    }
+    extras.src = keys_in;
+    extras.add_first = bias.data();
+    // Blocks of 256 pixels: the update [C, 256] f32 (256 KB, C = 256) stays in L2 for the
+    // normalisation, and the products write dense blocks, for which oneDNN takes its AMX kernels
+    // (for a block of the [C, HW] image, ldc = HW, it took a kernel 2-3 times slower).
+    constexpr int64_t kBlock = 256;
+    const int64_t blocks = (HW + kBlock - 1) / kBlock;
+#pragma omp parallel
+    {
+        Tensor p({HT, kBlock}), update({C, kBlock});
+        Bf16 p_bf16(image.bf16() ? p.numel() : 0);
+        ChannelNormExtras block = extras;
+        block.add = update.data();
+#pragma omp for schedule(static)
+        for (int64_t b = 0; b < blocks; ++b) {
+            const int64_t p0 = b * kBlock, n = std::min(kBlock, HW - p0);
+            if (scores) {
+                scores(p0, n, p.data());
+            } else {
+                for (int64_t r = 0; r < HT; ++r)
+                    std::memcpy(p.data() + r * n, u.p.data() + r * HW + p0, n * sizeof(float));
+            }
+            for (int h = 0; h < heads; ++h) softmax_columns(p.data() + h * T * n, T, n);
+            for (int64_t r = 0; r < HT; ++r)
+                std::memcpy(u.p.data() + r * HW + p0, p.data() + r * n, n * sizeof(float));
+            if (image.bf16()) {
+                to_bf16(p.data(), HT * n, p_bf16.data());
+                gemm_bf16(false, false, C, n, HT, vo_t_bf16.data(), HT, p_bf16.data(), n, 0.0f,
+                          update.data(), n);
+            } else {
+                gemm(true, false, C, n, HT, 1.0f, u.vo.data(), C, p.data(), n, 0.0f, update.data(),
+                     n);
+            }
+            block.add_ld = n;
+            layer_norm_channels_block(image.keys.data(), C, HW, p0, n, norm.w.data(), norm.b.data(),
+                                      kLayerNormEps, block);
+        }
+    }
+    return u;
 }
 
-// The image's projected queries [D, HW] attend to the tokens; the result (but its output bias)
-// is added to image [C, HW]. token_keys [T, C] (positional encoding added), token_values [T, C].
-ImageTokens::Update add_projected_image_to_tokens(const Attention& a, const Tensor& queries,
-                                                  const Tensor& token_keys,
-                                                  const Tensor& token_values, int heads, bool bf16,
-                                                  Tensor& image) {
-    const Tensor k = a.k(token_keys), v = a.v(token_values);  // [T, D]
+// Scores of the image's prepared queries [D, HW] (layer 0) against the token keys k [T, D]:
+// [heads*T, HW], one product per head over the whole image (per block, they were 8 times as many
+// calls of a size where each call's overhead counts).
+Tensor projected_image_scores(const Attention& a, const Tensor& queries, const Tensor& k,
+                              int heads) {
     const int64_t T = k.dim(0), D = k.dim(1), d = D / heads, HW = queries.dim(1);
-    Tensor p({heads * T, HW});  // scores, then probabilities, [heads, T, HW]
+    Tensor scores({heads * T, HW});
 #pragma omp parallel for
     for (int h = 0; h < heads; ++h)
         gemm(false, false, T, HW, d, attention_scale(a, heads), k.data() + h * d, D,
-             queries.data() + h * d * HW, HW, 0.0f, p.data() + h * T * HW, HW);
-    for (int h = 0; h < heads; ++h) softmax_columns(p.data() + h * T * HW, T, HW);
-    return add_attention_output(a, v, std::move(p), heads, bf16, image);
+             queries.data() + h * d * HW, HW, 0.0f, scores.data() + h * T * HW, HW);
+    return scores;
 }
 
-// The raw image attends to the tokens, with image.keys_pe as its queries; the result (but its
-// output bias) is added to image.keys. token_keys and token_values [T, C]. Per head h:
-//   scores_h = k_h (Wq_h x + bq_h) = (k_h Wq_h) x + k_h bq_h.
-ImageTokens::Update add_image_to_tokens(const Attention& a, const Tensor& token_keys,
-                                        const Tensor& token_values, int heads, ImageTokens& image) {
-    const Tensor k = a.k(token_keys), v = a.v(token_values);  // [T, D]
+// Scores of the raw image, image.keys_pe as its queries, against the token keys k [T, D]. Per
+// head h, x the image: scores_h = k_h (Wq_h x + bq_h) = (k_h Wq_h) x + k_h bq_h, so the image is
+// read at depth C by kq = scale * k_h Wq_h [heads*T, C] (kept by the returned function).
+BlockScores raw_image_scores(const Attention& a, const Tensor& k, int heads,
+                             const ImageTokens& image) {
     const int64_t T = k.dim(0), D = k.dim(1), d = D / heads, HT = heads * T;
-    const int64_t C = token_keys.dim(1), HW = image.keys.numel() / C;
+    const int64_t C = a.q.w.dim(1), HW = image.keys.numel() / C;
     const float scale = attention_scale(a, heads);
-    Tensor kq({HT, C});  // scale * k_h Wq_h
-    Tensor p({HT, HW});  // scores, then probabilities, [heads, T, HW]
+    Tensor kq({HT, C});
+    std::vector<float> kq_bias(HT);  // scale * k_h bq_h
     for (int h = 0; h < heads; ++h) {
         gemm(false, false, T, C, d, scale, k.data() + h * d, D, a.q.w.data() + h * d * C, C, 0.0f,
              kq.data() + h * T * C, C);
         for (int64_t t = 0; t < T; ++t) {
-            float bias = 0.0f;  // scale * k_h bq_h
+            float bias = 0.0f;
             for (int64_t i = 0; i < d; ++i) bias += k[t * D + h * d + i] * a.q.b[h * d + i];
-            float* row = p.data() + (h * T + t) * HW;
-            std::fill(row, row + HW, scale * bias);
+            kq_bias[h * T + t] = scale * bias;
         }
     }
-    if (image.bf16())
-        gemm_wide_bf16(false, false, HT, HW, C, rounded(kq).data(), C, image.keys_pe_bf16.data(),
-                       HW, 1.0f, p.data(), HW);
-    else
-        gemm_wide(false, false, HT, HW, C, 1.0f, kq.data(), C, image.keys_pe.data(), HW, 1.0f,
-                  p.data(), HW);
-    for (int h = 0; h < heads; ++h) softmax_columns(p.data() + h * T * HW, T, HW);
-    return add_attention_output(a, v, std::move(p), heads, image.bf16(), image.keys);
+    Bf16 kq_bf16 = image.bf16() ? rounded(kq) : Bf16();
+    return [&image, HT, C, HW, kq = std::move(kq), kq_bias = std::move(kq_bias),
+            kq_bf16 = std::move(kq_bf16)](int64_t p0, int64_t n, float* scores) {
+        for (int64_t r = 0; r < HT; ++r)
+            std::fill(scores + r * n, scores + (r + 1) * n, kq_bias[r]);
+        if (image.bf16()) {  // the block copied dense: oneDNN then takes its AMX kernel
+            static thread_local Bf16 block;
+            block.resize(C * n);
+            for (int64_t c = 0; c < C; ++c)
+                std::memcpy(block.data() + c * n, image.keys_pe_bf16.data() + c * HW + p0,
+                            n * sizeof(uint16_t));
+            gemm_bf16(false, false, HT, n, C, kq_bf16.data(), C, block.data(), n, 1.0f, scores, n);
+        } else {
+            gemm(false, false, HT, n, C, 1.0f, kq.data(), C, image.keys_pe.data() + p0, HW, 1.0f,
+                 scores, n);
+        }
+    };
 }
 
 // Layer 0's image-side projections [D, HW]: token->image keys and values, image->token queries.
@@ -571,26 +650,6 @@ void add_bias_and_positions(ImageTokens& image, const Tensor& bias, const Tensor
     }
 }
 
-// After the image tokens change: keys = LayerNorm(keys + out_bias), keys_pe = keys + dense_pe, and
-// with bf16 compute both rounded. The tokens' statistics go to `update`.
-void normalize_image(ImageTokens& image, const Norm& norm, const Tensor& out_bias,
-                     const Tensor& dense_pe, ImageTokens::Update& update) {
-    const int64_t HW = image.keys.numel() / image.keys.dim(0);
-    update.mean.resize(HW);
-    update.inv_std.resize(HW);
-    ChannelNormExtras extras{.add_first = out_bias.data(),
-                             .pe = &dense_pe,
-                             .mean = update.mean.data(),
-                             .inv_std = update.inv_std.data()};
-    if (image.bf16()) {  // the products read the bf16 copies only
-        extras.x_bf16 = image.keys_bf16.data();
-        extras.x_pe_bf16 = image.keys_pe_bf16.data();
-    } else {
-        extras.x_pe = &image.keys_pe;
-    }
-    layer_norm_channels(image.keys, norm.w, norm.b, kLayerNormEps, extras);
-}
-
 // The two-way transformer: the tokens [T, C] (their initial values are also their positional
 // encoding) and the image tokens attend to each other. Returns the tokens; image is updated.
 // layer0: the image's prepared layer-0 projections, or null when the image tokens differ from the
@@ -615,13 +674,21 @@ Tensor two_way_transformer(const SamDecoderWeights& w, int heads, const Tensor& 
         layer_norm(queries, l.norm2.w, l.norm2.b, kLayerNormEps);
         add_(queries, l.mlp(queries));
         layer_norm(queries, l.norm3.w, l.norm3.b, kLayerNormEps);
-        image.updates.push_back(
-            projected ? add_projected_image_to_tokens(l.image_to_token, layer0->layer0_queries,
-                                                      plus(queries, tokens), queries, heads,
-                                                      image.bf16(), image.keys)
-                      : add_image_to_tokens(l.image_to_token, plus(queries, tokens), queries, heads,
-                                            image));
-        normalize_image(image, l.norm4, l.image_to_token.out.b, dense_pe, image.updates.back());
+        // The image attends to the tokens. Layer 0 without a mask prompt reads the prepared
+        // queries, and its image tokens are the embedding plus the no-mask bias, added here.
+        const Attention& a = l.image_to_token;
+        const Tensor k = a.k(plus(queries, tokens)), v = a.v(queries);  // [T, D]
+        if (projected) {
+            Tensor bias = a.out.b;
+            add_(bias, w.no_mask);
+            image.updates.push_back(update_image(
+                a, v, heads, projected_image_scores(a, layer0->layer0_queries, k, heads), nullptr,
+                layer0->image_embed.data(), bias, l.norm4, dense_pe, image));
+        } else {
+            image.updates.push_back(
+                update_image(a, v, heads, Tensor(), raw_image_scores(a, k, heads, image),
+                             image.keys.data(), a.out.b, l.norm4, dense_pe, image));
+        }
     }
     add_(queries, tokens_to_image(w.final_attn, plus(queries, tokens), image, heads));
     layer_norm(queries, w.final_norm.w, w.final_norm.b, kLayerNormEps);
@@ -919,7 +986,9 @@ SamDecoder SamDecoder::load(const WeightFile& w, Precision precision) {
     d.precision_ = precision;
     fold_first_upscale(*d.w_);
     if (precision == Precision::BF16) {
-        d.w_->upscale2_bf16 = rounded_transposed(d.w_->upscale2.w);
+        // A transposed convolution's weight [in, out, 2, 2] as the rounded matrix [out * 4, in].
+        const auto w2 = rounded(transposed(d.w_->upscale2.w));
+        d.w_->upscale2_bf16.assign(w2.begin(), w2.end());
     }
 
     // Positional encoding of the embedding grid: the same for every image.
@@ -1032,10 +1101,9 @@ DecoderOutput SamDecoder::decode(const DecoderImage& image, const Prompt& prompt
     const Tensor prompt_tokens = embed_prompt(prompt);
     const Tensor tokens = concat_rows({&w.output_tokens, &prompt_tokens});  // [T, C]
     ImageTokens im;  // the image tokens: embedding + dense prompt
-    im.keys = image.image_embed;
     if (precision_ == Precision::BF16) {
-        im.keys_bf16.resize(im.keys.numel());
-        im.keys_pe_bf16.resize(im.keys.numel());
+        im.keys_bf16.resize(image.image_embed.numel());
+        im.keys_pe_bf16.resize(image.image_embed.numel());
     }
     Tensor f;                 // the mask prompt's features [Cm, g, g]
     if (prompt.mask_input) {  // layer 0 reads the image tokens, which depend on the prompt
@@ -1043,11 +1111,12 @@ DecoderOutput SamDecoder::decode(const DecoderImage& image, const Prompt& prompt
         // embedding; its bias goes in with the positions.
         f = mask_features(*prompt.mask_input);
         const int64_t Cm = f.dim(0);
+        im.keys = image.image_embed;
         gemm(false, false, C, g * g, Cm, 1.0f, w.mask_conv3.w.data(), Cm, f.data(), g * g, 1.0f,
              im.keys.data(), g * g);
         add_bias_and_positions(im, w.mask_conv3.b, dense_pe_);
-    } else {  // layer 0 reads the prepared projections
-        add_channel_bias(im.keys, w.no_mask.data());
+    } else {  // layer 0 reads the prepared projections, and writes the image tokens
+        im.keys = Tensor(image.image_embed.shape());
     }
     const Tensor queries =
         two_way_transformer(w, heads, tokens, prompt.mask_input ? nullptr : &image, dense_pe_, im);
