@@ -490,8 +490,9 @@ using BlockScores = std::function<void(int64_t p0, int64_t n, float* scores)>;
 //   keys = LayerNorm(keys_in + sum_h (Wo_h v_h^T) P_h + bias),  keys_pe = keys + dense_pe
 // (with bf16 compute both rounded; bias: the output bias, and whatever else keys_in lacks; keys_in
 // may be image.keys). Wo is folded into the values (vo = v_h Wo_h^T, [heads*T, C]), and the
-// pixels go in blocks: each block's scores stay in cache, and its image tokens stay in L2 from
-// the product that updates them to their normalisation.
+// pixels go in blocks: each block's scores stay in cache, and its update stays in L2 from the
+// product that makes it to the normalisation that adds it: the image is read once and written
+// once.
 // The scores come per block from `scores`, or when it is empty, are in p_all [heads*T, HW].
 // Returns what the folded first upscaling reads: vo, P [heads*T, HW] and the pixel statistics.
 ImageTokens::Update update_image(const Attention& a, const Tensor& v, int heads, Tensor p_all,
