@@ -4,7 +4,9 @@
 //  - GELU over 64 K values in L2, in ns per element;
 //  - the decoder's first upscaling convolution per click, as the direct product over the image
 //    tokens (256 x 256 x 4096) and as the folded one (image term scaled per token, then a
-//    product of depth 117: a one-click prompt), in ms.
+//    product of depth 117: a one-click prompt), in ms;
+//  - one global attention of ViT-B in bf16 (4096 queries and keys, 12 heads of 64, no bias), on
+//    AMX tiles and on oneDNN, in ms (three alternating rounds, the median of each).
 //   bench_kernels [--threads N] [--runs N]
 #include <algorithm>
 #include <chrono>
@@ -17,6 +19,8 @@
 #include <vector>
 
 #include "bench_util.h"
+#include "engine/amx.h"
+#include "engine/attention.h"
 #include "engine/ops.h"
 
 namespace {
@@ -86,5 +90,29 @@ int main(int argc, char** argv) {
                                y.data(), nb);
             }
         });
+
+    if (splitseg::precision_supported(splitseg::Precision::BF16)) {
+        const int64_t L = 4096, heads = 12, D = 64, Cq = heads * D;
+        const std::vector<float> qkv = random_values(L * 3 * Cq, 1.0f, 9);
+        std::vector<float> out(L * Cq);
+        const char* names[] = {"onednn", "amx"};
+        std::vector<double> ms[2];
+        const bool amx = splitseg::amx::usable();
+        for (int round = 0; round < 3; ++round)
+            for (int on = 0; on <= (amx ? 1 : 0); ++on) {
+                splitseg::amx::set_enabled(on);
+                ms[on].push_back(1e3 * bench::median_seconds(std::min(runs, 5), [&] {
+                                     splitseg::attention_packed(qkv.data(), 3 * Cq, qkv.data() + Cq,
+                                                                3 * Cq, qkv.data() + 2 * Cq, 3 * Cq,
+                                                                out.data(), Cq, L, L, heads, D,
+                                                                splitseg::Precision::BF16);
+                                 }));
+            }
+        splitseg::amx::set_enabled(amx);
+        for (int on = 0; on <= (amx ? 1 : 0); ++on) {
+            std::sort(ms[on].begin(), ms[on].end());
+            j["global_attention_bf16_ms"][names[on]] = ms[on][1];
+        }
+    }
     std::printf("%s\n", j.dump().c_str());
 }

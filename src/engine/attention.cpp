@@ -2,9 +2,16 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <vector>
 
+#include "engine/amx.h"
+#include "engine/dtype.h"
 #include "engine/onednn.h"
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
 
 namespace splitseg {
 
@@ -29,6 +36,187 @@ Products make_products(const dnnl::matmul::primitive_desc& scores,
             std::max(scores.scratchpad_desc().get_size(), values.scratchpad_desc().get_size())};
 }
 
+#if defined(__x86_64__)
+// ---- bf16 attention on AMX tiles ----
+// oneDNN 2.6 ran the scores product of a 128-query block on AMX at ~130 GFLOP/s a thread here
+// and the values product (a left operand [128, 4096] against a [4096, 64] right one) on its
+// non-AMX gemm. Tiles of 16 rows x 64 bytes hold 16 x 32 bf16 values: a left operand's rows, or
+// a right operand's 32 x 16 block with each pair of its rows interleaved (the "VNNI" layout).
+
+#define SPLITSEG_AMX_TARGET __attribute__((target("amx-tile,amx-bf16")))
+
+constexpr int64_t kTileRows = 16, kTileK = 32;  // a tile: 16 rows, 32 bf16 (64 bytes) a row
+constexpr int64_t kAmxBlock = 32;               // queries per task: two tiles of rows
+
+struct alignas(64) TileConfig {
+    uint8_t palette = 1, start_row = 0, reserved[14] = {};
+    uint16_t bytes_per_row[16] = {};
+    uint8_t rows[16] = {};
+};
+
+// All 8 tiles 16 rows x 64 bytes; each kernel below says which holds what.
+SPLITSEG_AMX_TARGET void configure_tiles() {
+    TileConfig cfg;
+    for (int t = 0; t < 8; ++t) {
+        cfg.rows[t] = kTileRows;
+        cfg.bytes_per_row[t] = 64;
+    }
+    _tile_loadconfig(&cfg);
+}
+
+int64_t round_up(int64_t n, int64_t m) {
+    return (n + m - 1) / m * m;
+}
+
+// The right operands of q K^T and p V in tiles' layout: panels of 16 columns, each
+// [depth_padded / 2][16] pairs of bf16 (as uint32: the pair's first value in the low half), panel
+// after panel, zeros in the padding.
+
+// Keys [Lk, D] (rows ldk apart) as q K^T's right operand: depth Dp, one column per key.
+// (Rounding inline: to_bf16's OpenMP region costs a microsecond a call, more than a row's work.)
+std::vector<uint32_t> pack_keys(const float* k, int64_t ldk, int64_t Lk, int64_t D, int64_t Dp) {
+    std::vector<uint32_t> packed(Lk * Dp / 2);
+    std::vector<uint16_t> row(Dp, 0);
+    std::vector<uint32_t> pairs(Dp / 2);
+    for (int64_t j = 0; j < Lk; ++j) {
+        for (int64_t d = 0; d < D; ++d) row[d] = f32_to_bf16_finite(k[j * ldk + d]);
+        std::memcpy(pairs.data(), row.data(), Dp * sizeof(uint16_t));  // little-endian pairs
+        uint32_t* out = packed.data() + (j / 16) * (Dp / 2) * 16 + j % 16;
+        for (int64_t d = 0; d < Dp / 2; ++d) out[d * 16] = pairs[d];
+    }
+    return packed;
+}
+
+// Values [Lk, D] (rows ldv apart) as p V's right operand: depth Lk (even), width Dp.
+std::vector<uint32_t> pack_values(const float* v, int64_t ldv, int64_t Lk, int64_t D, int64_t Dp) {
+    std::vector<uint32_t> packed(Lk * Dp / 2, 0);
+    for (int64_t j = 0; j < Lk; j += 2) {
+        const float *even = v + j * ldv, *odd = even + ldv;
+        for (int64_t c = 0; c < D; ++c)
+            packed[(c / 16) * (Lk / 2) * 16 + (j / 2) * 16 + c % 16] =
+                uint32_t(f32_to_bf16_finite(even[c])) | uint32_t(f32_to_bf16_finite(odd[c])) << 16;
+    }
+    return packed;
+}
+
+// Tiles 0-3 = left [32, depth] (row stride lda elements) x right (two panels from right_panel,
+// each [depth / 2][16][2]), depth a multiple of 32. Tiles 4-5 take the left operand's two row
+// halves, 6-7 the right one's two column halves.
+SPLITSEG_AMX_TARGET inline void product_32x32(const uint16_t* left, int64_t lda,
+                                              const uint32_t* right_panel, int64_t panel_stride,
+                                              int64_t depth) {
+    _tile_zero(0);
+    _tile_zero(1);
+    _tile_zero(2);
+    _tile_zero(3);
+    const uint32_t* right_next = right_panel + panel_stride;
+    for (int64_t k = 0; k < depth; k += kTileK) {
+        _tile_loadd(4, left + k, lda * 2);
+        _tile_loadd(5, left + kTileRows * lda + k, lda * 2);
+        _tile_loadd(6, right_panel + k / 2 * 16, 64);
+        _tile_loadd(7, right_next + k / 2 * 16, 64);
+        _tile_dpbf16ps(0, 4, 6);
+        _tile_dpbf16ps(1, 4, 7);
+        _tile_dpbf16ps(2, 5, 6);
+        _tile_dpbf16ps(3, 5, 7);
+    }
+}
+
+// scores [32, Lk] (row stride lds) = q [32, 64] (row stride 64) x keys, for head dim 64 (ViT-B
+// and -L): the queries stay in tiles 2-5 and each panel of 16 keys costs two loads, against
+// four for product_32x32.
+SPLITSEG_AMX_TARGET void scores_depth64(const uint16_t* q, const uint32_t* keys, int64_t Lk,
+                                        float* scores, int64_t lds) {
+    _tile_loadd(2, q, 128);
+    _tile_loadd(3, q + 32, 128);
+    _tile_loadd(4, q + kTileRows * 64, 128);
+    _tile_loadd(5, q + kTileRows * 64 + 32, 128);
+    for (int64_t j = 0; j < Lk; j += 16, keys += 32 * 16) {
+        _tile_loadd(6, keys, 64);
+        _tile_loadd(7, keys + 16 * 16, 64);
+        _tile_zero(0);
+        _tile_zero(1);
+        _tile_dpbf16ps(0, 2, 6);
+        _tile_dpbf16ps(0, 3, 7);
+        _tile_dpbf16ps(1, 4, 6);
+        _tile_dpbf16ps(1, 5, 7);
+        _tile_stored(0, scores + j, lds * 4);
+        _tile_stored(1, scores + kTileRows * lds + j, lds * 4);
+    }
+}
+
+// The 32 x 32 accumulator into out (row stride ldo floats).
+SPLITSEG_AMX_TARGET inline void store_32x32(float* out, int64_t ldo) {
+    _tile_stored(0, out, ldo * 4);
+    _tile_stored(1, out + 16, ldo * 4);
+    _tile_stored(2, out + kTileRows * ldo, ldo * 4);
+    _tile_stored(3, out + kTileRows * ldo + 16, ldo * 4);
+}
+
+// attention_packed's bf16 path on AMX: Lk a multiple of 32; D padded to 32 with zeros.
+SPLITSEG_AMX_TARGET void attention_amx(const float* q, int64_t ldq, const float* k, int64_t ldk,
+                                       const float* v, int64_t ldv, float* out, int64_t ldo,
+                                       int64_t Lq, int64_t Lk, int heads, int64_t D,
+                                       const ScoreBias& bias) {
+    const int64_t Dp = round_up(D, kTileK), Lqp = round_up(Lq, kAmxBlock);
+    const float scale = 1.0f / std::sqrt(static_cast<float>(D));
+    // Per head: queries [Lqp, Dp] bf16 scaled by 1/sqrt(D) (exact when D is a power of 4), keys
+    // as the right operand of q K^T (depth Dp), values of p V (depth Lk, width Dp).
+    std::vector<std::vector<uint16_t>> queries(heads);
+    std::vector<std::vector<uint32_t>> keys(heads), values(heads);
+#pragma omp parallel for
+    for (int h = 0; h < heads; ++h) {
+        queries[h].assign(Lqp * Dp, 0);
+        for (int64_t i = 0; i < Lq; ++i)
+            for (int64_t d = 0; d < D; ++d)
+                queries[h][i * Dp + d] = f32_to_bf16_finite(q[i * ldq + h * D + d] * scale);
+        keys[h] = pack_keys(k + h * D, ldk, Lk, D, Dp);
+        values[h] = pack_values(v + h * D, ldv, Lk, D, Dp);
+    }
+
+    // Rows of scores and probabilities 64 bytes longer than a multiple of 4 KB: a tile's 16 rows
+    // then fall in different L1 sets (at Lk = 4096 they shared one, and ran 2x slower).
+    const int64_t lds = Lk + 16, ldp = Lk + 32;
+    const int64_t nblocks = Lqp / kAmxBlock, tasks = heads * nblocks;
+#pragma omp parallel
+    {
+        configure_tiles();
+        std::vector<float> scores(kAmxBlock * lds), inv_sum(kAmxBlock);
+        std::vector<uint16_t> p(kAmxBlock * ldp, 0);
+        alignas(64) float block[kAmxBlock * kAmxBlock];
+#pragma omp for schedule(static)
+        for (int64_t t = 0; t < tasks; ++t) {
+            const int h = static_cast<int>(t / nblocks);
+            const int64_t q0 = (t % nblocks) * kAmxBlock, n = std::min(kAmxBlock, Lq - q0);
+            const uint16_t* qh = queries[h].data() + q0 * Dp;
+            if (Dp == 64) {
+                scores_depth64(qh, keys[h].data(), Lk, scores.data(), lds);
+            } else {
+                for (int64_t j = 0; j < Lk; j += 32) {  // scores [32, Lk]
+                    product_32x32(qh, Dp, keys[h].data() + j * Dp / 2, 8 * Dp, Dp);
+                    store_32x32(scores.data() + j, lds);
+                }
+            }
+            if (bias) bias(h, q0, q0 + n, scores.data(), lds);
+            for (int64_t r = 0; r < n; ++r)
+                softmax_numerators(scores.data() + r * lds, 1, Lk, &inv_sum[r], &p[r * ldp]);
+            if (n < kAmxBlock) std::fill(p.begin() + n * ldp, p.end(), uint16_t(0));
+            for (int64_t c = 0; c < Dp; c += 32) {  // out [32, D] in blocks of 32 columns
+                product_32x32(p.data(), ldp, values[h].data() + c * Lk / 2, 8 * Lk, Lk);
+                store_32x32(block, kAmxBlock);
+                const int64_t width = std::min<int64_t>(32, D - c);
+                for (int64_t r = 0; r < n; ++r) {
+                    float* o = out + (q0 + r) * ldo + h * D + c;
+                    for (int64_t i = 0; i < width; ++i)
+                        o[i] = block[r * kAmxBlock + i] * inv_sum[r];
+                }
+            }
+        }
+        _tile_release();
+    }
+}
+#endif
+
 }  // namespace
 
 void attention_packed(const float* q, int64_t ldq, const float* k, int64_t ldk, const float* v,
@@ -36,6 +224,10 @@ void attention_packed(const float* q, int64_t ldq, const float* k, int64_t ldk, 
                       int64_t D, Precision precision, const ScoreBias& bias) {
     if (Lq == 0) return;
     const bool bf16 = precision == Precision::BF16;
+#if defined(__x86_64__)
+    if (bf16 && Lk % 32 == 0 && amx::usable())
+        return attention_amx(q, ldq, k, ldk, v, ldv, out, ldo, Lq, Lk, heads, D, bias);
+#endif
     const dt c = bf16 ? dt::bf16 : dt::f32;
     const dnnl::engine& eng = onednn::cpu();
 
@@ -106,7 +298,7 @@ void attention_packed(const float* q, int64_t ldq, const float* k, int64_t ldk, 
                                              {DNNL_ARG_DST, s_mem},
                                              {DNNL_ARG_SCRATCHPAD, scratch.memory()}});
             stream.wait();
-            if (bias) bias(h, q0, q0 + n, scores.data());
+            if (bias) bias(h, q0, q0 + n, scores.data(), Lk);
             // The softmax's normalising scale goes onto the [n, D] output, not the [n, Lk]
             // probabilities.
             softmax_numerators(scores.data(), n, Lk, inv_sum.data(),

@@ -473,6 +473,23 @@ static inline float lanes_sum(__m512 v) {
     return s;
 }
 
+constexpr float kLog2e = 1.44269504088896341f;
+
+// e^(x - m) to the precision a bf16 result keeps, as 2^t with t = x log2(e) - m log2(e) (one
+// FMA), t = n + f, |f| <= 1/2, and 2^f by a cubic fitted here for the least maximal relative
+// error (1.0e-4; bf16 rounds at 2e-3): half the instructions of exp16. Below e^-60, 0 as exp16.
+static inline __m512 exp_to_bf16_precision(__m512 x, __m512 m_log2e) {
+    const __m512 t = _mm512_fmsub_ps(x, _mm512_set1_ps(kLog2e), m_log2e);
+    const __mmask16 kept = _mm512_cmp_ps_mask(t, _mm512_set1_ps(-60.0f * kLog2e), _CMP_GE_OQ);
+    const __m512 n = _mm512_roundscale_ps(t, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    const __m512 f = _mm512_sub_ps(t, n);
+    __m512 p = _mm512_fmadd_ps(_mm512_set1_ps(0.055008258670568466f), f,
+                               _mm512_set1_ps(0.24220958352088928f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(0.6932828426361084f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.0f));
+    return _mm512_maskz_scalef_ps(kept, p, n);
+}
+
 // One row of softmax_numerators in 16-lane steps, the tail masked. The attention of the ViT
 // encoders spends ~20 % of its time here: the compiler's vectorisation of the scalar loop below
 // took 1.3 ns an element on ViT-B's scores.
@@ -482,16 +499,24 @@ static void softmax_numerators_row(float* row, int64_t cols, float* inv_sum, uin
     for (; c + 16 <= cols; c += 16) mx = _mm512_max_ps(mx, _mm512_loadu_ps(row + c));
     const __mmask16 tail = static_cast<__mmask16>((1u << (cols - c)) - 1);
     mx = _mm512_mask_max_ps(mx, tail, mx, _mm512_maskz_loadu_ps(tail, row + c));
-    const __m512 m = _mm512_set1_ps(lanes_max(mx));
+    const float m = lanes_max(mx);
     __m512 sum = _mm512_setzero_ps();
-    for (c = 0; c < cols; c += 16) {
-        const __mmask16 k = cols - c >= 16 ? __mmask16(0xFFFF) : tail;
-        const __m512 e = exp16(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, row + c), m));
-        sum = _mm512_mask_add_ps(sum, k, sum, e);
-        if (out)
+    if (out) {
+        const __m512 m_log2e = _mm512_set1_ps(m * kLog2e);
+        for (c = 0; c < cols; c += 16) {
+            const __mmask16 k = cols - c >= 16 ? __mmask16(0xFFFF) : tail;
+            const __m512 e = exp_to_bf16_precision(_mm512_maskz_loadu_ps(k, row + c), m_log2e);
+            sum = _mm512_mask_add_ps(sum, k, sum, e);
             _mm256_mask_storeu_epi16(out + c, k, bf16x16(e));
-        else
+        }
+    } else {
+        const __m512 m16 = _mm512_set1_ps(m);
+        for (c = 0; c < cols; c += 16) {
+            const __mmask16 k = cols - c >= 16 ? __mmask16(0xFFFF) : tail;
+            const __m512 e = exp16(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, row + c), m16));
+            sum = _mm512_mask_add_ps(sum, k, sum, e);
             _mm512_mask_storeu_ps(row + c, k, e);
+        }
     }
     *inv_sum = 1.0f / lanes_sum(sum);
 }
@@ -953,7 +978,7 @@ void attention(const float* q, int64_t ldq, const float* k, int64_t ldk, const f
             const int64_t q0 = (t % nblocks) * block, q1 = std::min(q0 + block, Lq), n = q1 - q0;
             gemm(false, true, n, Lk, D, scale, q + q0 * ldq + h * D, ldq, k + h * D, ldk, 0.0f,
                  scores.data(), Lk);
-            if (bias) bias(h, q0, q1, scores.data());
+            if (bias) bias(h, q0, q1, scores.data(), Lk);
             // The softmax's normalising scale goes onto the [n, D] output, not the [n, Lk]
             // probabilities: one pass less over the scores (~15% of long attentions).
             softmax_numerators(scores.data(), n, Lk, inv_sum.data());

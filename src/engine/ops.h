@@ -93,7 +93,8 @@ void add_scaled_(Tensor& x, const Tensor& y, float s);    // x += s * y
 void softmax_rows(float* x, int64_t rows, int64_t cols);  // in place, numerically stable
 // Row r of x [rows, cols] becomes exp(x - the row's max), in place, and inv_sum[r] 1 / its sum:
 // softmax before the normalising scale, which attention applies to its narrower output instead.
-// With bf16 given, the numerators go there instead, rounded to bfloat16 (x keeps its scores).
+// With bf16 given, the numerators go there instead, rounded to bfloat16 (x keeps its scores),
+// and the AVX-512 path computes them (and inv_sum) only to that precision (1e-4 relative).
 void softmax_numerators(float* x, int64_t rows, int64_t cols, float* inv_sum,
                         uint16_t* bf16 = nullptr);
 // In place over each column of x [rows, cols]: softmax over the rows (few rows, many columns).
@@ -133,8 +134,8 @@ std::vector<uint8_t> interpolate_bilinear_positive(const Tensor& x, int64_t oh, 
 Tensor interpolate_bicubic(const Tensor& x, int64_t oh, int64_t ow);
 
 // Adds a bias to a block of attention scores before softmax: scores [q1 - q0, Lk] for queries
-// [q0, q1) of one head.
-using ScoreBias = std::function<void(int head, int64_t q0, int64_t q1, float* scores)>;
+// [q0, q1) of one head, rows ld floats apart.
+using ScoreBias = std::function<void(int head, int64_t q0, int64_t q1, float* scores, int64_t ld)>;
 
 // Multi-head scaled dot-product attention. q [Lq, heads*D] (row stride ldq), k and v [Lk, heads*D]
 // (strides ldk, ldv), out [Lq, heads*D] (stride ldo). Scores are scaled by 1/sqrt(D).

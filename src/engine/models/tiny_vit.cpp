@@ -280,9 +280,11 @@ void add_window_attention(Tensor& x, const AttentionBlock& b) {
     layer_norm(windows, b.attn_norm_w, b.attn_norm_b, kLayerNormEps);
     const Tensor qkv = b.qkv(windows);  // [nwin, L, 3C]: q | k | v
     const float* table = b.bias.data();
-    const ScoreBias add_bias = [table, L](int head, int64_t q0, int64_t q1, float* scores) {
+    const ScoreBias add_bias = [table, L](int head, int64_t q0, int64_t q1, float* scores,
+                                          int64_t ld) {
         const float* src = table + (head * L + q0) * L;
-        for (int64_t i = 0; i < (q1 - q0) * L; ++i) scores[i] += src[i];
+        for (int64_t r = 0; r < q1 - q0; ++r)
+            for (int64_t c = 0; c < L; ++c) scores[r * ld + c] += src[r * L + c];
     };
     const int64_t nwin = windows.dim(0);
 #pragma omp parallel for schedule(static)

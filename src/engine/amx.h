@@ -1,0 +1,15 @@
+// AMX: whether this process may use the CPU's tile unit (Intel AMX-TILE + AMX-BF16), and the tile
+// configuration our kernels use. oneDNN 2.6 runs its own AMX kernels only on dense operands of
+// its matmul; the kernels that need the unit for other shapes (attention.cpp) ask here first and
+// fall back to oneDNN where the answer is no.
+#pragma once
+
+namespace splitseg::amx {
+
+// The CPU has AMX-TILE and AMX-BF16, the kernel granted this process the tile state, and no one
+// switched it off (SPLITSEG_AMX=0 in the environment, or set_enabled(false)).
+bool usable();
+// For A/B measurements and for tests of the fallback path. Returns the previous setting.
+bool set_enabled(bool enabled);
+
+}  // namespace splitseg::amx
