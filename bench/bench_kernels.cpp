@@ -5,8 +5,9 @@
 //  - the decoder's first upscaling convolution per click, as the direct product over the image
 //    tokens (256 x 256 x 4096) and as the folded one (image term scaled per token, then a
 //    product of depth 117: a one-click prompt), in ms;
-//  - one global attention of ViT-B in bf16 (4096 queries and keys, 12 heads of 64, no bias), on
-//    AMX tiles and on oneDNN, in ms (three alternating rounds, the median of each).
+//  - one global attention of ViT-B in bf16 (4096 queries and keys, 12 heads of 64, relative
+//    positions over the 64 x 64 grid), on AMX tiles and on oneDNN, in ms (three alternating
+//    rounds, the median of each).
 //   bench_kernels [--threads N] [--runs N]
 #include <algorithm>
 #include <chrono>
@@ -94,6 +95,8 @@ int main(int argc, char** argv) {
     if (splitseg::precision_supported(splitseg::Precision::BF16)) {
         const int64_t L = 4096, heads = 12, D = 64, Cq = heads * D;
         const std::vector<float> qkv = random_values(L * 3 * Cq, 1.0f, 9);
+        const std::vector<float> rel_h = random_values(127 * D, 0.1f, 10),
+                                 rel_w = random_values(127 * D, 0.1f, 11);
         std::vector<float> out(L * Cq);
         const char* names[] = {"onednn", "amx"};
         std::vector<double> ms[2];

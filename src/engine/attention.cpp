@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <stdexcept>
+#include <string>
 #include <vector>
 
 #include "engine/amx.h"
@@ -43,7 +45,7 @@ Products make_products(const dnnl::matmul::primitive_desc& scores,
 // non-AMX gemm. Tiles of 16 rows x 64 bytes hold 16 x 32 bf16 values: a left operand's rows, or
 // a right operand's 32 x 16 block with each pair of its rows interleaved (the "VNNI" layout).
 
-#define SPLITSEG_AMX_TARGET __attribute__((target("amx-tile,amx-bf16")))
+#define SPLITSEG_AMX_TARGET __attribute__((target("amx-tile,amx-bf16,avx512f")))
 
 constexpr int64_t kTileRows = 16, kTileK = 32;  // a tile: 16 rows, 32 bf16 (64 bytes) a row
 constexpr int64_t kAmxBlock = 32;               // queries per task: two tiles of rows
@@ -153,11 +155,46 @@ SPLITSEG_AMX_TARGET inline void store_32x32(float* out, int64_t ldo) {
     _tile_stored(3, out + kTileRows * ldo + 16, ldo * 4);
 }
 
-// attention_packed's bf16 path on AMX: Lk a multiple of 32; D padded to 32 with zeros.
+// rel_h or rel_w [2S - 1, D] transposed and reversed, [D][W] (W: 2S - 1 padded to 16): row d
+// holds the tables' column d from the last offset to the first, so that a query's terms
+// against keys 0 .. S - 1 read one run of S values from offset S - 1 - (its y or x) on.
+std::vector<float> reversed_columns(const float* table, int64_t S, int64_t D, int64_t W) {
+    std::vector<float> out(D * W, 0.0f);
+    for (int64_t o = 0; o < 2 * S - 1; ++o)
+        for (int64_t d = 0; d < D; ++d) out[d * W + (2 * S - 2 - o)] = table[o * D + d];
+    return out;
+}
+
+// by_row[ky] = q . rel_h[qy - ky + S - 1] and by_col[kx] = q . rel_w[qx - kx + S - 1] for ky, kx
+// in [0, S), S a multiple of 16, q unscaled f32: 64 accumulating lanes at a time.
+SPLITSEG_AMX_TARGET void rel_pos_terms(const float* q, int64_t D, const float* h_rev,
+                                       const float* w_rev, int64_t W, int64_t S, int64_t qy,
+                                       int64_t qx, float* by_row, float* by_col) {
+    for (int64_t part = 0; part < 2; ++part) {
+        const float* table = (part == 0 ? h_rev : w_rev) + (S - 1 - (part == 0 ? qy : qx));
+        float* terms = part == 0 ? by_row : by_col;
+        for (int64_t j0 = 0; j0 < S; j0 += 64) {
+            const int64_t vectors = std::min<int64_t>(4, (S - j0) / 16);
+            __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(),
+                             _mm512_setzero_ps()};
+            for (int64_t d = 0; d < D; ++d) {
+                const __m512 qd = _mm512_set1_ps(q[d]);
+                const float* t = table + d * W + j0;
+                for (int64_t i = 0; i < vectors; ++i)
+                    acc[i] = _mm512_fmadd_ps(qd, _mm512_loadu_ps(t + 16 * i), acc[i]);
+            }
+            for (int64_t i = 0; i < vectors; ++i) _mm512_storeu_ps(terms + j0 + 16 * i, acc[i]);
+        }
+    }
+}
+
+// attention_packed's bf16 path on AMX: Lk a multiple of 32; D padded to 32 with zeros. Scores
+// gain either `bias` or, where rel_pos is given (S a multiple of 16), relative positions added
+// inside the softmax.
 SPLITSEG_AMX_TARGET void attention_amx(const float* q, int64_t ldq, const float* k, int64_t ldk,
                                        const float* v, int64_t ldv, float* out, int64_t ldo,
                                        int64_t Lq, int64_t Lk, int heads, int64_t D,
-                                       const ScoreBias& bias) {
+                                       const ScoreBias& bias, const RelPos* rel_pos) {
     const int64_t Dp = round_up(D, kTileK), Lqp = round_up(Lq, kAmxBlock);
     const float scale = 1.0f / std::sqrt(static_cast<float>(D));
     // Per head: queries [Lqp, Dp] bf16 scaled by 1/sqrt(D) (exact when D is a power of 4), keys
@@ -174,6 +211,12 @@ SPLITSEG_AMX_TARGET void attention_amx(const float* q, int64_t ldq, const float*
         values[h] = pack_values(v + h * D, ldv, Lk, D, Dp);
     }
 
+    const int64_t S = rel_pos ? rel_pos->S : 0, W = round_up(2 * S - 1, 16);
+    const std::vector<float> h_rev = rel_pos ? reversed_columns(rel_pos->rel_h, S, D, W)
+                                             : std::vector<float>(),
+                             w_rev = rel_pos ? reversed_columns(rel_pos->rel_w, S, D, W)
+                                             : std::vector<float>();
+
     // Rows of scores and probabilities 64 bytes longer than a multiple of 4 KB: a tile's 16 rows
     // then fall in different L1 sets (at Lk = 4096 they shared one, and ran 2x slower).
     const int64_t lds = Lk + 16, ldp = Lk + 32;
@@ -181,7 +224,7 @@ SPLITSEG_AMX_TARGET void attention_amx(const float* q, int64_t ldq, const float*
 #pragma omp parallel
     {
         configure_tiles();
-        std::vector<float> scores(kAmxBlock * lds), inv_sum(kAmxBlock);
+        std::vector<float> scores(kAmxBlock * lds), inv_sum(kAmxBlock), by_row(S), by_col(S);
         std::vector<uint16_t> p(kAmxBlock * ldp, 0);
         alignas(64) float block[kAmxBlock * kAmxBlock];
 #pragma omp for schedule(static)
@@ -198,8 +241,18 @@ SPLITSEG_AMX_TARGET void attention_amx(const float* q, int64_t ldq, const float*
                 }
             }
             if (bias) bias(h, q0, q0 + n, scores.data(), lds);
-            for (int64_t r = 0; r < n; ++r)
-                softmax_numerators(scores.data() + r * lds, 1, Lk, &inv_sum[r], &p[r * ldp]);
+            for (int64_t r = 0; r < n; ++r) {
+                float* row = scores.data() + r * lds;
+                if (!rel_pos) {
+                    softmax_numerators(row, 1, Lk, &inv_sum[r], &p[r * ldp]);
+                    continue;
+                }
+                const int64_t i = q0 + r;
+                rel_pos_terms(q + i * ldq + h * D, D, h_rev.data(), w_rev.data(), W, S, i / S,
+                              i % S, by_row.data(), by_col.data());
+                softmax_numerators_grid(row, S, by_row.data(), by_col.data(), &inv_sum[r],
+                                        &p[r * ldp]);
+            }
             if (n < kAmxBlock) std::fill(p.begin() + n * ldp, p.end(), uint16_t(0));
             for (int64_t c = 0; c < Dp; c += 32) {  // out [32, D] in blocks of 32 columns
                 product_32x32(p.data(), ldp, values[h].data() + c * Lk / 2, 8 * Lk, Lk);
@@ -226,7 +279,7 @@ void attention_packed(const float* q, int64_t ldq, const float* k, int64_t ldk, 
     const bool bf16 = precision == Precision::BF16;
 #if defined(__x86_64__)
     if (bf16 && Lk % 32 == 0 && amx::usable())
-        return attention_amx(q, ldq, k, ldk, v, ldv, out, ldo, Lq, Lk, heads, D, bias);
+        return attention_amx(q, ldq, k, ldk, v, ldv, out, ldo, Lq, Lk, heads, D, bias, nullptr);
 #endif
     const dt c = bf16 ? dt::bf16 : dt::f32;
     const dnnl::engine& eng = onednn::cpu();
@@ -316,6 +369,42 @@ void attention_packed(const float* q, int64_t ldq, const float* k, int64_t ldk, 
                 for (int64_t d = 0; d < D; ++d) o[r * ldo + d] *= inv_sum[r];
         }
     }
+}
+
+ScoreBias rel_pos_score_bias(const float* q, int64_t ldq, int64_t D, const RelPos& rel) {
+    return [=](int head, int64_t q0, int64_t q1, float* scores, int64_t ld) {
+        const int64_t n = q1 - q0, S = rel.S, offsets = 2 * S - 1;
+        const float* rows = q + q0 * ldq + head * D;
+        std::vector<float> by_h(n * offsets), by_w(n * offsets), row_w(S);
+        gemm(false, true, n, offsets, D, 1.0f, rows, ldq, rel.rel_h, D, 0.0f, by_h.data(), offsets);
+        gemm(false, true, n, offsets, D, 1.0f, rows, ldq, rel.rel_w, D, 0.0f, by_w.data(), offsets);
+        for (int64_t i = 0; i < n; ++i) {
+            const int64_t qy = (q0 + i) / S, qx = (q0 + i) % S;
+            const float* h = by_h.data() + i * offsets + qy + S - 1;  // h[-ky]
+            const float* w = by_w.data() + i * offsets + qx + S - 1;  // w[-kx]
+            for (int64_t kx = 0; kx < S; ++kx) row_w[kx] = w[-kx];
+            float* row = scores + i * ld;
+            for (int64_t ky = 0; ky < S; ++ky, row += S) {
+                const float hy = h[-ky];
+                for (int64_t kx = 0; kx < S; ++kx) row[kx] += hy + row_w[kx];
+            }
+        }
+    };
+}
+
+void attention_packed(const float* q, int64_t ldq, const float* k, int64_t ldk, const float* v,
+                      int64_t ldv, float* out, int64_t ldo, int64_t L, int heads, int64_t D,
+                      Precision precision, const RelPos& rel_pos) {
+    if (L != rel_pos.S * rel_pos.S)
+        throw std::invalid_argument("attention_packed: relative positions over a grid of " +
+                                    std::to_string(rel_pos.S) + "^2 tokens, not " +
+                                    std::to_string(L));
+#if defined(__x86_64__)
+    if (precision == Precision::BF16 && L % 32 == 0 && rel_pos.S % 16 == 0 && amx::usable())
+        return attention_amx(q, ldq, k, ldk, v, ldv, out, ldo, L, L, heads, D, nullptr, &rel_pos);
+#endif
+    attention_packed(q, ldq, k, ldk, v, ldv, out, ldo, L, L, heads, D, precision,
+                     rel_pos_score_bias(q, ldq, D, rel_pos));
 }
 
 }  // namespace splitseg

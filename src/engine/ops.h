@@ -97,6 +97,11 @@ void softmax_rows(float* x, int64_t rows, int64_t cols);  // in place, numerical
 // and the AVX-512 path computes them (and inv_sum) only to that precision (1e-4 relative).
 void softmax_numerators(float* x, int64_t rows, int64_t cols, float* inv_sum,
                         uint16_t* bf16 = nullptr);
+// softmax_numerators, bf16 out, of one row of scores over an S x S grid of keys with a separable
+// bias added: row[y * S + x] + by_row[y] + by_col[x] (decomposed relative positions), without
+// writing the sum back to row.
+void softmax_numerators_grid(const float* row, int64_t S, const float* by_row, const float* by_col,
+                             float* inv_sum, uint16_t* bf16);
 // In place over each column of x [rows, cols]: softmax over the rows (few rows, many columns).
 void softmax_columns(float* x, int64_t rows, int64_t cols);
 

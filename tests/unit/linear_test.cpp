@@ -143,6 +143,69 @@ void expect_attention_packed_matches(Precision precision) {
     }
 }
 
+// rel_pos_score_bias against the formula, term by term, on a partial block of queries.
+TEST(RelPosScoreBias, AddsBothTablesTermsToEveryScore) {
+    const int64_t S = 5, D = 8, heads = 2, C = heads * D, L = S * S;
+    const Tensor q = random_tensor({L, C}, 1.0f, 20);
+    const Tensor rel_h = random_tensor({2 * S - 1, D}, 1.0f, 21),
+                 rel_w = random_tensor({2 * S - 1, D}, 1.0f, 22);
+    const ScoreBias bias = rel_pos_score_bias(q.data(), C, D, {rel_h.data(), rel_w.data(), S});
+    const int64_t q0 = 7, q1 = 19, ld = L + 3;
+    std::vector<float> scores((q1 - q0) * ld, 1.0f);
+    bias(1, q0, q1, scores.data(), ld);
+    for (int64_t i = q0; i < q1; ++i)
+        for (int64_t key = 0; key < L; ++key) {
+            const int64_t qy = i / S, qx = i % S, ky = key / S, kx = key % S;
+            double want = 1.0;
+            for (int64_t d = 0; d < D; ++d)
+                want += q[i * C + D + d] *
+                        (rel_h[(qy - ky + S - 1) * D + d] + rel_w[(qx - kx + S - 1) * D + d]);
+            EXPECT_NEAR(scores[(i - q0) * ld + key], want, 1e-4) << i << " " << key;
+        }
+}
+
+// attention_packed with relative positions against attention() with rel_pos_score_bias: grids
+// whose side is a multiple of 16 (on AMX, the terms added in the softmax), of 8 (AMX, the
+// bias callback) and of 12 (144 keys: oneDNN).
+void expect_rel_pos_attention_matches(Precision precision) {
+    for (int64_t S : {8, 12, 16}) {
+        for (int64_t D : {32, 64}) {
+            SCOPED_TRACE(std::string(precision_name(precision)) + " S " + std::to_string(S) +
+                         " D " + std::to_string(D));
+            const int heads = 2;
+            const int64_t L = S * S, C = heads * D;
+            const Tensor qkv = random_tensor({L, 3 * C}, 1.0f, 23);
+            const Tensor rel_h = random_tensor({2 * S - 1, D}, 0.5f, 24),
+                         rel_w = random_tensor({2 * S - 1, D}, 0.5f, 25);
+            const RelPos rel{rel_h.data(), rel_w.data(), S};
+            const float* q = qkv.data();
+            Tensor want({L, C}), got({L, C});
+            attention(q, 3 * C, q + C, 3 * C, q + 2 * C, 3 * C, want.data(), C, L, L, heads, D,
+                      rel_pos_score_bias(q, 3 * C, D, rel));
+            attention_packed(q, 3 * C, q + C, 3 * C, q + 2 * C, 3 * C, got.data(), C, L, heads, D,
+                             precision, rel);
+            EXPECT_LT(relative_error(got.data(), want.data(), L * C),
+                      precision == Precision::F32 ? 1e-5 : 3e-2);
+        }
+    }
+}
+
+TEST(AttentionPacked, RelativePositionsMatchAttentionWithTheirBias) {
+    expect_rel_pos_attention_matches(Precision::F32);
+    if (!precision_supported(Precision::BF16)) {
+        std::printf("[  SKIPPED ] bf16 cases: this CPU has no bf16 products in oneDNN\n");
+        return;
+    }
+    expect_rel_pos_attention_matches(Precision::BF16);
+    if (!amx::usable()) {
+        std::printf("[  SKIPPED ] AMX cases: no AMX here; bf16 ran on oneDNN only\n");
+        return;
+    }
+    const bool was = amx::set_enabled(false);
+    expect_rel_pos_attention_matches(Precision::BF16);
+    amx::set_enabled(was);
+}
+
 TEST(AttentionPacked, MatchesAttention) {
     expect_attention_packed_matches(Precision::F32);
     if (!precision_supported(Precision::BF16)) {

@@ -45,6 +45,35 @@ TEST(Softmax, NumeratorsMatchExpInEveryRowLength) {
     }
 }
 
+// softmax_numerators_grid against softmax_numerators of the row with its bias added: grid sides
+// that are multiples of 16 (AVX-512) and others (the scalar loop).
+TEST(Softmax, GridMatchesNumeratorsOfTheBiasedRow) {
+    std::mt19937 rng(4);
+    std::normal_distribution<float> normal(0.0f, 3.0f);
+    for (int64_t S : {3, 16, 20, 64}) {
+        SCOPED_TRACE(S);
+        std::vector<float> row(S * S), by_row(S), by_col(S);
+        for (float& v : row) v = normal(rng);
+        for (float& v : by_row) v = normal(rng);
+        for (float& v : by_col) v = normal(rng);
+        std::vector<float> biased(S * S);
+        for (int64_t y = 0; y < S; ++y)
+            for (int64_t x = 0; x < S; ++x)
+                biased[y * S + x] = row[y * S + x] + (by_row[y] + by_col[x]);
+        const std::vector<float> before = row;
+        std::vector<uint16_t> want(S * S), got(S * S);
+        float want_inv = 0, got_inv = 0;
+        softmax_numerators(biased.data(), 1, S * S, &want_inv, want.data());
+        softmax_numerators_grid(row.data(), S, by_row.data(), by_col.data(), &got_inv, got.data());
+        for (int64_t i = 0; i < S * S; ++i) {
+            const float w = bf16_to_f32(want[i]);
+            EXPECT_NEAR(bf16_to_f32(got[i]), w, 8e-3 * w + 1e-30) << i;
+        }
+        EXPECT_NEAR(got_inv, want_inv, 2.5e-4 * want_inv);
+        EXPECT_EQ(row, before);
+    }
+}
+
 // gelu and add_gelu against 0.5 x (1 + erf(x / sqrt 2)) in double, over lengths around the
 // 16-lane steps and values from deep in the left tail to far right.
 TEST(Gelu, MatchesErfGeluInEveryLength) {

@@ -48,36 +48,6 @@ void gather_part(const float* qkv, int64_t G, int64_t parts, int64_t D, int64_t 
     }
 }
 
-// Decomposed relative positions (MViTv2; SAM's add_decomposed_rel_pos) for a head attending
-// within an S x S grid of tokens (a window, or the whole image), q [S * S, heads * D] unscaled,
-// rows ldq apart:
-//   score[q, k] += q . rel_h[qy - ky + S - 1] + q . rel_w[qx - kx + S - 1]
-// One small product per table gives a block of queries against every offset at once, so the
-// [L, L] bias is never formed.
-ScoreBias rel_pos_bias(const float* q, int64_t ldq, int64_t D, int64_t S, const Tensor& rel_h,
-                       const Tensor& rel_w) {
-    return [=, &rel_h, &rel_w](int head, int64_t q0, int64_t q1, float* scores, int64_t ld) {
-        const int64_t n = q1 - q0, offsets = 2 * S - 1;
-        const float* rows = q + q0 * ldq + head * D;
-        std::vector<float> by_h(n * offsets), by_w(n * offsets), row_w(S);
-        gemm(false, true, n, offsets, D, 1.0f, rows, ldq, rel_h.data(), D, 0.0f, by_h.data(),
-             offsets);
-        gemm(false, true, n, offsets, D, 1.0f, rows, ldq, rel_w.data(), D, 0.0f, by_w.data(),
-             offsets);
-        for (int64_t i = 0; i < n; ++i) {
-            const int64_t qy = (q0 + i) / S, qx = (q0 + i) % S;
-            const float* h = by_h.data() + i * offsets + qy + S - 1;  // h[-ky]
-            const float* w = by_w.data() + i * offsets + qx + S - 1;  // w[-kx]
-            for (int64_t kx = 0; kx < S; ++kx) row_w[kx] = w[-kx];
-            float* row = scores + i * ld;
-            for (int64_t ky = 0; ky < S; ++ky, row += S) {
-                const float hy = h[-ky];
-                for (int64_t kx = 0; kx < S; ++kx) row[kx] += hy + row_w[kx];
-            }
-        }
-    };
-}
-
 }  // namespace
 
 bool SamVitConfig::is_global(int block) const {
@@ -349,9 +319,9 @@ void SamVitEncoder::run_block(const Block& b, Tensor& x, Workspace& ws) const {
 void SamVitEncoder::global_attention(const Block& b, Workspace& ws) const {
     const int64_t G = cfg_.grid(), N = G * G, C = cfg_.embed_dim, D = cfg_.head_dim();
     const float* q = ws.qkv.data();
-    attention_packed(q, 3 * C, q + C, 3 * C, q + 2 * C, 3 * C, ws.normed.data(), C, N, N,
+    attention_packed(q, 3 * C, q + C, 3 * C, q + 2 * C, 3 * C, ws.normed.data(), C, N,
                      cfg_.num_heads, D, precision_,
-                     rel_pos_bias(q, 3 * C, D, G, b.rel_pos_h, b.rel_pos_w));
+                     RelPos{b.rel_pos_h.data(), b.rel_pos_w.data(), G});
 }
 
 // Attention within S x S windows tiling the G x G grid, padded at the bottom and right as the
@@ -374,8 +344,9 @@ void SamVitEncoder::windowed_attention(const Block& b, Workspace& ws) const {
                             qkv.data() + j * L * D);
             const int64_t rows = std::min(S, G - y0), cols = std::min(S, G - x0);
             const float* q = qkv.data();
-            attention(q, D, q + L * D, D, q + 2 * L * D, D, out.data(), D, rows * S, L, 1, D,
-                      rel_pos_bias(q, D, D, S, b.rel_pos_h, b.rel_pos_w));
+            attention(
+                q, D, q + L * D, D, q + 2 * L * D, D, out.data(), D, rows * S, L, 1, D,
+                rel_pos_score_bias(q, D, D, RelPos{b.rel_pos_h.data(), b.rel_pos_w.data(), S}));
             for (int64_t ty = 0; ty < rows; ++ty)
                 for (int64_t tx = 0; tx < cols; ++tx)
                     std::memcpy(ws.normed.data() + ((y0 + ty) * G + x0 + tx) * C + h * D,
