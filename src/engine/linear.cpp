@@ -130,6 +130,19 @@ Linear::Linear(const Tensor& weight, const Tensor& bias, Precision precision) {
 void Linear::run(const float* x, int64_t M, float* y, Epilogue epilogue) const {
     if (M == 0) return;
     const Impl& L = *impl_;
+    // oneDNN 2.6's AMX kernel ran 3x slower on row counts that are not a multiple of 16 (204
+    // rows of TinyViT's widest MLP: 51 ms against 16 ms for 192); the last few rows go alone.
+    const int64_t whole = M / 16 * 16;
+    if (L.compute == dt::bf16 && whole > 0 && whole < M) {
+        run_rows(x, whole, y, epilogue);
+        run_rows(x + whole * L.in, M - whole, y + whole * L.out, epilogue);
+        return;
+    }
+    run_rows(x, M, y, epilogue);
+}
+
+void Linear::run_rows(const float* x, int64_t M, float* y, Epilogue epilogue) const {
+    const Impl& L = *impl_;
     const Impl::Product& product = L.product_for(M, epilogue);
     dnnl::stream stream(onednn::cpu());
     dnnl::memory src({{M, L.in}, dt::f32, tag::ab}, onednn::cpu(), const_cast<float*>(x));

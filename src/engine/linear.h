@@ -44,6 +44,8 @@ class Linear {
     bool empty() const { return !impl_; }
 
   private:
+    void run_rows(const float* x, int64_t M, float* y, Epilogue epilogue) const;
+
     struct Impl;
     std::shared_ptr<const Impl> impl_;
 };
