@@ -2,6 +2,8 @@
 //  - softmax_numerators over rows of 4096 scores (global attention's width), f32 and bf16 out,
 //    in ns per element;
 //  - GELU over 64 K values in L2, in ns per element;
+//  - the depthwise 3x3 convolution + GELU of a MobileSAM bottleneck band (18 x 256 pixels, 256
+//    channels), in ms;
 //  - the decoder's first upscaling convolution per click, as the direct product over the image
 //    tokens (256 x 256 x 4096) and as the folded one (image term scaled per token, then a
 //    product of depth 117: a one-click prompt), in ms;
@@ -67,6 +69,21 @@ int main(int argc, char** argv) {
             splitseg::add_gelu(v.data(), static_cast<int64_t>(v.size()), 0.0f, nullptr);
         });
         j["gelu_ns_per_element"] = s / static_cast<double>(v.size()) * 1e9;
+    }
+
+    // A band of MobileSAM's first-stage bottleneck: its 3x3 depthwise convolution with GELU.
+    {
+        const int64_t rows = 18, width = 256, channels = 256;
+        splitseg::Tensor band({rows, width, channels}), w({channels, 1, 3, 3}), b({channels});
+        const std::vector<float> values = random_values(band.numel(), 1.0f, 12),
+                                 taps = random_values(w.numel(), 0.3f, 13);
+        std::copy(values.begin(), values.end(), band.data());
+        std::copy(taps.begin(), taps.end(), w.data());
+        for (int64_t c = 0; c < channels; ++c) b[c] = 0.01f * static_cast<float>(c % 5);
+        j["depthwise3x3_gelu_band_ms"] =
+            1e3 * bench::median_seconds(runs, [&] {
+                splitseg::depthwise_conv2d_hwc(band, w, b, 1, 1, /*then_gelu=*/true);
+            });
     }
 
     // The first upscaling convolution of a ViT-B decoder click: O*4 = 256 outputs per token.

@@ -229,21 +229,32 @@ TEST(TinyVitEncoder, ResultDoesNotDependOnTheThreadCount) {
 }
 
 // The channels-last depthwise kernel TinyViT runs on tokens against the channels-first grouped
-// convolution, with a stride and padding as in patch merging.
+// convolution, with a stride and padding as in patch merging, with and without its bias and the
+// GELU that follows, over channel counts below and across the 16-lane steps.
 TEST(DepthwiseConv2dHwc, MatchesGroupedConv2d) {
     std::mt19937 rng(11);
-    const Tensor x = random_tensor({5, 9, 7}, rng, -1.0f, 1.0f);  // [C, H, W]
-    const Tensor weight = random_tensor({5, 1, 3, 3}, rng, -1.0f, 1.0f);
-    const Tensor bias = random_tensor({5}, rng, -1.0f, 1.0f);
-    for (int stride : {1, 2}) {
-        const Tensor expected = conv2d(x, weight, bias, stride, 1, 5);
-        const Tensor actual =
-            hwc_to_chw(depthwise_conv2d_hwc(chw_to_hwc(x), weight, bias, stride, 1));
-        ASSERT_EQ(actual.shape(), expected.shape()) << "stride " << stride;
-        for (int64_t i = 0; i < expected.numel(); ++i)
-            EXPECT_NEAR(actual[i], expected[i], 1e-5f) << "stride " << stride << " at " << i;
+    for (int64_t C : {5, 37}) {
+        const Tensor x = random_tensor({C, 9, 7}, rng, -1.0f, 1.0f);  // [C, H, W]
+        const Tensor weight = random_tensor({C, 1, 3, 3}, rng, -1.0f, 1.0f);
+        const Tensor bias = random_tensor({C}, rng, -1.0f, 1.0f);
+        for (int stride : {1, 2})
+            for (bool with_bias : {true, false})
+                for (bool then_gelu : {false, true}) {
+                    SCOPED_TRACE("C " + std::to_string(C) + " stride " + std::to_string(stride) +
+                                 (with_bias ? " bias" : "") + (then_gelu ? " gelu" : ""));
+                    const Tensor b = with_bias ? bias : Tensor();
+                    Tensor expected = conv2d(x, weight, b, stride, 1, static_cast<int>(C));
+                    if (then_gelu) gelu(expected);
+                    const Tensor actual = hwc_to_chw(
+                        depthwise_conv2d_hwc(chw_to_hwc(x), weight, b, stride, 1, then_gelu));
+                    ASSERT_EQ(actual.shape(), expected.shape());
+                    for (int64_t i = 0; i < expected.numel(); ++i)
+                        EXPECT_NEAR(actual[i], expected[i], 1e-5f) << i;
+                }
     }
-    EXPECT_THROW(depthwise_conv2d_hwc(chw_to_hwc(x), Tensor::zeros({4, 1, 3, 3}), bias, 1, 1),
+    const Tensor x = random_tensor({5, 9, 7}, rng, -1.0f, 1.0f);
+    EXPECT_THROW(depthwise_conv2d_hwc(chw_to_hwc(x), Tensor::zeros({4, 1, 3, 3}),
+                                      random_tensor({5}, rng, -1.0f, 1.0f), 1, 1),
                  std::invalid_argument);
 }
 
