@@ -393,7 +393,7 @@ Api::Api(ApiOptions options)
         {"POST", "/api/v1/images/{id}/infer", &Api::infer, true},
         {"POST", "/api/v1/jobs", &Api::create_batch, true, /*waits_on_disk=*/true},
         {"GET", "/api/v1/jobs/{id}", &Api::get_batch, true},
-        {"POST", "/api/v1/sessions", &Api::create_session, true},
+        {"POST", "/api/v1/sessions", &Api::create_session, true, /*waits_on_disk=*/true},
         {"GET", "/api/v1/sessions/{sid}", &Api::get_session, true},
         {"DELETE", "/api/v1/sessions/{sid}", &Api::delete_session, true},
         {"POST", "/api/v1/sessions/{sid}/prompts", &Api::add_prompts, true},

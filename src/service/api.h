@@ -64,8 +64,9 @@ class Api {
     Response handle(const Request& request);
     // Whether handle() would wait on the stores for this request: an upload writes and fsyncs the
     // image before answering, a (re)encode or a batch commits its jobs, a delete removes files,
-    // and an embedding download may read a disk or a remote tier. The server runs these off its
-    // io threads, so that the other connections served by those threads are not held up.
+    // and an embedding download or a session's start (which also prepares the decoder's state
+    // for the image) may read a disk or a remote tier. The server runs these off its io
+    // threads, so that the other connections served by those threads are not held up.
     bool waits_on_disk(const Request& request) const;
     // An error in the API's format with its usual headers, for failures found before a request
     // reaches handle() (a body over the limit).

@@ -1,8 +1,9 @@
 // The HTTP server: Boost.Beast over a fixed pool of io threads, carrying requests to Api::handle.
 // One HttpSession per connection; every read and write has a timeout; the body limit is set on
 // the parser before reading. Requests that wait on the stores (Api::waits_on_disk: uploads,
-// deletes, encodes, embedding downloads) are handled on a second fixed pool, the disk threads,
-// and answered back on their connection's strand, so an fsync never holds up the io threads.
+// deletes, encodes, embedding downloads, session starts) are handled on a second fixed pool,
+// the disk threads, and answered back on their connection's strand, so an fsync or a remote
+// tier's read never holds up the io threads.
 // stop() stops accepting, lets requests in flight finish and closes idle keep-alive
 // connections; wait() then joins both pools.
 #pragma once

@@ -22,6 +22,8 @@
 #include "service/server.h"
 #include "service/static_files.h"
 #include "service_test_util.h"
+#include "store/memory_store.h"
+#include "store/tiered_store.h"
 #include "test_jpeg.h"
 
 namespace splitseg {
@@ -723,6 +725,94 @@ TEST(ServiceServer, AnUploadWaitingOnTheDiskDoesNotHoldTheIoThread) {
     auto again = other.send(http::verb::post, "/api/v1/images", test::test_png(11), "image/png");
     EXPECT_EQ(again.result_int(), 200) << again.body();
     EXPECT_EQ(json::parse(again.body())["id"], id);
+}
+
+// A cache tier whose reads wait at a gate once it is armed, as a slow remote tier would.
+class GatedTier final : public BlobStore {
+  public:
+    void arm() {
+        std::lock_guard lock(mutex_);
+        armed_ = true;
+    }
+    // True once a get() waits at the armed gate; false if none came within 10 s.
+    bool wait_for_arrival() {
+        std::unique_lock lock(mutex_);
+        return changed_.wait_for(lock, std::chrono::seconds(10), [&] { return arrived_; });
+    }
+    void open() {
+        std::lock_guard lock(mutex_);
+        open_ = true;
+        changed_.notify_all();
+    }
+
+    std::optional<Blob> get(const std::string& key) override {
+        {
+            std::unique_lock lock(mutex_);
+            if (armed_) {
+                arrived_ = true;
+                changed_.notify_all();
+                changed_.wait(lock, [&] { return open_; });
+            }
+        }
+        return inner_.get(key);
+    }
+    void put(const std::string& key, std::span<const uint8_t> bytes) override {
+        inner_.put(key, bytes);
+    }
+    void remove(const std::string& key) override { inner_.remove(key); }
+    bool contains(const std::string& key) override { return inner_.contains(key); }
+    std::vector<BlobInfo> list() override { return inner_.list(); }
+    StoreStats stats() override { return inner_.stats(); }
+    std::string describe() const override { return "gated " + inner_.describe(); }
+
+  private:
+    MemoryStore inner_{64u << 20};
+    std::mutex mutex_;
+    std::condition_variable changed_;
+    bool armed_ = false, arrived_ = false, open_ = false;
+};
+
+// Starting a session reads the embedding from the cache's tiers, which may be remote: with one
+// io thread, /healthz is answered while POST /sessions waits on a slow tier, and the session
+// is created once the read finishes.
+TEST(ServiceServer, StartingASessionOnASlowTierDoesNotHoldTheIoThread) {
+    SPLITSEG_REQUIRE_TINY_MODEL();
+    GatedTier* tier = nullptr;
+    test::ApiFixture f(test::tiny_model(), {}, {}, [&tier](ApiOptions& o) {
+        auto gated = std::make_unique<GatedTier>();
+        tier = gated.get();
+        std::vector<std::unique_ptr<BlobStore>> tiers;
+        tiers.push_back(std::move(gated));
+        o.cache = std::make_shared<EmbeddingCache>(std::make_shared<TieredStore>(std::move(tiers)));
+    });
+    Server server(*f.api, GatedServer::options());
+    server.start();
+    struct OpenAtExit {
+        GatedTier* tier;
+        ~OpenAtExit() { tier->open(); }
+    } open_at_exit{tier};
+
+    Client client(server.port());
+    auto uploaded =
+        client.send(http::verb::post, "/api/v1/images", test::test_png(14), "image/png");
+    ASSERT_EQ(uploaded.result_int(), 201) << uploaded.body();
+    const std::string id = json::parse(uploaded.body())["id"];
+    f.encode_all();
+
+    tier->arm();
+    const uint16_t port = server.port();
+    auto started = std::async(std::launch::async, [port, id] {
+        return Client(port).send(http::verb::post, "/api/v1/sessions",
+                                 json{{"image_id", id}}.dump(), "application/json");
+    });
+    ASSERT_TRUE(tier->wait_for_arrival()) << "the session never read the cache";
+    EXPECT_EQ(client.send(http::verb::get, "/healthz").result_int(), 200);
+    EXPECT_FALSE(answered(started)) << "answered before the cache read finished";
+
+    tier->open();
+    auto session = started.get();
+    ASSERT_EQ(session.result_int(), 201) << session.body();
+    EXPECT_EQ(json::parse(session.body())["image_id"], id);
 }
 
 // stop() while an upload waits on the disk: the upload still gets its 201 (on a connection the
