@@ -74,10 +74,12 @@ int64_t round_up(int64_t n, int64_t m) {
 // [depth_padded / 2][16] pairs of bf16 (as uint32: the pair's first value in the low half), panel
 // after panel, zeros in the padding.
 
-// Keys [Lk, D] (rows ldk apart) as q K^T's right operand: depth Dp, one column per key.
-// (Rounding inline: to_bf16's OpenMP region costs a microsecond a call, more than a row's work.)
-std::vector<uint32_t> pack_keys(const float* k, int64_t ldk, int64_t Lk, int64_t D, int64_t Dp) {
-    std::vector<uint32_t> packed(Lk * Dp / 2);
+// Keys [Lk, D] (rows ldk apart) as q K^T's right operand: depth Dp, one column per key, Lkp
+// columns. (Rounding inline: to_bf16's OpenMP region costs a microsecond a call, more than a
+// row's work.)
+std::vector<uint32_t> pack_keys(const float* k, int64_t ldk, int64_t Lk, int64_t Lkp, int64_t D,
+                                int64_t Dp) {
+    std::vector<uint32_t> packed(Lkp * Dp / 2, 0);
     std::vector<uint16_t> row(Dp, 0);
     std::vector<uint32_t> pairs(Dp / 2);
     for (int64_t j = 0; j < Lk; ++j) {
@@ -89,14 +91,16 @@ std::vector<uint32_t> pack_keys(const float* k, int64_t ldk, int64_t Lk, int64_t
     return packed;
 }
 
-// Values [Lk, D] (rows ldv apart) as p V's right operand: depth Lk (even), width Dp.
-std::vector<uint32_t> pack_values(const float* v, int64_t ldv, int64_t Lk, int64_t D, int64_t Dp) {
-    std::vector<uint32_t> packed(Lk * Dp / 2, 0);
+// Values [Lk, D] (rows ldv apart) as p V's right operand: depth Lkp (even), width Dp.
+std::vector<uint32_t> pack_values(const float* v, int64_t ldv, int64_t Lk, int64_t Lkp, int64_t D,
+                                  int64_t Dp) {
+    std::vector<uint32_t> packed(Lkp * Dp / 2, 0);
     for (int64_t j = 0; j < Lk; j += 2) {
-        const float *even = v + j * ldv, *odd = even + ldv;
+        const float *even = v + j * ldv, *odd = j + 1 < Lk ? even + ldv : nullptr;
         for (int64_t c = 0; c < D; ++c)
-            packed[(c / 16) * (Lk / 2) * 16 + (j / 2) * 16 + c % 16] =
-                uint32_t(f32_to_bf16_finite(even[c])) | uint32_t(f32_to_bf16_finite(odd[c])) << 16;
+            packed[(c / 16) * (Lkp / 2) * 16 + (j / 2) * 16 + c % 16] =
+                uint32_t(f32_to_bf16_finite(even[c])) |
+                uint32_t(odd ? f32_to_bf16_finite(odd[c]) : 0) << 16;
     }
     return packed;
 }
@@ -165,8 +169,26 @@ std::vector<float> reversed_columns(const float* table, int64_t S, int64_t D, in
     return out;
 }
 
+// terms[j] = q . table[d][j] over d, for j in [0, 16 V), the last 16 lanes masked by `tail`: V
+// accumulators a compile-time count, so that they stay in registers.
+template <int V>
+SPLITSEG_AMX_TARGET inline void dot_columns(const float* q, int64_t D, const float* table,
+                                            int64_t W, __mmask16 tail, float* terms) {
+    __m512 acc[V];
+    for (int i = 0; i < V; ++i) acc[i] = _mm512_setzero_ps();
+    for (int64_t d = 0; d < D; ++d) {
+        const __m512 qd = _mm512_set1_ps(q[d]);
+        for (int i = 0; i < V; ++i)
+            acc[i] = _mm512_fmadd_ps(
+                qd, _mm512_maskz_loadu_ps(i + 1 == V ? tail : 0xFFFF, table + d * W + 16 * i),
+                acc[i]);
+    }
+    for (int i = 0; i < V; ++i)
+        _mm512_mask_storeu_ps(terms + 16 * i, i + 1 == V ? tail : 0xFFFF, acc[i]);
+}
+
 // by_row[ky] = q . rel_h[qy - ky + S - 1] and by_col[kx] = q . rel_w[qx - kx + S - 1] for ky, kx
-// in [0, S), S a multiple of 16, q unscaled f32: 64 accumulating lanes at a time.
+// in [0, S), q unscaled f32: up to 64 lanes at a time.
 SPLITSEG_AMX_TARGET void rel_pos_terms(const float* q, int64_t D, const float* h_rev,
                                        const float* w_rev, int64_t W, int64_t S, int64_t qy,
                                        int64_t qx, float* by_row, float* by_col) {
@@ -174,31 +196,38 @@ SPLITSEG_AMX_TARGET void rel_pos_terms(const float* q, int64_t D, const float* h
         const float* table = (part == 0 ? h_rev : w_rev) + (S - 1 - (part == 0 ? qy : qx));
         float* terms = part == 0 ? by_row : by_col;
         for (int64_t j0 = 0; j0 < S; j0 += 64) {
-            const int64_t vectors = std::min<int64_t>(4, (S - j0) / 16);
-            __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(),
-                             _mm512_setzero_ps()};
-            for (int64_t d = 0; d < D; ++d) {
-                const __m512 qd = _mm512_set1_ps(q[d]);
-                const float* t = table + d * W + j0;
-                for (int64_t i = 0; i < vectors; ++i)
-                    acc[i] = _mm512_fmadd_ps(qd, _mm512_loadu_ps(t + 16 * i), acc[i]);
+            const int64_t lanes = std::min<int64_t>(64, S - j0), last = (lanes - 1) % 16 + 1;
+            const __mmask16 tail = last == 16 ? __mmask16(0xFFFF) : __mmask16((1u << last) - 1);
+            switch ((lanes + 15) / 16) {
+                case 1:
+                    dot_columns<1>(q, D, table + j0, W, tail, terms + j0);
+                    break;
+                case 2:
+                    dot_columns<2>(q, D, table + j0, W, tail, terms + j0);
+                    break;
+                case 3:
+                    dot_columns<3>(q, D, table + j0, W, tail, terms + j0);
+                    break;
+                default:
+                    dot_columns<4>(q, D, table + j0, W, tail, terms + j0);
+                    break;
             }
-            for (int64_t i = 0; i < vectors; ++i) _mm512_storeu_ps(terms + j0 + 16 * i, acc[i]);
         }
     }
 }
 
-// attention_packed's bf16 path on AMX: Lk a multiple of 32; D padded to 32 with zeros. Scores
-// gain either `bias` or, where rel_pos is given (S a multiple of 16), relative positions added
-// inside the softmax.
+// attention_packed's bf16 path on AMX: keys padded to a multiple of 32 (zero keys whose scores
+// the softmax does not read, zero values) and D to 32. Scores gain either `bias` or, where
+// rel_pos is given, relative positions added inside the softmax.
 SPLITSEG_AMX_TARGET void attention_amx(const float* q, int64_t ldq, const float* k, int64_t ldk,
                                        const float* v, int64_t ldv, float* out, int64_t ldo,
                                        int64_t Lq, int64_t Lk, int heads, int64_t D,
                                        const ScoreBias& bias, const RelPos* rel_pos) {
     const int64_t Dp = round_up(D, kTileK), Lqp = round_up(Lq, kAmxBlock);
+    const int64_t Lkp = round_up(Lk, kTileK);
     const float scale = 1.0f / std::sqrt(static_cast<float>(D));
     // Per head: queries [Lqp, Dp] bf16 scaled by 1/sqrt(D) (exact when D is a power of 4), keys
-    // as the right operand of q K^T (depth Dp), values of p V (depth Lk, width Dp).
+    // as the right operand of q K^T (depth Dp), values of p V (depth Lkp, width Dp).
     std::vector<std::vector<uint16_t>> queries(heads);
     std::vector<std::vector<uint32_t>> keys(heads), values(heads);
 #pragma omp parallel for
@@ -207,8 +236,8 @@ SPLITSEG_AMX_TARGET void attention_amx(const float* q, int64_t ldq, const float*
         for (int64_t i = 0; i < Lq; ++i)
             for (int64_t d = 0; d < D; ++d)
                 queries[h][i * Dp + d] = f32_to_bf16_finite(q[i * ldq + h * D + d] * scale);
-        keys[h] = pack_keys(k + h * D, ldk, Lk, D, Dp);
-        values[h] = pack_values(v + h * D, ldv, Lk, D, Dp);
+        keys[h] = pack_keys(k + h * D, ldk, Lk, Lkp, D, Dp);
+        values[h] = pack_values(v + h * D, ldv, Lk, Lkp, D, Dp);
     }
 
     const int64_t S = rel_pos ? rel_pos->S : 0, W = round_up(2 * S - 1, 16);
@@ -219,7 +248,7 @@ SPLITSEG_AMX_TARGET void attention_amx(const float* q, int64_t ldq, const float*
 
     // Rows of scores and probabilities 64 bytes longer than a multiple of 4 KB: a tile's 16 rows
     // then fall in different L1 sets (at Lk = 4096 they shared one, and ran 2x slower).
-    const int64_t lds = Lk + 16, ldp = Lk + 32;
+    const int64_t lds = Lkp + 16, ldp = Lkp + 32;
     const int64_t nblocks = Lqp / kAmxBlock, tasks = heads * nblocks;
 #pragma omp parallel
     {
@@ -233,9 +262,9 @@ SPLITSEG_AMX_TARGET void attention_amx(const float* q, int64_t ldq, const float*
             const int64_t q0 = (t % nblocks) * kAmxBlock, n = std::min(kAmxBlock, Lq - q0);
             const uint16_t* qh = queries[h].data() + q0 * Dp;
             if (Dp == 64) {
-                scores_depth64(qh, keys[h].data(), Lk, scores.data(), lds);
+                scores_depth64(qh, keys[h].data(), Lkp, scores.data(), lds);
             } else {
-                for (int64_t j = 0; j < Lk; j += 32) {  // scores [32, Lk]
+                for (int64_t j = 0; j < Lkp; j += 32) {  // scores [32, Lkp]
                     product_32x32(qh, Dp, keys[h].data() + j * Dp / 2, 8 * Dp, Dp);
                     store_32x32(scores.data() + j, lds);
                 }
@@ -255,7 +284,7 @@ SPLITSEG_AMX_TARGET void attention_amx(const float* q, int64_t ldq, const float*
             }
             if (n < kAmxBlock) std::fill(p.begin() + n * ldp, p.end(), uint16_t(0));
             for (int64_t c = 0; c < Dp; c += 32) {  // out [32, D] in blocks of 32 columns
-                product_32x32(p.data(), ldp, values[h].data() + c * Lk / 2, 8 * Lk, Lk);
+                product_32x32(p.data(), ldp, values[h].data() + c * Lkp / 2, 8 * Lkp, Lkp);
                 store_32x32(block, kAmxBlock);
                 const int64_t width = std::min<int64_t>(32, D - c);
                 for (int64_t r = 0; r < n; ++r) {
@@ -278,7 +307,7 @@ void attention_packed(const float* q, int64_t ldq, const float* k, int64_t ldk, 
     if (Lq == 0) return;
     const bool bf16 = precision == Precision::BF16;
 #if defined(__x86_64__)
-    if (bf16 && Lk % 32 == 0 && amx::usable())
+    if (bf16 && amx::usable())
         return attention_amx(q, ldq, k, ldk, v, ldv, out, ldo, Lq, Lk, heads, D, bias, nullptr);
 #endif
     const dt c = bf16 ? dt::bf16 : dt::f32;
@@ -393,17 +422,18 @@ ScoreBias rel_pos_score_bias(const float* q, int64_t ldq, int64_t D, const RelPo
 }
 
 void attention_packed(const float* q, int64_t ldq, const float* k, int64_t ldk, const float* v,
-                      int64_t ldv, float* out, int64_t ldo, int64_t L, int heads, int64_t D,
+                      int64_t ldv, float* out, int64_t ldo, int64_t Lq, int heads, int64_t D,
                       Precision precision, const RelPos& rel_pos) {
-    if (L != rel_pos.S * rel_pos.S)
-        throw std::invalid_argument("attention_packed: relative positions over a grid of " +
-                                    std::to_string(rel_pos.S) + "^2 tokens, not " +
-                                    std::to_string(L));
+    const int64_t Lk = rel_pos.S * rel_pos.S;
+    if (Lq > Lk)
+        throw std::invalid_argument("attention_packed: " + std::to_string(Lq) +
+                                    " queries on a grid of " + std::to_string(Lk) + " tokens");
+    if (Lq == 0) return;
 #if defined(__x86_64__)
-    if (precision == Precision::BF16 && L % 32 == 0 && rel_pos.S % 16 == 0 && amx::usable())
-        return attention_amx(q, ldq, k, ldk, v, ldv, out, ldo, L, L, heads, D, nullptr, &rel_pos);
+    if (precision == Precision::BF16 && amx::usable())
+        return attention_amx(q, ldq, k, ldk, v, ldv, out, ldo, Lq, Lk, heads, D, nullptr, &rel_pos);
 #endif
-    attention_packed(q, ldq, k, ldk, v, ldv, out, ldo, L, L, heads, D, precision,
+    attention_packed(q, ldq, k, ldk, v, ldv, out, ldo, Lq, Lk, heads, D, precision,
                      rel_pos_score_bias(q, ldq, D, rel_pos));
 }
 

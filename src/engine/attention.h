@@ -34,10 +34,11 @@ ScoreBias rel_pos_score_bias(const float* q, int64_t ldq, int64_t D, const RelPo
 void attention_packed(const float* q, int64_t ldq, const float* k, int64_t ldk, const float* v,
                       int64_t ldv, float* out, int64_t ldo, int64_t Lq, int64_t Lk, int heads,
                       int64_t D, Precision precision, const ScoreBias& bias = nullptr);
-// The same with relative positions over an S x S grid (Lq = Lk = S * S): in bf16 on AMX, the
-// bias terms of a query are formed once and added inside the softmax.
+// The same with relative positions over an S x S grid of keys (Lk = S * S), the queries the
+// grid's first Lq tokens: in bf16 on AMX, the bias terms of a query are formed once and added
+// inside the softmax.
 void attention_packed(const float* q, int64_t ldq, const float* k, int64_t ldk, const float* v,
-                      int64_t ldv, float* out, int64_t ldo, int64_t L, int heads, int64_t D,
+                      int64_t ldv, float* out, int64_t ldo, int64_t Lq, int heads, int64_t D,
                       Precision precision, const RelPos& rel_pos);
 
 }  // namespace splitseg

@@ -521,30 +521,30 @@ static void softmax_numerators_row(float* row, int64_t cols, float* inv_sum, uin
     *inv_sum = 1.0f / lanes_sum(sum);
 }
 
-// softmax_numerators_grid in 16-lane steps: S a multiple of 16.
+// softmax_numerators_grid in 16-lane steps along each grid row, the row's tail masked.
 static void softmax_numerators_grid_avx512(const float* row, int64_t S, const float* by_row,
                                            const float* by_col, float* inv_sum, uint16_t* out) {
+    const __mmask16 tail = S % 16 ? __mmask16((1u << (S % 16)) - 1) : __mmask16(0xFFFF);
+    auto biased = [&](int64_t y, int64_t x, __mmask16 m) {
+        return _mm512_add_ps(
+            _mm512_maskz_loadu_ps(m, row + y * S + x),
+            _mm512_add_ps(_mm512_set1_ps(by_row[y]), _mm512_maskz_loadu_ps(m, by_col + x)));
+    };
     __m512 mx = _mm512_set1_ps(-INFINITY);
-    for (int64_t y = 0; y < S; ++y) {
-        const __m512 b = _mm512_set1_ps(by_row[y]);
+    for (int64_t y = 0; y < S; ++y)
         for (int64_t x = 0; x < S; x += 16) {
-            const __m512 v = _mm512_add_ps(_mm512_loadu_ps(row + y * S + x),
-                                           _mm512_add_ps(b, _mm512_loadu_ps(by_col + x)));
-            mx = _mm512_max_ps(mx, v);
+            const __mmask16 m = x + 16 <= S ? __mmask16(0xFFFF) : tail;
+            mx = _mm512_mask_max_ps(mx, m, mx, biased(y, x, m));
         }
-    }
     const __m512 m_log2e = _mm512_set1_ps(lanes_max(mx) * kLog2e);
     __m512 sum = _mm512_setzero_ps();
-    for (int64_t y = 0; y < S; ++y) {
-        const __m512 b = _mm512_set1_ps(by_row[y]);
+    for (int64_t y = 0; y < S; ++y)
         for (int64_t x = 0; x < S; x += 16) {
-            const __m512 v = _mm512_add_ps(_mm512_loadu_ps(row + y * S + x),
-                                           _mm512_add_ps(b, _mm512_loadu_ps(by_col + x)));
-            const __m512 e = exp_to_bf16_precision(v, m_log2e);
-            sum = _mm512_add_ps(sum, e);
-            _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + y * S + x), bf16x16(e));
+            const __mmask16 m = x + 16 <= S ? __mmask16(0xFFFF) : tail;
+            const __m512 e = exp_to_bf16_precision(biased(y, x, m), m_log2e);
+            sum = _mm512_mask_add_ps(sum, m, sum, e);
+            _mm256_mask_storeu_epi16(out + y * S + x, m, bf16x16(e));
         }
-    }
     *inv_sum = 1.0f / lanes_sum(sum);
 }
 #endif
@@ -583,8 +583,8 @@ void softmax_numerators(float* x, int64_t rows, int64_t cols, float* inv_sum, ui
 void softmax_numerators_grid(const float* row, int64_t S, const float* by_row, const float* by_col,
                              float* inv_sum, uint16_t* bf16) {
 #ifdef __AVX512F__
-    if (S % 16 == 0) return softmax_numerators_grid_avx512(row, S, by_row, by_col, inv_sum, bf16);
-#endif
+    softmax_numerators_grid_avx512(row, S, by_row, by_col, inv_sum, bf16);
+#else
     float mx = -INFINITY;
     for (int64_t y = 0; y < S; ++y)
         for (int64_t x = 0; x < S; ++x) mx = std::max(mx, row[y * S + x] + (by_row[y] + by_col[x]));
@@ -596,6 +596,7 @@ void softmax_numerators_grid(const float* row, int64_t S, const float* by_row, c
             bf16[y * S + x] = f32_to_bf16_finite(e);
         }
     *inv_sum = 1.0f / sum;
+#endif
 }
 
 void softmax_rows(float* x, int64_t rows, int64_t cols) {

@@ -9,6 +9,7 @@
 #include <cstring>
 #include <stdexcept>
 
+#include "engine/amx.h"
 #include "engine/attention.h"
 #include "engine/ops.h"
 
@@ -332,6 +333,9 @@ void SamVitEncoder::global_attention(const Block& b, Workspace& ws) const {
 void SamVitEncoder::windowed_attention(const Block& b, Workspace& ws) const {
     const int64_t G = cfg_.grid(), S = b.window, C = cfg_.embed_dim, D = cfg_.head_dim();
     const int64_t H = cfg_.num_heads, L = S * S, per_side = (G + S - 1) / S;
+    // bf16 windows on AMX tiles; elsewhere in f32 (oneDNN's bf16 path would re-make its
+    // primitives for every window).
+    const bool on_tiles = precision_ == Precision::BF16 && amx::usable();
 #pragma omp parallel
     {
         std::vector<float> qkv(3 * L * D), out(L * D);  // one head of one window
@@ -344,9 +348,13 @@ void SamVitEncoder::windowed_attention(const Block& b, Workspace& ws) const {
                             qkv.data() + j * L * D);
             const int64_t rows = std::min(S, G - y0), cols = std::min(S, G - x0);
             const float* q = qkv.data();
-            attention(
-                q, D, q + L * D, D, q + 2 * L * D, D, out.data(), D, rows * S, L, 1, D,
-                rel_pos_score_bias(q, D, D, RelPos{b.rel_pos_h.data(), b.rel_pos_w.data(), S}));
+            const RelPos rel{b.rel_pos_h.data(), b.rel_pos_w.data(), S};
+            if (on_tiles)
+                attention_packed(q, D, q + L * D, D, q + 2 * L * D, D, out.data(), D, rows * S, 1,
+                                 D, precision_, rel);
+            else
+                attention(q, D, q + L * D, D, q + 2 * L * D, D, out.data(), D, rows * S, L, 1, D,
+                          rel_pos_score_bias(q, D, D, rel));
             for (int64_t ty = 0; ty < rows; ++ty)
                 for (int64_t tx = 0; tx < cols; ++tx)
                     std::memcpy(ws.normed.data() + ((y0 + ty) * G + x0 + tx) * C + h * D,
