@@ -1,9 +1,13 @@
 #include "engine/amx.h"
 
 #include <atomic>
+#include <cstdint>
 #include <cstdlib>
 #include <cstring>
 
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
 #if defined(__x86_64__) && defined(__linux__)
 #include <cpuid.h>
 #include <sys/syscall.h>
@@ -46,5 +50,33 @@ bool usable() {
 bool set_enabled(bool enabled) {
     return g_enabled.exchange(enabled);
 }
+
+#if defined(__x86_64__)
+namespace {
+
+struct alignas(64) TileConfig {
+    uint8_t palette, start_row, reserved[14];
+    uint16_t bytes_per_row[16];
+    uint8_t rows[16];
+};
+
+// A constant: GCC's _tile_loadconfig tells the compiler it reads 8 bytes, so the stores that
+// fill a local configuration could be dropped (and the next tile instruction faults).
+constexpr TileConfig kTiles = {
+    1, 0, {}, {64, 64, 64, 64, 64, 64, 64, 64}, {16, 16, 16, 16, 16, 16, 16, 16}};
+
+}  // namespace
+
+__attribute__((target("amx-tile"))) void configure_tiles() {
+    _tile_loadconfig(&kTiles);
+}
+
+__attribute__((target("amx-tile"))) void release_tiles() {
+    _tile_release();
+}
+#else
+void configure_tiles() {}
+void release_tiles() {}
+#endif
 
 }  // namespace splitseg::amx

@@ -12,4 +12,11 @@ bool usable();
 // For A/B measurements and for tests of the fallback path. Returns the previous setting.
 bool set_enabled(bool enabled);
 
+// Loads the calling thread's tile configuration our kernels use: all 8 tiles 16 rows x 64
+// bytes (16 x 32 bf16, or 16 x 16 f32). Each thread configures before its first tile
+// instruction and releases after its last (oneDNN configures its own for each of its calls).
+// Only where usable().
+void configure_tiles();
+void release_tiles();
+
 }  // namespace splitseg::amx

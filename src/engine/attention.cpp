@@ -50,22 +50,6 @@ Products make_products(const dnnl::matmul::primitive_desc& scores,
 constexpr int64_t kTileRows = 16, kTileK = 32;  // a tile: 16 rows, 32 bf16 (64 bytes) a row
 constexpr int64_t kAmxBlock = 32;               // queries per task: two tiles of rows
 
-struct alignas(64) TileConfig {
-    uint8_t palette = 1, start_row = 0, reserved[14] = {};
-    uint16_t bytes_per_row[16] = {};
-    uint8_t rows[16] = {};
-};
-
-// All 8 tiles 16 rows x 64 bytes; each kernel below says which holds what.
-SPLITSEG_AMX_TARGET void configure_tiles() {
-    TileConfig cfg;
-    for (int t = 0; t < 8; ++t) {
-        cfg.rows[t] = kTileRows;
-        cfg.bytes_per_row[t] = 64;
-    }
-    _tile_loadconfig(&cfg);
-}
-
 int64_t round_up(int64_t n, int64_t m) {
     return (n + m - 1) / m * m;
 }
@@ -252,7 +236,7 @@ SPLITSEG_AMX_TARGET void attention_amx(const float* q, int64_t ldq, const float*
     const int64_t nblocks = Lqp / kAmxBlock, tasks = heads * nblocks;
 #pragma omp parallel
     {
-        configure_tiles();
+        amx::configure_tiles();
         std::vector<float> scores(kAmxBlock * lds), inv_sum(kAmxBlock), by_row(S), by_col(S);
         std::vector<uint16_t> p(kAmxBlock * ldp, 0);
         alignas(64) float block[kAmxBlock * kAmxBlock];
@@ -294,7 +278,7 @@ SPLITSEG_AMX_TARGET void attention_amx(const float* q, int64_t ldq, const float*
                 }
             }
         }
-        _tile_release();
+        amx::release_tiles();
     }
 }
 #endif
