@@ -587,14 +587,16 @@ TEST(ServiceServer, ImageDataCutAfterAGoodHeaderFailsItsEncodeNotTheServer) {
     EXPECT_EQ(wait_for_encode(client, json::parse(good.body())["id"])["status"], "completed");
 }
 
-// A job queue whose enqueue() waits at a gate until the test opens it. The upload route enqueues
-// after it has stored the image, so an upload held there is one whose handler has done its disk
-// work and not yet answered: an upload on a slow disk, held for as long as the test needs.
-class GatedJobQueue final : public JobQueue {
+// Where a test holds a call: once armed, pass() waits until open(); wait_for_arrival() tells the
+// test that a call is waiting.
+class Gate {
   public:
-    explicit GatedJobQueue(std::shared_ptr<JobQueue> inner) : inner_(std::move(inner)) {}
-
-    // True once an enqueue() waits at the gate; false if none came within 10 s.
+    explicit Gate(bool armed) : armed_(armed) {}
+    void arm() {
+        std::lock_guard lock(mutex_);
+        armed_ = true;
+    }
+    // True once a call waits at the armed gate; false if none came within 10 s.
     bool wait_for_arrival() {
         std::unique_lock lock(mutex_);
         return changed_.wait_for(lock, std::chrono::seconds(10), [&] { return arrived_; });
@@ -604,14 +606,33 @@ class GatedJobQueue final : public JobQueue {
         open_ = true;
         changed_.notify_all();
     }
+    void pass() {
+        std::unique_lock lock(mutex_);
+        if (!armed_) return;
+        arrived_ = true;
+        changed_.notify_all();
+        changed_.wait(lock, [&] { return open_; });
+    }
+
+  private:
+    std::mutex mutex_;
+    std::condition_variable changed_;
+    bool armed_, arrived_ = false, open_ = false;
+};
+
+// A job queue whose enqueue() waits at a gate until the test opens it. The upload route enqueues
+// after it has stored the image, so an upload held there is one whose handler has done its disk
+// work and not yet answered: an upload on a slow disk, held for as long as the test needs.
+class GatedJobQueue final : public JobQueue {
+  public:
+    explicit GatedJobQueue(std::shared_ptr<JobQueue> inner) : inner_(std::move(inner)) {}
+
+    // True once an enqueue() waits at the gate; false if none came within 10 s.
+    bool wait_for_arrival() { return gate_.wait_for_arrival(); }
+    void open() { gate_.open(); }
 
     EnqueueResult enqueue(const EnqueueRequest& request) override {
-        {
-            std::unique_lock lock(mutex_);
-            arrived_ = true;
-            changed_.notify_all();
-            changed_.wait(lock, [&] { return open_; });
-        }
+        gate_.pass();
         return inner_->enqueue(request);
     }
     std::optional<Job> lease(const std::string& worker_id, Millis lease_duration) override {
@@ -646,9 +667,7 @@ class GatedJobQueue final : public JobQueue {
 
   private:
     std::shared_ptr<JobQueue> inner_;
-    std::mutex mutex_;
-    std::condition_variable changed_;
-    bool arrived_ = false, open_ = false;
+    Gate gate_{/*armed=*/true};
 };
 
 std::future<http::response<http::string_body>> upload_in_background(uint16_t port,
@@ -730,30 +749,13 @@ TEST(ServiceServer, AnUploadWaitingOnTheDiskDoesNotHoldTheIoThread) {
 // A cache tier whose reads wait at a gate once it is armed, as a slow remote tier would.
 class GatedTier final : public BlobStore {
   public:
-    void arm() {
-        std::lock_guard lock(mutex_);
-        armed_ = true;
-    }
+    void arm() { gate_.arm(); }
     // True once a get() waits at the armed gate; false if none came within 10 s.
-    bool wait_for_arrival() {
-        std::unique_lock lock(mutex_);
-        return changed_.wait_for(lock, std::chrono::seconds(10), [&] { return arrived_; });
-    }
-    void open() {
-        std::lock_guard lock(mutex_);
-        open_ = true;
-        changed_.notify_all();
-    }
+    bool wait_for_arrival() { return gate_.wait_for_arrival(); }
+    void open() { gate_.open(); }
 
     std::optional<Blob> get(const std::string& key) override {
-        {
-            std::unique_lock lock(mutex_);
-            if (armed_) {
-                arrived_ = true;
-                changed_.notify_all();
-                changed_.wait(lock, [&] { return open_; });
-            }
-        }
+        gate_.pass();
         return inner_.get(key);
     }
     void put(const std::string& key, std::span<const uint8_t> bytes) override {
@@ -767,9 +769,7 @@ class GatedTier final : public BlobStore {
 
   private:
     MemoryStore inner_{64u << 20};
-    std::mutex mutex_;
-    std::condition_variable changed_;
-    bool armed_ = false, arrived_ = false, open_ = false;
+    Gate gate_{/*armed=*/false};
 };
 
 // Starting a session reads the embedding from the cache's tiers, which may be remote: with one
