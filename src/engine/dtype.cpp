@@ -121,10 +121,6 @@ uint16_t f32_to_f16(float f) {
     return sign | static_cast<uint16_t>(shift_round_even(mant, shift));
 }
 
-float bf16_to_f32(uint16_t b) {
-    return std::bit_cast<float>(static_cast<uint32_t>(b) << 16);
-}
-
 uint16_t f32_to_bf16(float f) {
     const uint32_t x = std::bit_cast<uint32_t>(f);
     if ((x & 0x7fffffff) > 0x7f800000) return static_cast<uint16_t>((x >> 16) | 0x40);  // quiet NaN

@@ -15,9 +15,12 @@ const char* dtype_name(DType t);  // safetensors spelling: "F32", "F16", "BF16",
 bool dtype_from_name(const std::string& name, DType* out);
 
 float f16_to_f32(uint16_t h);
-uint16_t f32_to_f16(float f);  // round to nearest even
-float bf16_to_f32(uint16_t b);
+uint16_t f32_to_f16(float f);   // round to nearest even
 uint16_t f32_to_bf16(float f);  // round to nearest even
+// Inline, so that loops of it vectorise.
+inline float bf16_to_f32(uint16_t b) {
+    return std::bit_cast<float>(static_cast<uint32_t>(b) << 16);
+}
 
 // f32_to_bf16 for values known to be finite (activations, probabilities): branch-free, so loops
 // of it vectorise.

@@ -4,6 +4,8 @@
 // ConvTranspose2d [in, out, kh, kw].
 #pragma once
 
+#include <omp.h>
+
 #include <cstdint>
 #include <functional>
 #include <vector>
@@ -11,6 +13,44 @@
 #include "engine/tensor.h"
 
 namespace splitseg {
+
+// Whether a parallel region entered here would run on more than one thread. A `#pragma omp
+// parallel` that runs on one (its `if` false, one thread allowed, or nested in a team) still goes
+// through libgomp: 1-3 us and two futex system calls each on this VM, and a click entered some
+// 300 of them (the softmax of every head in every pixel block): 5-8 % of a one-thread decode,
+// which is how a server runs its decodes side by side.
+inline bool team_available() {
+    return omp_get_max_threads() > 1 && !omp_in_parallel();
+}
+
+// body() on each thread of a team when `worth_it` and team_available(), else once on this
+// thread; a `#pragma omp for` inside body then runs every iteration here. Inside a parallel
+// region (even one of one thread), body gets a team of one of its own: a `#pragma omp for` in it
+// would bind to the enclosing team, whose other threads never reach it, or inside the enclosing
+// team's own worksharing loop, share that loop's state.
+template <class Body>
+void parallel_region(bool worth_it, const Body& body) {
+    if (omp_get_level() > 0) {
+#pragma omp parallel num_threads(1)
+        body();
+    } else if (worth_it && omp_get_max_threads() > 1) {
+#pragma omp parallel
+        body();
+    } else {
+        body();
+    }
+}
+
+// body(i) for i < n, split across a team when `worth_it` and team_available().
+template <class Body>
+void parallel_for(int64_t n, bool worth_it, const Body& body) {
+    if (worth_it && n > 1 && team_available()) {
+#pragma omp parallel for
+        for (int64_t i = 0; i < n; ++i) body(i);
+    } else {
+        for (int64_t i = 0; i < n; ++i) body(i);
+    }
+}
 
 // Threads used by every kernel (OpenMP and the GEMM library). n <= 0 means all cores.
 void set_num_threads(int n);
@@ -62,12 +102,18 @@ void layer_norm(const float* x, float* y, int64_t rows, int64_t C, const float* 
 struct ChannelNormExtras {
     const float* add_first = nullptr;  // [C]: added to each channel before normalising
     const float* src = nullptr;        // [C, H*W]: normalised into x instead of x in place
+    // layer_norm_channels_block: the source in bfloat16 instead [C, H*W]; it may be x_bf16 itself
+    // (each block's rows are read before they are written).
+    const uint16_t* src_bf16 = nullptr;
     // layer_norm_channels_block: [C, n] (row stride add_ld) added to the block's pixels before
     // normalising; left holding the block's input (src + add_first + add).
     float* add = nullptr;
     int64_t add_ld = 0;
     bool gelu = false;           // GELU after the affine (the result is then x's)
     const Tensor* pe = nullptr;  // with x_pe or x_pe_bf16: x + pe after normalising
+    // layer_norm_channels_block: pe rounded to bfloat16 [C, H*W], read instead of pe for x_pe_bf16
+    // (half the bytes of a pass that memory bounds).
+    const uint16_t* pe_bf16 = nullptr;
     Tensor* x_pe = nullptr;
     uint16_t* x_bf16 = nullptr;     // the result rounded to bfloat16
     uint16_t* x_pe_bf16 = nullptr;  // x + pe rounded to bfloat16 (x_pe need not be asked for)
@@ -79,7 +125,8 @@ void layer_norm_channels(Tensor& x, const Tensor& weight, const Tensor& bias, fl
                          const ChannelNormExtras& extras = {});
 // The same over the pixels [i0, i0 + n) of x [C, HW] only (n <= 1024), on the calling thread: for
 // callers that produce x block by block and normalise each block while it is in L2. x_pe must
-// have x's size already.
+// have x's size already. x may be null when only the bf16 roundings are wanted (x_bf16 and
+// x_pe_bf16; the f32 result is then not stored).
 void layer_norm_channels_block(float* x, int64_t C, int64_t HW, int64_t i0, int64_t n,
                                const float* weight, const float* bias, float eps,
                                const ChannelNormExtras& extras);

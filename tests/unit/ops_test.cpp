@@ -1,6 +1,7 @@
 // The element-wise kernels of ops.h against plain references in double.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <random>
 #include <vector>
@@ -221,6 +222,93 @@ TEST(LayerNormChannels, BlockFromASourceAndAnUpdateMatchesTheWholeImageForm) {
                 << "the update buffer holds the input, channel " << c << " pixel " << i;
         }
     ASSERT_GT(inv_std[i0], 0.0f);
+}
+
+// The decoder's bf16 form after layer 0: the source is the image's bf16 rounding, normalised in
+// place (the rounding is also x_bf16), with no f32 result written, and x + pe rounded from the
+// rounded positions. The same as the f32 form on the widened source and the widened positions.
+TEST(LayerNormChannels, BlockFromABf16SourceInPlaceMatchesTheF32FormOnItsWidening) {
+    std::mt19937 rng(8);
+    std::normal_distribution<float> normal(0.5f, 2.0f);
+    const int64_t C = 48, HW = 520, i0 = 256, n = 256;
+    Tensor update({C, n}), weight({C}), bias({C}), add_first({C}), pe({C, HW});
+    std::vector<uint16_t> image(C * HW), pe_bf16(C * HW);
+    for (int64_t i = 0; i < C * HW; ++i) {
+        image[i] = f32_to_bf16_finite(normal(rng));
+        pe_bf16[i] = f32_to_bf16_finite(normal(rng));
+        pe[i] = bf16_to_f32(pe_bf16[i]);
+    }
+    for (int64_t i = 0; i < update.numel(); ++i) update[i] = normal(rng);
+    for (int64_t c = 0; c < C; ++c) {
+        weight[c] = 0.9f + 0.01f * c;
+        bias[c] = 0.02f * c;
+        add_first[c] = -0.03f * c;
+    }
+    Tensor widened({C, HW}), want = Tensor::filled({C, HW}, -7.0f), update_f32 = update;
+    for (int64_t i = 0; i < C * HW; ++i) widened[i] = bf16_to_f32(image[i]);
+    std::vector<uint16_t> want_bf16(C * HW), want_pe_bf16(C * HW);
+    layer_norm_channels_block(want.data(), C, HW, i0, n, weight.data(), bias.data(), 1e-5f,
+                              {.add_first = add_first.data(),
+                               .src = widened.data(),
+                               .add = update_f32.data(),
+                               .add_ld = n,
+                               .pe = &pe,
+                               .x_bf16 = want_bf16.data(),
+                               .x_pe_bf16 = want_pe_bf16.data()});
+
+    std::vector<uint16_t> x_pe_bf16(C * HW, 0);
+    const std::vector<uint16_t> before = image;
+    layer_norm_channels_block(nullptr, C, HW, i0, n, weight.data(), bias.data(), 1e-5f,
+                              {.add_first = add_first.data(),
+                               .src_bf16 = image.data(),
+                               .add = update.data(),
+                               .add_ld = n,
+                               .pe_bf16 = pe_bf16.data(),
+                               .x_bf16 = image.data(),
+                               .x_pe_bf16 = x_pe_bf16.data()});
+    for (int64_t c = 0; c < C; ++c)
+        for (int64_t i = 0; i < HW; ++i) {
+            const int64_t at = c * HW + i;
+            if (i < i0 || i >= i0 + n) {
+                ASSERT_EQ(image[at], before[at]) << "channel " << c << " pixel " << i;
+                ASSERT_EQ(x_pe_bf16[at], 0) << "channel " << c << " pixel " << i;
+                continue;
+            }
+            ASSERT_EQ(image[at], want_bf16[at]) << "channel " << c << " pixel " << i;
+            ASSERT_EQ(x_pe_bf16[at], want_pe_bf16[at]) << "channel " << c << " pixel " << i;
+        }
+    EXPECT_THROW(layer_norm_channels_block(nullptr, C, HW, i0, n, weight.data(), bias.data(), 1e-5f,
+                                           {.x_bf16 = image.data()}),
+                 std::invalid_argument);
+}
+
+// parallel_for and parallel_region skip libgomp where a team would have one thread. Inside a
+// region of one thread that is itself in a worksharing loop, a region's `omp for` must not share
+// the enclosing loop (it did once: the ViT's windows, one thread, skipped windows).
+TEST(Parallel, EveryIndexRunsOnceAtEveryNestingAndThreadCount) {
+    const int threads = num_threads();
+    for (int t : {1, 2}) {
+        set_num_threads(t);
+        std::vector<int> once(1000, 0);
+        parallel_for(1000, true, [&](int64_t i) { ++once[i]; });
+        EXPECT_EQ(std::count(once.begin(), once.end(), 1), 1000) << t << " threads";
+
+        std::vector<int> outer(16, 0), inner(16 * 64, 0);
+#pragma omp parallel
+        {
+#pragma omp for schedule(dynamic)
+            for (int64_t o = 0; o < 16; ++o) {
+                ++outer[o];
+                parallel_region(true, [&] {
+#pragma omp for schedule(dynamic)
+                    for (int64_t i = 0; i < 64; ++i) ++inner[o * 64 + i];
+                });
+            }
+        }
+        EXPECT_EQ(std::count(outer.begin(), outer.end(), 1), 16) << t << " threads";
+        EXPECT_EQ(std::count(inner.begin(), inner.end(), 1), 16 * 64) << t << " threads";
+    }
+    set_num_threads(threads);
 }
 
 }  // namespace

@@ -282,9 +282,9 @@ Tensor plus(const Tensor& a, const Tensor& b) {
 void add_channel_bias(Tensor& x, const float* bias) {
     const int64_t C = x.dim(0), n = x.numel() / C;
     float* d = x.data();
-#pragma omp parallel for if (x.numel() > 65536)
-    for (int64_t c = 0; c < C; ++c)
+    parallel_for(C, x.numel() > 65536, [&](int64_t c) {
         for (int64_t i = 0; i < n; ++i) d[c * n + i] += bias[c];
+    });
 }
 
 // Fills every row of x [rows, cols] with `row`.
@@ -297,13 +297,12 @@ void fill_rows(float* x, int64_t rows, int64_t cols, const float* row) {
 // shapes poorly. product(n0, n) computes columns [n0, n0 + n).
 template <class Product>
 void split_columns(int64_t N, const Product& product) {
-#pragma omp parallel
-    {
+    parallel_region(true, [&] {
         const int64_t threads = omp_get_num_threads(), t = omp_get_thread_num();
         const int64_t chunk = (N + threads * 16 - 1) / (threads * 16) * 16;
         const int64_t n0 = std::min(N, t * chunk), n1 = std::min(N, n0 + chunk);
         if (n1 > n0) product(n0, n1 - n0);
-    }
+    });
 }
 
 void gemm_wide(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha,
@@ -378,10 +377,16 @@ Tensor transposed(const Tensor& x) {
 }
 
 // The image side of the two-way transformer: the image tokens [C, HW], the same plus the dense
-// positional encoding, and with bf16 compute both rounded for the products that read them.
+// positional encoding, and with bf16 compute both rounded for the products that read them. With
+// bf16 compute the f32 tokens hold layer 0's input only (a mask prompt's; without one they are
+// the prepared embedding's, and empty): the layers write the rounded copies alone, and a layer
+// after the first normalises the rounding of its input (the products read nothing else, and the
+// LayerNorm statistics over 256 channels hardly see the rounding).
 struct ImageTokens {
+    int64_t C = 0, HW = 0;
     Tensor keys, keys_pe;
-    Bf16 keys_bf16, keys_pe_bf16;  // empty in f32
+    Bf16 keys_bf16, keys_pe_bf16;             // empty in f32
+    const uint16_t* dense_pe_bf16 = nullptr;  // bf16: the positions added to keys_pe_bf16
     bool bf16() const { return !keys_bf16.empty(); }
     // Per layer, how the image tokens changed: keys += vo^T p, then keys = LayerNorm(keys + bias)
     // with these per-token statistics. The folded first upscaling convolution reads them.
@@ -429,15 +434,14 @@ Tensor tokens_to_projected_image(const Attention& a, const Tensor& queries, cons
     const int64_t T = q.dim(0), D = q.dim(1), d = D / heads, HW = keys.dim(1);
     Tensor p({heads * T, HW});
     Tensor o({T, D});
-#pragma omp parallel for
-    for (int h = 0; h < heads; ++h) {
+    parallel_for(heads, true, [&](int64_t h) {
         float* ph = p.data() + h * T * HW;
         gemm(false, false, T, HW, d, attention_scale(a, heads), q.data() + h * d, D,
              keys.data() + h * d * HW, HW, 0.0f, ph, HW);
         softmax_rows(ph, T, HW);
         gemm(false, true, T, d, HW, 1.0f, ph, HW, values.data() + h * d * HW, HW, 0.0f,
              o.data() + h * d, D);
-    }
+    });
     return a.out(o);
 }
 
@@ -449,7 +453,7 @@ Tensor tokens_to_image(const Attention& a, const Tensor& queries, const ImageTok
                        int heads) {
     const Tensor q = a.q(queries);  // [T, D]
     const int64_t T = q.dim(0), D = q.dim(1), d = D / heads, HT = heads * T;
-    const int64_t C = queries.dim(1), HW = image.keys.numel() / C;
+    const int64_t C = image.C, HW = image.HW;
     Tensor qk({HT, C});  // scale * q_h Wk_h, heads stacked
     for (int h = 0; h < heads; ++h)
         gemm(false, false, T, C, d, attention_scale(a, heads), q.data() + h * d, D,
@@ -488,19 +492,20 @@ using BlockScores = std::function<void(int64_t p0, int64_t n, float* scores)>;
 // The image attends to the tokens: with P_h the softmax of head h's scores over its T tokens and
 // v [T, D] the token values,
 //   keys = LayerNorm(keys_in + sum_h (Wo_h v_h^T) P_h + bias),  keys_pe = keys + dense_pe
-// (with bf16 compute both rounded; bias: the output bias, and whatever else keys_in lacks; keys_in
-// may be image.keys). Wo is folded into the values (vo = v_h Wo_h^T, [heads*T, C]), and the
-// pixels go in blocks: each block's scores stay in cache, and its update stays in L2 from the
-// product that makes it to the normalisation that adds it: the image is read once and written
-// once.
-// The scores come per block from `scores`, or when it is empty, are in p_all [heads*T, HW].
-// Returns what the folded first upscaling reads: vo, P [heads*T, HW] and the pixel statistics.
+// (with bf16 compute both rounded; bias: the output bias, and whatever else keys_in lacks). keys_in
+// is layer 0's input [C, HW], or null after layer 0: the image tokens themselves (with bf16
+// compute their rounding, normalised in place). Wo is folded into the values (vo = v_h Wo_h^T,
+// [heads*T, C]), and the pixels go in blocks: each block's scores stay in cache, and its update
+// stays in L2 from the product that makes it to the normalisation that adds it: the image is read
+// once and written once. The scores come per block from `scores`, or when it is empty, are in p_all
+// [heads*T, HW]. Returns what the folded first upscaling reads: vo, P [heads*T, HW] and the pixel
+// statistics.
 ImageTokens::Update update_image(const Attention& a, const Tensor& v, int heads, Tensor p_all,
                                  const BlockScores& scores, const float* keys_in,
                                  const Tensor& bias, const Norm& norm, const Tensor& dense_pe,
                                  ImageTokens& image) {
     const int64_t T = v.dim(0), D = v.dim(1), d = D / heads, HT = heads * T;
-    const int64_t C = image.keys.dim(0), HW = image.keys.numel() / C;
+    const int64_t C = image.C, HW = image.HW;
     if (scores) p_all = Tensor({HT, HW});
     ImageTokens::Update u{Tensor({HT, C}), std::move(p_all), std::vector<float>(HW),
                           std::vector<float>(HW)};
@@ -513,19 +518,21 @@ ImageTokens::Update update_image(const Attention& a, const Tensor& v, int heads,
     if (image.bf16()) {  // the products read the bf16 copies only
         extras.x_bf16 = image.keys_bf16.data();
         extras.x_pe_bf16 = image.keys_pe_bf16.data();
+        extras.pe_bf16 = image.dense_pe_bf16;
     } else {
         if (image.keys_pe.numel() != image.keys.numel()) image.keys_pe = Tensor(image.keys.shape());
         extras.x_pe = &image.keys_pe;
     }
     extras.src = keys_in;
+    if (!keys_in && image.bf16()) extras.src_bf16 = image.keys_bf16.data();
+    float* const x = image.bf16() ? nullptr : image.keys.data();
     extras.add_first = bias.data();
     // Blocks of 256 pixels: the update [C, 256] f32 (256 KB, C = 256) stays in L2 for the
     // normalisation, and the products write dense blocks, for which oneDNN takes its AMX kernels
     // (for a block of the [C, HW] image, ldc = HW, it took a kernel 2-3 times slower).
     constexpr int64_t kBlock = 256;
     const int64_t blocks = (HW + kBlock - 1) / kBlock;
-#pragma omp parallel
-    {
+    parallel_region(true, [&] {
         Tensor p({HT, kBlock}), update({C, kBlock});
         Bf16 p_bf16(image.bf16() ? p.numel() : 0);
         ChannelNormExtras block = extras;
@@ -551,10 +558,10 @@ ImageTokens::Update update_image(const Attention& a, const Tensor& v, int heads,
                      n);
             }
             block.add_ld = n;
-            layer_norm_channels_block(image.keys.data(), C, HW, p0, n, norm.w.data(), norm.b.data(),
-                                      kLayerNormEps, block);
+            layer_norm_channels_block(x, C, HW, p0, n, norm.w.data(), norm.b.data(), kLayerNormEps,
+                                      block);
         }
-    }
+    });
     return u;
 }
 
@@ -565,10 +572,10 @@ Tensor projected_image_scores(const Attention& a, const Tensor& queries, const T
                               int heads) {
     const int64_t T = k.dim(0), D = k.dim(1), d = D / heads, HW = queries.dim(1);
     Tensor scores({heads * T, HW});
-#pragma omp parallel for
-    for (int h = 0; h < heads; ++h)
+    parallel_for(heads, true, [&](int64_t h) {
         gemm(false, false, T, HW, d, attention_scale(a, heads), k.data() + h * d, D,
              queries.data() + h * d * HW, HW, 0.0f, scores.data() + h * T * HW, HW);
+    });
     return scores;
 }
 
@@ -578,7 +585,7 @@ Tensor projected_image_scores(const Attention& a, const Tensor& queries, const T
 BlockScores raw_image_scores(const Attention& a, const Tensor& k, int heads,
                              const ImageTokens& image) {
     const int64_t T = k.dim(0), D = k.dim(1), d = D / heads, HT = heads * T;
-    const int64_t C = a.q.w.dim(1), HW = image.keys.numel() / C;
+    const int64_t C = image.C, HW = image.HW;
     const float scale = attention_scale(a, heads);
     Tensor kq({HT, C});
     std::vector<float> kq_bias(HT);  // scale * k_h bq_h
@@ -625,11 +632,10 @@ Layer0Projections project_layer0(const TwoWayLayer& l, const Tensor& keys, const
 // the rounded copies only, both rounded), in one pass: the image tokens before layer 0 when a
 // mask prompt makes them differ from the prepared ones.
 void add_bias_and_positions(ImageTokens& image, const Tensor& bias, const Tensor& dense_pe) {
-    const int64_t C = image.keys.dim(0), HW = image.keys.numel() / C;
+    const int64_t C = image.C, HW = image.HW;
     if (!image.bf16() && image.keys_pe.numel() != image.keys.numel())
         image.keys_pe = Tensor(image.keys.shape());
-#pragma omp parallel for
-    for (int64_t c = 0; c < C; ++c) {
+    parallel_for(C, true, [&](int64_t c) {
         float* x = image.keys.data() + c * HW;
         const float* pe = dense_pe.data() + c * HW;
         const float b = bias[c];
@@ -648,7 +654,7 @@ void add_bias_and_positions(ImageTokens& image, const Tensor& bias, const Tensor
 #pragma omp simd
             for (int64_t i = 0; i < HW; ++i) x_pe[i] = x[i] + pe[i];
         }
-    }
+    });
 }
 
 // The two-way transformer: the tokens [T, C] (their initial values are also their positional
@@ -686,9 +692,9 @@ Tensor two_way_transformer(const SamDecoderWeights& w, int heads, const Tensor& 
                 a, v, heads, projected_image_scores(a, layer0->layer0_queries, k, heads), nullptr,
                 layer0->image_embed.data(), bias, l.norm4, dense_pe, image));
         } else {
-            image.updates.push_back(
-                update_image(a, v, heads, Tensor(), raw_image_scores(a, k, heads, image),
-                             image.keys.data(), a.out.b, l.norm4, dense_pe, image));
+            image.updates.push_back(update_image(
+                a, v, heads, Tensor(), raw_image_scores(a, k, heads, image),
+                i == 0 ? image.keys.data() : nullptr, a.out.b, l.norm4, dense_pe, image));
         }
     }
     add_(queries, tokens_to_image(w.final_attn, plus(queries, tokens), image, heads));
@@ -715,7 +721,7 @@ struct FirstUpscale {
 FirstUpscale fold_click(const SamDecoderWeights& w, const ImageTokens& im, const Tensor* mask) {
     const auto& f = w.fold;
     const int64_t L = static_cast<int64_t>(im.updates.size()), O4 = f.G[0].dim(0);
-    const int64_t C = f.G[0].dim(1), HW = im.keys.numel() / C;
+    const int64_t C = im.C, HW = im.HW;
     const int64_t HT = im.updates[0].vo.dim(0), Cm = mask ? mask->dim(0) : 0;
     const int64_t K = L * (HT + 2) + 1 + Cm;
     // Per layer, the columns [G_l vo_l^T | g_l | c_l] against rows [S_l p_l ; -S_l m_l ; S_l].
@@ -734,9 +740,9 @@ FirstUpscale fold_click(const SamDecoderWeights& w, const ImageTokens& im, const
             u.weights[r * K + k0 + HT + 1] = c[r];
         }
         float* rows = u.factors.data() + k0 * HW;
-#pragma omp parallel for
-        for (int64_t j = 0; j < HT; ++j)
+        parallel_for(HT, true, [&](int64_t j) {
             for (int64_t i = 0; i < HW; ++i) rows[j * HW + i] = up.p[j * HW + i] * S[i];
+        });
         for (int64_t i = 0; i < HW; ++i) {
             rows[HT * HW + i] = -S[i] * up.mean[i];
             rows[(HT + 1) * HW + i] = S[i];
@@ -779,9 +785,9 @@ Tensor to_upscaled_order(const Tensor& features, const std::vector<int32_t>& ord
                          const Tensor& bias) {
     const int64_t C = features.dim(0), n = static_cast<int64_t>(order.size());
     Tensor y({C, n});
-#pragma omp parallel for
-    for (int64_t c = 0; c < C; ++c)
+    parallel_for(C, true, [&](int64_t c) {
         for (int64_t q = 0; q < n; ++q) y[c * n + q] = features[c * n + order[q]] + bias[c];
+    });
     return y;
 }
 
@@ -818,8 +824,7 @@ Tensor upscale_to_masks(const SamDecoderWeights& w, const ImageTokens& image, co
     while (n0 % nb) nb /= 2;
     const int64_t blocks = n0 / nb;
     Tensor masks({M, 4 * g, 4 * g});
-#pragma omp parallel
-    {
+    parallel_region(true, [&] {
         Tensor y1({O1, 4 * nb});   // [o1][k1][token]
         Tensor y2({O2, 16 * nb});  // [o2][k2][k1][token]
         Tensor m({M, 16 * nb});    // [mask][k2][k1][token]
@@ -857,7 +862,7 @@ Tensor upscale_to_masks(const SamDecoderWeights& w, const ImageTokens& image, co
                     for (int64_t j = 0; j < nb; ++j) dst[pos[j]] = src[j];
                 }
         }
-    }
+    });
     return masks;
 }
 
@@ -999,6 +1004,10 @@ SamDecoder SamDecoder::load(const WeightFile& w, Precision precision) {
         for (int64_t j = 0; j < g; ++j)
             fourier_features(d.w_->pe_gaussian, (j + 0.5f) / g, (i + 0.5f) / g,
                              d.dense_pe_.data() + i * g + j, g * g);
+    if (precision == Precision::BF16) {
+        const auto pe = rounded(d.dense_pe_);
+        d.dense_pe_bf16_.assign(pe.begin(), pe.end());
+    }
     d.upscale_order_1_ = upscaled_pixel_order(g, 1);
     d.upscale_order_2_ = upscaled_pixel_order(g, 2);
     return d;
@@ -1102,9 +1111,12 @@ DecoderOutput SamDecoder::decode(const DecoderImage& image, const Prompt& prompt
     const Tensor prompt_tokens = embed_prompt(prompt);
     const Tensor tokens = concat_rows({&w.output_tokens, &prompt_tokens});  // [T, C]
     ImageTokens im;  // the image tokens: embedding + dense prompt
+    im.C = C;
+    im.HW = g * g;
     if (precision_ == Precision::BF16) {
         im.keys_bf16.resize(image.image_embed.numel());
         im.keys_pe_bf16.resize(image.image_embed.numel());
+        im.dense_pe_bf16 = dense_pe_bf16_.data();
     }
     Tensor f;                 // the mask prompt's features [Cm, g, g]
     if (prompt.mask_input) {  // layer 0 reads the image tokens, which depend on the prompt
@@ -1116,8 +1128,8 @@ DecoderOutput SamDecoder::decode(const DecoderImage& image, const Prompt& prompt
         gemm(false, false, C, g * g, Cm, 1.0f, w.mask_conv3.w.data(), Cm, f.data(), g * g, 1.0f,
              im.keys.data(), g * g);
         add_bias_and_positions(im, w.mask_conv3.b, dense_pe_);
-    } else {  // layer 0 reads the prepared projections, and writes the image tokens
-        im.keys = Tensor(image.image_embed.shape());
+    } else if (precision_ == Precision::F32) {        // layer 0 reads the prepared projections,
+        im.keys = Tensor(image.image_embed.shape());  // and writes the image tokens
     }
     const Tensor queries =
         two_way_transformer(w, heads, tokens, prompt.mask_input ? nullptr : &image, dense_pe_, im);

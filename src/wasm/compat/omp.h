@@ -15,4 +15,10 @@ inline int omp_get_num_threads() {
 inline int omp_get_thread_num() {
     return 0;
 }
+inline int omp_in_parallel() {
+    return 0;
+}
+inline int omp_get_level() {
+    return 0;
+}
 inline void omp_set_num_threads(int) {}
