@@ -7,9 +7,10 @@
 //
 // Layouts: tokens are [T, C] rows; the image side stays [C, HW] (the embedding's own layout)
 // from the embedding to the masks, so nothing is transposed per click. What depends on the image
-// only (layer 0's projections without a mask prompt, SAM 2's high-resolution terms) is computed
-// once per image by prepare(), what depends on the model only (the dense positional encoding) at
-// load.
+// only (layer 0's projections, SAM 2's high-resolution terms) is computed once per image by
+// prepare(), what depends on the model only (the dense positional encoding, the folds) at load.
+// A mask prompt changes layer 0's projections by a term of rank 16 (mask_layer0), so every click
+// reads the prepared ones.
 #include "engine/models/sam_decoder.h"
 
 #include <algorithm>
@@ -95,6 +96,14 @@ struct SamDecoderWeights {
         std::vector<Tensor> G, g, c;
         Tensor last_bias, mask_conv, mask_bias, no_mask;
     } fold;
+    // A mask prompt changes layer 0's image tokens from the prepared ones (embedding + no_mask)
+    // by M f + b_M - no_mask (M: the dense prompt's 1x1 convolution [C, Cm], b_M its bias, f the
+    // mask's features [Cm, HW]), so a projection W of them by (W M) f + W (b_M - no_mask): W M
+    // [D, Cm] for layer 0's token->image keys and values and image->token queries, and the
+    // shifts of the values and queries [D] (the keys' cancels in the softmax).
+    struct {
+        Tensor keys, values, queries, value_shift, query_shift;
+    } mask_layer0;
     std::vector<Mlp> hypernetworks;  // one per mask token: token -> [C/8] mask weights
     Mlp iou_head;
     Mlp obj_head;  // SAM 2
@@ -378,10 +387,9 @@ Tensor transposed(const Tensor& x) {
 
 // The image side of the two-way transformer: the image tokens [C, HW], the same plus the dense
 // positional encoding, and with bf16 compute both rounded for the products that read them. With
-// bf16 compute the f32 tokens hold layer 0's input only (a mask prompt's; without one they are
-// the prepared embedding's, and empty): the layers write the rounded copies alone, and a layer
-// after the first normalises the rounding of its input (the products read nothing else, and the
-// LayerNorm statistics over 256 channels hardly see the rounding).
+// bf16 compute there are no f32 tokens: layer 0 normalises the prepared embedding plus its update
+// into the rounded copies, and a later layer normalises the rounding of its input (the products
+// read nothing else, and the LayerNorm statistics over 256 channels hardly see the rounding).
 struct ImageTokens {
     int64_t C = 0, HW = 0;
     Tensor keys, keys_pe;
@@ -427,20 +435,45 @@ float attention_scale(const Attention& a, int heads) {
     return 1.0f / std::sqrt(static_cast<float>(a.q.w.dim(0) / heads));
 }
 
-// Tokens attend to the image's projected keys and values [D, HW]. queries [T, C] -> [T, C].
+// A mask prompt in layer 0: its features f [Cm, HW] and how they change the prepared
+// projections (SamDecoderWeights::mask_layer0).
+struct MaskTerm {
+    const Tensor& f;
+    const decltype(SamDecoderWeights::mask_layer0)& fold;
+};
+
+// Tokens attend to the image's projected keys and values [D, HW]. queries [T, C] -> [T, C]. With
+// a mask prompt, per head h the keys gain (Wk M)_h f (q_h times it added to the scores) and the
+// values (Wv M)_h f + shift_h (P_h f^T (Wv M)_h^T + shift_h added to the output, as the rows of
+// P_h sum to 1).
 Tensor tokens_to_projected_image(const Attention& a, const Tensor& queries, const Tensor& keys,
-                                 const Tensor& values, int heads) {
+                                 const Tensor& values, int heads, const MaskTerm* mask) {
     const Tensor q = a.q(queries);  // [T, D]
     const int64_t T = q.dim(0), D = q.dim(1), d = D / heads, HW = keys.dim(1);
+    const int64_t Cm = mask ? mask->f.dim(0) : 0;
+    const float scale = attention_scale(a, heads);
     Tensor p({heads * T, HW});
     Tensor o({T, D});
     parallel_for(heads, true, [&](int64_t h) {
         float* ph = p.data() + h * T * HW;
-        gemm(false, false, T, HW, d, attention_scale(a, heads), q.data() + h * d, D,
-             keys.data() + h * d * HW, HW, 0.0f, ph, HW);
+        float* oh = o.data() + h * d;
+        gemm(false, false, T, HW, d, scale, q.data() + h * d, D, keys.data() + h * d * HW, HW, 0.0f,
+             ph, HW);
+        std::vector<float> small(T * Cm);  // scale q_h (Wk M)_h, then P_h f^T
+        if (mask) {
+            gemm(false, false, T, Cm, d, scale, q.data() + h * d, D,
+                 mask->fold.keys.data() + h * d * Cm, Cm, 0.0f, small.data(), Cm);
+            gemm(false, false, T, HW, Cm, 1.0f, small.data(), Cm, mask->f.data(), HW, 1.0f, ph, HW);
+        }
         softmax_rows(ph, T, HW);
-        gemm(false, true, T, d, HW, 1.0f, ph, HW, values.data() + h * d * HW, HW, 0.0f,
-             o.data() + h * d, D);
+        gemm(false, true, T, d, HW, 1.0f, ph, HW, values.data() + h * d * HW, HW, 0.0f, oh, D);
+        if (mask) {
+            gemm(false, true, T, Cm, HW, 1.0f, ph, HW, mask->f.data(), HW, 0.0f, small.data(), Cm);
+            gemm(false, true, T, d, Cm, 1.0f, small.data(), Cm,
+                 mask->fold.values.data() + h * d * Cm, Cm, 1.0f, oh, D);
+            for (int64_t t = 0; t < T; ++t)
+                for (int64_t i = 0; i < d; ++i) oh[t * D + i] += mask->fold.value_shift[h * d + i];
+        }
     });
     return a.out(o);
 }
@@ -498,12 +531,12 @@ using BlockScores = std::function<void(int64_t p0, int64_t n, float* scores)>;
 // [heads*T, C]), and the pixels go in blocks: each block's scores stay in cache, and its update
 // stays in L2 from the product that makes it to the normalisation that adds it: the image is read
 // once and written once. The scores come per block from `scores`, or when it is empty, are in p_all
-// [heads*T, HW]. Returns what the folded first upscaling reads: vo, P [heads*T, HW] and the pixel
-// statistics.
+// [heads*T, HW]. A mask prompt (layer 0) adds M f to the update, its bias being in `bias`.
+// Returns what the folded first upscaling reads: vo, P [heads*T, HW] and the pixel statistics.
 ImageTokens::Update update_image(const Attention& a, const Tensor& v, int heads, Tensor p_all,
                                  const BlockScores& scores, const float* keys_in,
                                  const Tensor& bias, const Norm& norm, const Tensor& dense_pe,
-                                 ImageTokens& image) {
+                                 const Conv* mask_conv, const Tensor* mask, ImageTokens& image) {
     const int64_t T = v.dim(0), D = v.dim(1), d = D / heads, HT = heads * T;
     const int64_t C = image.C, HW = image.HW;
     if (scores) p_all = Tensor({HT, HW});
@@ -557,6 +590,11 @@ ImageTokens::Update update_image(const Attention& a, const Tensor& v, int heads,
                 gemm(true, false, C, n, HT, 1.0f, u.vo.data(), C, p.data(), n, 0.0f, update.data(),
                      n);
             }
+            if (mask) {
+                const int64_t Cm = mask->dim(0);
+                gemm(false, false, C, n, Cm, 1.0f, mask_conv->w.data(), Cm, mask->data() + p0, HW,
+                     1.0f, update.data(), n);
+            }
             block.add_ld = n;
             layer_norm_channels_block(x, C, HW, p0, n, norm.w.data(), norm.b.data(), kLayerNormEps,
                                       block);
@@ -568,13 +606,30 @@ ImageTokens::Update update_image(const Attention& a, const Tensor& v, int heads,
 // Scores of the image's prepared queries [D, HW] (layer 0) against the token keys k [T, D]:
 // [heads*T, HW], one product per head over the whole image (per block, they were 8 times as many
 // calls of a size where each call's overhead counts).
-Tensor projected_image_scores(const Attention& a, const Tensor& queries, const Tensor& k,
-                              int heads) {
+// With a mask prompt the queries gain (Wq M) f + shift: per head, scale k_h (Wq M)_h times f,
+// and each token's scale k_h shift_h (the softmax runs over the tokens: it does not cancel).
+Tensor projected_image_scores(const Attention& a, const Tensor& queries, const Tensor& k, int heads,
+                              const MaskTerm* mask) {
     const int64_t T = k.dim(0), D = k.dim(1), d = D / heads, HW = queries.dim(1);
+    const int64_t Cm = mask ? mask->f.dim(0) : 0;
+    const float scale = attention_scale(a, heads);
     Tensor scores({heads * T, HW});
     parallel_for(heads, true, [&](int64_t h) {
-        gemm(false, false, T, HW, d, attention_scale(a, heads), k.data() + h * d, D,
-             queries.data() + h * d * HW, HW, 0.0f, scores.data() + h * T * HW, HW);
+        float* sh = scores.data() + h * T * HW;
+        gemm(false, false, T, HW, d, scale, k.data() + h * d, D, queries.data() + h * d * HW, HW,
+             0.0f, sh, HW);
+        if (!mask) return;
+        std::vector<float> kq(T * Cm);  // scale k_h (Wq M)_h
+        gemm(false, false, T, Cm, d, scale, k.data() + h * d, D,
+             mask->fold.queries.data() + h * d * Cm, Cm, 0.0f, kq.data(), Cm);
+        gemm(false, false, T, HW, Cm, 1.0f, kq.data(), Cm, mask->f.data(), HW, 1.0f, sh, HW);
+        for (int64_t t = 0; t < T; ++t) {
+            float shift = 0.0f;
+            for (int64_t i = 0; i < d; ++i)
+                shift += k[t * D + h * d + i] * mask->fold.query_shift[h * d + i];
+            float* row = sh + t * HW;
+            for (int64_t j = 0; j < HW; ++j) row[j] += scale * shift;
+        }
     });
     return scores;
 }
@@ -628,41 +683,15 @@ Layer0Projections project_layer0(const TwoWayLayer& l, const Tensor& keys, const
             project_image(l.image_to_token.q, keys_pe)};
 }
 
-// keys += bias[c] per channel, then keys_pe = keys + dense_pe (or with bf16 compute, which reads
-// the rounded copies only, both rounded), in one pass: the image tokens before layer 0 when a
-// mask prompt makes them differ from the prepared ones.
-void add_bias_and_positions(ImageTokens& image, const Tensor& bias, const Tensor& dense_pe) {
-    const int64_t C = image.C, HW = image.HW;
-    if (!image.bf16() && image.keys_pe.numel() != image.keys.numel())
-        image.keys_pe = Tensor(image.keys.shape());
-    parallel_for(C, true, [&](int64_t c) {
-        float* x = image.keys.data() + c * HW;
-        const float* pe = dense_pe.data() + c * HW;
-        const float b = bias[c];
-#pragma omp simd
-        for (int64_t i = 0; i < HW; ++i) x[i] += b;
-        if (image.bf16()) {
-            uint16_t* x_bf16 = image.keys_bf16.data() + c * HW;
-            uint16_t* x_pe_bf16 = image.keys_pe_bf16.data() + c * HW;
-#pragma omp simd
-            for (int64_t i = 0; i < HW; ++i) {
-                x_bf16[i] = f32_to_bf16_finite(x[i]);
-                x_pe_bf16[i] = f32_to_bf16_finite(x[i] + pe[i]);
-            }
-        } else {
-            float* x_pe = image.keys_pe.data() + c * HW;
-#pragma omp simd
-            for (int64_t i = 0; i < HW; ++i) x_pe[i] = x[i] + pe[i];
-        }
-    });
-}
-
 // The two-way transformer: the tokens [T, C] (their initial values are also their positional
 // encoding) and the image tokens attend to each other. Returns the tokens; image is updated.
-// layer0: the image's prepared layer-0 projections, or null when the image tokens differ from the
-// prepared ones (a mask prompt): layer 0 then reads the raw image like the later layers.
+// Layer 0 reads the image's prepared projections (prepared), with a mask prompt's features
+// [Cm, HW] (or null) as a term of their rank; the later layers read the image tokens.
 Tensor two_way_transformer(const SamDecoderWeights& w, int heads, const Tensor& tokens,
-                           const DecoderImage* layer0, const Tensor& dense_pe, ImageTokens& image) {
+                           const DecoderImage& prepared, const Tensor* mask, const Tensor& dense_pe,
+                           ImageTokens& image) {
+    const MaskTerm mask_term{mask ? *mask : prepared.image_embed, w.mask_layer0};
+    const MaskTerm* const m = mask ? &mask_term : nullptr;
     Tensor queries = tokens;
     for (size_t i = 0; i < w.layers.size(); ++i) {
         const TwoWayLayer& l = w.layers[i];
@@ -672,29 +701,30 @@ Tensor two_way_transformer(const SamDecoderWeights& w, int heads, const Tensor& 
             add_(queries, self_attention(l.self_attn, plus(queries, tokens), queries, heads));
         }
         layer_norm(queries, l.norm1.w, l.norm1.b, kLayerNormEps);
-        const bool projected = i == 0 && layer0;
         add_(queries,
-             projected
+             i == 0
                  ? tokens_to_projected_image(l.token_to_image, plus(queries, tokens),
-                                             layer0->layer0_keys, layer0->layer0_values, heads)
+                                             prepared.layer0_keys, prepared.layer0_values, heads, m)
                  : tokens_to_image(l.token_to_image, plus(queries, tokens), image, heads));
         layer_norm(queries, l.norm2.w, l.norm2.b, kLayerNormEps);
         add_(queries, l.mlp(queries));
         layer_norm(queries, l.norm3.w, l.norm3.b, kLayerNormEps);
-        // The image attends to the tokens. Layer 0 without a mask prompt reads the prepared
-        // queries, and its image tokens are the embedding plus the no-mask bias, added here.
+        // The image attends to the tokens. Layer 0 reads the prepared queries, and its image
+        // tokens are the embedding plus the dense prompt (M f + its bias, or no_mask), added
+        // here.
         const Attention& a = l.image_to_token;
         const Tensor k = a.k(plus(queries, tokens)), v = a.v(queries);  // [T, D]
-        if (projected) {
+        if (i == 0) {
             Tensor bias = a.out.b;
-            add_(bias, w.no_mask);
+            add_(bias, mask ? w.mask_conv3.b : w.no_mask);
             image.updates.push_back(update_image(
-                a, v, heads, projected_image_scores(a, layer0->layer0_queries, k, heads), nullptr,
-                layer0->image_embed.data(), bias, l.norm4, dense_pe, image));
+                a, v, heads, projected_image_scores(a, prepared.layer0_queries, k, heads, m),
+                nullptr, prepared.image_embed.data(), bias, l.norm4, dense_pe, &w.mask_conv3, mask,
+                image));
         } else {
-            image.updates.push_back(update_image(
-                a, v, heads, Tensor(), raw_image_scores(a, k, heads, image),
-                i == 0 ? image.keys.data() : nullptr, a.out.b, l.norm4, dense_pe, image));
+            image.updates.push_back(
+                update_image(a, v, heads, Tensor(), raw_image_scores(a, k, heads, image), nullptr,
+                             a.out.b, l.norm4, dense_pe, nullptr, nullptr, image));
         }
     }
     add_(queries, tokens_to_image(w.final_attn, plus(queries, tokens), image, heads));
@@ -975,6 +1005,27 @@ void fold_first_upscale(SamDecoderWeights& w) {
     f.no_mask = times(G, w.no_mask.data());
 }
 
+// SamDecoderWeights::mask_layer0: W M and W (b_M - no_mask) for layer 0's projections W.
+void fold_mask_into_layer0(SamDecoderWeights& w) {
+    const TwoWayLayer& l = w.layers.front();
+    const Tensor& M = w.mask_conv3.w;  // [C, Cm, 1, 1]
+    const int64_t C = M.dim(0), Cm = M.dim(1);
+    Tensor shift = w.mask_conv3.b;  // [C]
+    add_scaled_(shift, w.no_mask, -1.0f);
+    auto times_m = [&](const Linear& proj) {
+        Tensor wm({proj.w.dim(0), Cm});
+        gemm(false, false, proj.w.dim(0), Cm, C, 1.0f, proj.w.data(), C, M.data(), Cm, 0.0f,
+             wm.data(), Cm);
+        return wm;
+    };
+    auto& m = w.mask_layer0;
+    m.keys = times_m(l.token_to_image.k);
+    m.values = times_m(l.token_to_image.v);
+    m.queries = times_m(l.image_to_token.q);
+    m.value_shift = times(l.token_to_image.v.w, shift.data());
+    m.query_shift = times(l.image_to_token.q.w, shift.data());
+}
+
 }  // namespace
 
 SamDecoder SamDecoder::load(const WeightFile& w, Precision precision) {
@@ -991,6 +1042,7 @@ SamDecoder SamDecoder::load(const WeightFile& w, Precision precision) {
         d.cfg_, [&](const std::string& name, const Shape& shape) { return w.get(name, shape); }));
     d.precision_ = precision;
     fold_first_upscale(*d.w_);
+    fold_mask_into_layer0(*d.w_);
     if (precision == Precision::BF16) {
         // A transposed convolution's weight [in, out, 2, 2] as the rounded matrix [out * 4, in].
         const auto w2 = rounded(transposed(d.w_->upscale2.w));
@@ -1118,21 +1170,15 @@ DecoderOutput SamDecoder::decode(const DecoderImage& image, const Prompt& prompt
         im.keys_pe_bf16.resize(image.image_embed.numel());
         im.dense_pe_bf16 = dense_pe_bf16_.data();
     }
-    Tensor f;                 // the mask prompt's features [Cm, g, g]
-    if (prompt.mask_input) {  // layer 0 reads the image tokens, which depend on the prompt
-        // The dense prompt: the mask's features through a 1x1 convolution, accumulated onto the
-        // embedding; its bias goes in with the positions.
+    if (precision_ == Precision::F32) im.keys = Tensor(image.image_embed.shape());  // layer 0's
+    // The mask prompt's features [Cm, g*g]: through a 1x1 convolution, the dense prompt.
+    Tensor f;
+    if (prompt.mask_input) {
         f = mask_features(*prompt.mask_input);
-        const int64_t Cm = f.dim(0);
-        im.keys = image.image_embed;
-        gemm(false, false, C, g * g, Cm, 1.0f, w.mask_conv3.w.data(), Cm, f.data(), g * g, 1.0f,
-             im.keys.data(), g * g);
-        add_bias_and_positions(im, w.mask_conv3.b, dense_pe_);
-    } else if (precision_ == Precision::F32) {        // layer 0 reads the prepared projections,
-        im.keys = Tensor(image.image_embed.shape());  // and writes the image tokens
+        f.reshape({f.dim(0), g * g});
     }
-    const Tensor queries =
-        two_way_transformer(w, heads, tokens, prompt.mask_input ? nullptr : &image, dense_pe_, im);
+    const Tensor queries = two_way_transformer(w, heads, tokens, image,
+                                               prompt.mask_input ? &f : nullptr, dense_pe_, im);
 
     // Masks: each mask token's hypernetwork gives the weights of its mask over the upscaled
     // image's channels; SAM 2 adds its high-resolution features in the upscaling.

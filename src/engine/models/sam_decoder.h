@@ -81,8 +81,9 @@ struct SamDecoderConfig {
 // Per-image, prompt-independent state: built once per image by prepare(), read by every decode.
 struct DecoderImage {
     Tensor image_embed;  // [C, g, g]
-    // Layer 0's image-side attention projections when no mask is given (they then depend on the
-    // image only): token->image keys and values, image->token queries. [attn_dim, g*g] each.
+    // Layer 0's image-side attention projections without a mask prompt (a mask prompt adds a
+    // term of low rank): token->image keys and values, image->token queries. [attn_dim, g*g]
+    // each.
     Tensor layer0_keys, layer0_values, layer0_queries;
     // SAM 2: high_res_1 [C/4, 2g, 2g] and high_res_0 [C/8, 4g, 4g] plus the output upscaling's
     // biases, in the upscaling's pixel order: [C/4, 4g*g], [C/8, 16g*g].
