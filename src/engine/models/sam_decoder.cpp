@@ -739,11 +739,23 @@ Tensor two_way_transformer(const SamDecoderWeights& w, int heads, const Tensor& 
 // without full-size intermediates, and the pixels stay in the order the GEMMs produce them,
 // [sub-pixel][image token]; the masks are put in image order at the end.
 
-// The first upscaling convolution of one click as one product (fold_first_upscale): its
-// weights [O*4, K] times each token's K factors [K, HW], plus the image's term
-// S_0 * DecoderImage::upscale_base.
+// Image tokens per block of the upscaling: the largest power of two <= 512 dividing HW.
+int64_t upscale_block(int64_t HW) {
+    int64_t nb = 512;
+    while (HW % nb) nb /= 2;
+    return nb;
+}
+
+// The first upscaling convolution of one click as a product (fold_first_upscale): its weights
+// [O*4, K] times each token's K factors [K, HW], plus the image's term S_0 *
+// DecoderImage::upscale_base. The factors' first L*heads*T rows are the layers' attention
+// probabilities (scaled): with bf16 compute their columns and rows are in weights_bf16
+// [O*4, L*heads*T] and factors_bf16 (per block of upscale_block(HW) tokens, [L*heads*T, nb]
+// dense) instead, and the f32 product keeps the rest, the token statistics whose terms nearly
+// cancel (a mean term against the normalised values) and would not survive the rounding.
 struct FirstUpscale {
     Tensor weights, factors;
+    Bf16 weights_bf16, factors_bf16;
     std::vector<float> image_scale;  // S_0 [HW]
 };
 
@@ -751,34 +763,53 @@ struct FirstUpscale {
 FirstUpscale fold_click(const SamDecoderWeights& w, const ImageTokens& im, const Tensor* mask) {
     const auto& f = w.fold;
     const int64_t L = static_cast<int64_t>(im.updates.size()), O4 = f.G[0].dim(0);
-    const int64_t C = im.C, HW = im.HW;
+    const int64_t C = im.C, HW = im.HW, nb = upscale_block(HW);
     const int64_t HT = im.updates[0].vo.dim(0), Cm = mask ? mask->dim(0) : 0;
-    const int64_t K = L * (HT + 2) + 1 + Cm;
-    // Per layer, the columns [G_l vo_l^T | g_l | c_l] against rows [S_l p_l ; -S_l m_l ; S_l].
-    FirstUpscale u{Tensor({O4, K}), Tensor({K, HW}), std::vector<float>(HW, 1.0f)};
+    // Columns: per layer G_l vo_l^T against rows S_l p_l, then per layer [g_l | c_l] against
+    // [-S_l m_l ; S_l], the last norm's bias against ones, and the mask's against S_0 f.
+    const int64_t Kp = L * HT, ks = im.bf16() ? 0 : Kp, K = ks + 2 * L + 1 + Cm;
+    FirstUpscale u{Tensor({O4, K}), Tensor({K, HW}), Bf16(), Bf16(), std::vector<float>(HW, 1.0f)};
+    Tensor gvo({O4, Kp});  // the probabilities' columns
+    if (im.bf16()) u.factors_bf16.resize(Kp * HW);
     std::vector<float>& S = u.image_scale;  // S_l, built from the last layer down
     for (int64_t l = L - 1; l >= 0; --l) {
         const ImageTokens::Update& up = im.updates[l];
-        const int64_t k0 = l * (HT + 2);
         for (int64_t i = 0; i < HW; ++i) S[i] *= up.inv_std[i];
         gemm(false, true, O4, HT, C, 1.0f, f.G[l].data(), C, up.vo.data(), C, 0.0f,
-             u.weights.data() + k0, K);
+             gvo.data() + l * HT, Kp);
+        parallel_for(HT, true, [&](int64_t j) {
+            const float* p = up.p.data() + j * HW;
+            const int64_t row = l * HT + j;
+            if (!im.bf16()) {
+                float* dst = u.factors.data() + row * HW;
+                for (int64_t i = 0; i < HW; ++i) dst[i] = p[i] * S[i];
+                return;
+            }
+            for (int64_t b = 0; b < HW / nb; ++b) {
+                uint16_t* dst = u.factors_bf16.data() + (b * Kp + row) * nb;
+                for (int64_t t = 0; t < nb; ++t)
+                    dst[t] = f32_to_bf16_finite(p[b * nb + t] * S[b * nb + t]);
+            }
+        });
         Tensor c = f.c[l];
         if (l == 0) add_(c, mask ? f.mask_bias : f.no_mask);
+        const int64_t k0 = ks + 2 * l;
         for (int64_t r = 0; r < O4; ++r) {
-            u.weights[r * K + k0 + HT] = f.g[l][r];
-            u.weights[r * K + k0 + HT + 1] = c[r];
+            u.weights[r * K + k0] = f.g[l][r];
+            u.weights[r * K + k0 + 1] = c[r];
         }
-        float* rows = u.factors.data() + k0 * HW;
-        parallel_for(HT, true, [&](int64_t j) {
-            for (int64_t i = 0; i < HW; ++i) rows[j * HW + i] = up.p[j * HW + i] * S[i];
-        });
         for (int64_t i = 0; i < HW; ++i) {
-            rows[HT * HW + i] = -S[i] * up.mean[i];
-            rows[(HT + 1) * HW + i] = S[i];
+            u.factors[k0 * HW + i] = -S[i] * up.mean[i];
+            u.factors[(k0 + 1) * HW + i] = S[i];
         }
     }
-    const int64_t k_bias = L * (HT + 2);
+    if (im.bf16()) {
+        u.weights_bf16 = rounded(gvo);
+    } else {
+        for (int64_t r = 0; r < O4; ++r)
+            std::memcpy(u.weights.data() + r * K, gvo.data() + r * Kp, Kp * sizeof(float));
+    }
+    const int64_t k_bias = ks + 2 * L;
     for (int64_t r = 0; r < O4; ++r) u.weights[r * K + k_bias] = f.last_bias[r];
     std::fill(u.factors.data() + k_bias * HW, u.factors.data() + (k_bias + 1) * HW, 1.0f);
     if (mask) {
@@ -849,10 +880,9 @@ Tensor upscale_to_masks(const SamDecoderWeights& w, const ImageTokens& image, co
                         const FirstUpscale& first, const Tensor& base, const Tensor& terms_1,
                         const Tensor& terms_2, const std::vector<int32_t>& order, int64_t g) {
     const int64_t n0 = g * g, M = hyper.dim(0), K = first.weights.dim(1);
+    const int64_t Kp = static_cast<int64_t>(first.weights_bf16.size()) / first.weights.dim(0);
     const int64_t O1 = w.upscale1.w.dim(1), O2 = w.upscale2.w.dim(1);
-    int64_t nb = 512;  // tokens per block: the largest power of two <= 512 dividing g*g
-    while (n0 % nb) nb /= 2;
-    const int64_t blocks = n0 / nb;
+    const int64_t nb = upscale_block(n0), blocks = n0 / nb;
     Tensor masks({M, 4 * g, 4 * g});
     parallel_region(true, [&] {
         Tensor y1({O1, 4 * nb});   // [o1][k1][token]
@@ -870,6 +900,9 @@ Tensor upscale_to_masks(const SamDecoderWeights& w, const ImageTokens& image, co
             }
             gemm(false, false, O1 * 4, nb, K, 1.0f, first.weights.data(), K,
                  first.factors.data() + p0, n0, 1.0f, y1.data(), nb);
+            if (Kp)
+                gemm_bf16(false, false, O1 * 4, nb, Kp, first.weights_bf16.data(), Kp,
+                          first.factors_bf16.data() + b * Kp * nb, nb, 1.0f, y1.data(), nb);
             add_block_terms(y1, 4, nb, terms_1, p0, n0, w.upscale1.b);
             layer_norm_channels(y1, w.upscale_norm.w, w.upscale_norm.b, kLayerNorm2dEps,
                                 {.gelu = true, .x_bf16 = image.bf16() ? y1_bf16.data() : nullptr});
