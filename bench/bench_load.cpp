@@ -463,6 +463,7 @@ class Clicker : public std::enable_shared_from_this<Clicker> {
             tcp::endpoint(net::ip::make_address("127.0.0.1"), port_),
             [self = shared_from_this()](beast::error_code ec) {
                 if (ec) return self->finish("connect: " + ec.message());
+                beast::get_lowest_layer(self->ws_).socket().set_option(tcp::no_delay(true), ec);
                 beast::get_lowest_layer(self->ws_).expires_never();
                 self->ws_.set_option(
                     websocket::stream_base::timeout::suggested(beast::role_type::client));

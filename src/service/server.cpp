@@ -375,6 +375,9 @@ void Server::Impl::do_accept() {
 void Server::Impl::on_accept(beast::error_code ec, tcp::socket socket) {
     if (stopping || !acceptor.is_open()) return;
     if (!ec) {
+        // Answers go out as soon as they are written: with Nagle's algorithm a reply written
+        // while the peer still owed an ACK waited for its delayed ACK (~40 ms on a lone client).
+        socket.set_option(tcp::no_delay(true), ec);
         auto session = std::make_shared<HttpSession>(std::move(socket), *this);
         Connection::track(session);
         session->start();
