@@ -366,7 +366,8 @@ void layer_norm_channels_block(float* x, int64_t C, int64_t HW, int64_t i0, int6
     // the variance does not cancel when the mean is large next to the spread.
     if (!x && (extras.gelu || extras.x_pe || (!extras.src && !extras.src_bf16)))
         throw std::invalid_argument("layer_norm_channels_block: no x to normalise or write");
-    const float* src = (extras.src ? extras.src : x) + i0;
+    const float* base = extras.src ? extras.src : x;  // null with src_bf16 and no x
+    const float* src = base ? base + i0 : nullptr;
     float widened[kMaxBlock];  // a row of src_bf16 (then of pe_bf16) in f32
     auto widen = [&](const uint16_t* b) {
 #pragma omp simd
