@@ -435,10 +435,12 @@ float attention_scale(const Attention& a, int heads) {
     return 1.0f / std::sqrt(static_cast<float>(a.q.w.dim(0) / heads));
 }
 
-// A mask prompt in layer 0: its features f [Cm, HW] and how they change the prepared
-// projections (SamDecoderWeights::mask_layer0).
+// A mask prompt in layer 0: its features f [Cm, HW], the dense prompt's 1x1 convolution M that
+// adds them to the image tokens, and how they change the prepared projections
+// (SamDecoderWeights::mask_layer0).
 struct MaskTerm {
     const Tensor& f;
+    const Conv& conv;
     const decltype(SamDecoderWeights::mask_layer0)& fold;
 };
 
@@ -536,7 +538,7 @@ using BlockScores = std::function<void(int64_t p0, int64_t n, float* scores)>;
 ImageTokens::Update update_image(const Attention& a, const Tensor& v, int heads, Tensor p_all,
                                  const BlockScores& scores, const float* keys_in,
                                  const Tensor& bias, const Norm& norm, const Tensor& dense_pe,
-                                 const Conv* mask_conv, const Tensor* mask, ImageTokens& image) {
+                                 const MaskTerm* mask, ImageTokens& image) {
     const int64_t T = v.dim(0), D = v.dim(1), d = D / heads, HT = heads * T;
     const int64_t C = image.C, HW = image.HW;
     if (scores) p_all = Tensor({HT, HW});
@@ -591,8 +593,8 @@ ImageTokens::Update update_image(const Attention& a, const Tensor& v, int heads,
                      n);
             }
             if (mask) {
-                const int64_t Cm = mask->dim(0);
-                gemm(false, false, C, n, Cm, 1.0f, mask_conv->w.data(), Cm, mask->data() + p0, HW,
+                const int64_t Cm = mask->f.dim(0);
+                gemm(false, false, C, n, Cm, 1.0f, mask->conv.w.data(), Cm, mask->f.data() + p0, HW,
                      1.0f, update.data(), n);
             }
             block.add_ld = n;
@@ -690,8 +692,9 @@ Layer0Projections project_layer0(const TwoWayLayer& l, const Tensor& keys, const
 Tensor two_way_transformer(const SamDecoderWeights& w, int heads, const Tensor& tokens,
                            const DecoderImage& prepared, const Tensor* mask, const Tensor& dense_pe,
                            ImageTokens& image) {
-    const MaskTerm mask_term{mask ? *mask : prepared.image_embed, w.mask_layer0};
-    const MaskTerm* const m = mask ? &mask_term : nullptr;
+    const std::optional<MaskTerm> mask_term =
+        mask ? std::optional<MaskTerm>({*mask, w.mask_conv3, w.mask_layer0}) : std::nullopt;
+    const MaskTerm* const m = mask_term ? &*mask_term : nullptr;
     Tensor queries = tokens;
     for (size_t i = 0; i < w.layers.size(); ++i) {
         const TwoWayLayer& l = w.layers[i];
@@ -719,12 +722,11 @@ Tensor two_way_transformer(const SamDecoderWeights& w, int heads, const Tensor& 
             add_(bias, mask ? w.mask_conv3.b : w.no_mask);
             image.updates.push_back(update_image(
                 a, v, heads, projected_image_scores(a, prepared.layer0_queries, k, heads, m),
-                nullptr, prepared.image_embed.data(), bias, l.norm4, dense_pe, &w.mask_conv3, mask,
-                image));
+                nullptr, prepared.image_embed.data(), bias, l.norm4, dense_pe, m, image));
         } else {
-            image.updates.push_back(
-                update_image(a, v, heads, Tensor(), raw_image_scores(a, k, heads, image), nullptr,
-                             a.out.b, l.norm4, dense_pe, nullptr, nullptr, image));
+            image.updates.push_back(update_image(a, v, heads, Tensor(),
+                                                 raw_image_scores(a, k, heads, image), nullptr,
+                                                 a.out.b, l.norm4, dense_pe, nullptr, image));
         }
     }
     add_(queries, tokens_to_image(w.final_attn, plus(queries, tokens), image, heads));
@@ -769,14 +771,17 @@ FirstUpscale fold_click(const SamDecoderWeights& w, const ImageTokens& im, const
     // [-S_l m_l ; S_l], the last norm's bias against ones, and the mask's against S_0 f.
     const int64_t Kp = L * HT, ks = im.bf16() ? 0 : Kp, K = ks + 2 * L + 1 + Cm;
     FirstUpscale u{Tensor({O4, K}), Tensor({K, HW}), Bf16(), Bf16(), std::vector<float>(HW, 1.0f)};
-    Tensor gvo({O4, Kp});  // the probabilities' columns
+    // The probabilities' columns: into weights in f32, rounded into weights_bf16 from gvo in bf16.
+    Tensor gvo = im.bf16() ? Tensor({O4, Kp}) : Tensor();
+    float* const p_cols = im.bf16() ? gvo.data() : u.weights.data();
+    const int64_t p_ld = im.bf16() ? Kp : K;
     if (im.bf16()) u.factors_bf16.resize(Kp * HW);
     std::vector<float>& S = u.image_scale;  // S_l, built from the last layer down
     for (int64_t l = L - 1; l >= 0; --l) {
         const ImageTokens::Update& up = im.updates[l];
         for (int64_t i = 0; i < HW; ++i) S[i] *= up.inv_std[i];
-        gemm(false, true, O4, HT, C, 1.0f, f.G[l].data(), C, up.vo.data(), C, 0.0f,
-             gvo.data() + l * HT, Kp);
+        gemm(false, true, O4, HT, C, 1.0f, f.G[l].data(), C, up.vo.data(), C, 0.0f, p_cols + l * HT,
+             p_ld);
         parallel_for(HT, true, [&](int64_t j) {
             const float* p = up.p.data() + j * HW;
             const int64_t row = l * HT + j;
@@ -803,12 +808,7 @@ FirstUpscale fold_click(const SamDecoderWeights& w, const ImageTokens& im, const
             u.factors[(k0 + 1) * HW + i] = S[i];
         }
     }
-    if (im.bf16()) {
-        u.weights_bf16 = rounded(gvo);
-    } else {
-        for (int64_t r = 0; r < O4; ++r)
-            std::memcpy(u.weights.data() + r * K, gvo.data() + r * Kp, Kp * sizeof(float));
-    }
+    if (im.bf16()) u.weights_bf16 = rounded(gvo);
     const int64_t k_bias = ks + 2 * L;
     for (int64_t r = 0; r < O4; ++r) u.weights[r * K + k_bias] = f.last_bias[r];
     std::fill(u.factors.data() + k_bias * HW, u.factors.data() + (k_bias + 1) * HW, 1.0f);
@@ -1203,7 +1203,8 @@ DecoderOutput SamDecoder::decode(const DecoderImage& image, const Prompt& prompt
         im.keys_pe_bf16.resize(image.image_embed.numel());
         im.dense_pe_bf16 = dense_pe_bf16_.data();
     }
-    if (precision_ == Precision::F32) im.keys = Tensor(image.image_embed.shape());  // layer 0's
+    // In f32 the layers write the image tokens here; in bf16 only the rounded copies.
+    if (precision_ == Precision::F32) im.keys = Tensor(image.image_embed.shape());
     // The mask prompt's features [Cm, g*g]: through a 1x1 convolution, the dense prompt.
     Tensor f;
     if (prompt.mask_input) {
