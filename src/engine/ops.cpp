@@ -165,6 +165,71 @@ void linear_add(Tensor& y, const Tensor& x, const Tensor& W, const Tensor& b) {
     linear_add(x.data(), M, K, W.data(), b.empty() ? nullptr : b.data(), N, y.data());
 }
 
+PanelWeights pack_panels(const Tensor& W) {
+    constexpr int64_t P = PanelWeights::kPanelColumns;
+    if (W.ndim() != 2) throw std::invalid_argument("pack_panels: W is " + shape_str(W.shape()));
+    PanelWeights w{.in = W.dim(1), .out = W.dim(0), .panels = {}};
+    w.panels.assign((w.out + P - 1) / P * P * w.in, 0.0f);
+    for (int64_t n = 0; n < w.out; ++n)
+        for (int64_t k = 0; k < w.in; ++k)
+            w.panels[(n / P * w.in + k) * P + n % P] = W[n * w.in + k];
+    return w;
+}
+
+namespace {
+
+// acc [R][P] = x [R, K] (row stride K) times one panel [K][P]: R * P accumulators, R <= 8.
+template <int R>
+void rows_times_panel(const float* x, int64_t K, const float* panel, float* acc_out) {
+    constexpr int64_t P = PanelWeights::kPanelColumns;
+    float acc[R][P] = {};
+    for (int64_t k = 0; k < K; ++k) {
+        const float* w = panel + k * P;
+        for (int r = 0; r < R; ++r) {
+            const float xk = x[r * K + k];
+#pragma omp simd
+            for (int64_t j = 0; j < P; ++j) acc[r][j] += xk * w[j];
+        }
+    }
+    std::memcpy(acc_out, acc, sizeof(acc));
+}
+
+using RowsTimesPanel = void (*)(const float*, int64_t, const float*, float*);
+constexpr int64_t kPanelRows = 8;
+constexpr RowsTimesPanel kRowsTimesPanel[kPanelRows] = {
+    rows_times_panel<1>, rows_times_panel<2>, rows_times_panel<3>, rows_times_panel<4>,
+    rows_times_panel<5>, rows_times_panel<6>, rows_times_panel<7>, rows_times_panel<8>};
+
+}  // namespace
+
+void linear_panels(const float* x, int64_t M, const PanelWeights& w, const float* b, float* y) {
+    constexpr int64_t P = PanelWeights::kPanelColumns;
+    const int64_t K = w.in, N = w.out, panels = (N + P - 1) / P;
+    // Two threads pay off from 128K weights (the decoder's MLP), not for its 256 x 256 layers.
+    parallel_for(panels, K * N >= (1 << 17), [&](int64_t c) {
+        const int64_t n0 = c * P, nc = std::min(P, N - n0);
+        float acc[kPanelRows * P];
+        for (int64_t m0 = 0; m0 < M; m0 += kPanelRows) {
+            const int64_t rows = std::min(kPanelRows, M - m0);
+            kRowsTimesPanel[rows - 1](x + m0 * K, K, w.panels.data() + c * K * P, acc);
+            for (int64_t r = 0; r < rows; ++r)
+                for (int64_t j = 0; j < nc; ++j)
+                    y[(m0 + r) * N + n0 + j] = acc[r * P + j] + (b ? b[n0 + j] : 0.0f);
+        }
+    });
+}
+
+Tensor linear_panels(const Tensor& x, const PanelWeights& w, const Tensor& b) {
+    if (x.dim(-1) != w.in || (!b.empty() && b.numel() != w.out))
+        throw std::invalid_argument("linear_panels: x " + shape_str(x.shape()) + ", W [" +
+                                    std::to_string(w.out) + ", " + std::to_string(w.in) + "]");
+    Shape shape = x.shape();
+    shape.back() = w.out;
+    Tensor y(shape);
+    linear_panels(x.data(), x.numel() / w.in, w, b.empty() ? nullptr : b.data(), y.data());
+    return y;
+}
+
 void layer_norm(const float* x, float* y, int64_t rows, int64_t C, const float* weight,
                 const float* bias, float eps) {
     parallel_for(rows, rows > 256, [&](int64_t r) {

@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cmath>
 #include <random>
+#include <utility>
 #include <vector>
 
 #include "engine/dtype.h"
@@ -285,6 +286,36 @@ TEST(LayerNormChannels, BlockFromABf16SourceInPlaceMatchesTheF32FormOnItsWidenin
 // parallel_for and parallel_region skip libgomp where a team would have one thread. Inside a
 // region of one thread that is itself in a worksharing loop, a region's `omp for` must not share
 // the enclosing loop (it did once: the ViT's windows, one thread, skipped windows).
+// linear_panels against a double reference: row counts across its 8-row steps (a decoder's 7
+// tokens, 16 and more as a session adds points), output widths across the 32-column panels (a
+// padded last panel), and the MLP's 2048 x 256, which runs on two threads.
+TEST(LinearPanels, MatchesTheProductInEveryRowCountAndWidth) {
+    std::mt19937 rng(5);
+    std::normal_distribution<float> normal(0.0f, 1.0f);
+    for (auto [K, N] : std::vector<std::pair<int64_t, int64_t>>{{3, 1}, {256, 33}, {2048, 256}}) {
+        Tensor W({N, K}), b({N});
+        for (int64_t i = 0; i < W.numel(); ++i) W[i] = normal(rng);
+        for (int64_t i = 0; i < N; ++i) b[i] = normal(rng);
+        const PanelWeights packed = pack_panels(W);
+        for (int64_t M : {1, 7, 8, 9, 16, 17, 23}) {
+            SCOPED_TRACE(testing::Message() << M << " x " << K << " -> " << N);
+            std::vector<float> x(M * K), y(M * N + 1, -7.0f);
+            for (float& v : x) v = normal(rng);
+            linear_panels(x.data(), M, packed, b.data(), y.data());
+            for (int64_t m = 0; m < M; ++m)
+                for (int64_t n = 0; n < N; ++n) {
+                    double want = b[n], magnitude = std::abs(b[n]);
+                    for (int64_t k = 0; k < K; ++k) {
+                        want += double(x[m * K + k]) * W[n * K + k];
+                        magnitude += std::abs(double(x[m * K + k]) * W[n * K + k]);
+                    }
+                    ASSERT_NEAR(y[m * N + n], want, 1e-6 * magnitude) << m << ", " << n;
+                }
+            EXPECT_EQ(y[M * N], -7.0f) << "wrote past the output";
+        }
+    }
+}
+
 TEST(Parallel, EveryIndexRunsOnceAtEveryNestingAndThreadCount) {
     const int threads = num_threads();
     for (int t : {1, 2}) {

@@ -31,9 +31,11 @@ namespace {
 constexpr float kLayerNormEps = 1e-5f;    // nn.LayerNorm in the transformer
 constexpr float kLayerNorm2dEps = 1e-6f;  // LayerNorm2d in the mask convolutions
 
+// A linear layer over the tokens (a few rows). w also serves the products over the image.
 struct Linear {
-    Tensor w, b;  // [out, in], [out]
-    Tensor operator()(const Tensor& x) const { return linear(x, w, b); }
+    Tensor w, b;          // [out, in], [out]
+    PanelWeights packed;  // w packed for the tokens' few rows
+    Tensor operator()(const Tensor& x) const { return linear_panels(x, packed, b); }
 };
 
 struct Norm {
@@ -126,7 +128,9 @@ Prefixes prefixes(DecoderVariant v) {
 }
 
 Linear load_linear(const TensorSource& get, const std::string& name, int64_t in, int64_t out) {
-    return {get(name + ".weight", {out, in}), get(name + ".bias", {out})};
+    Linear l{get(name + ".weight", {out, in}), get(name + ".bias", {out}), {}};
+    l.packed = pack_panels(l.w);
+    return l;
 }
 
 Norm load_norm(const TensorSource& get, const std::string& name, int64_t dim) {
