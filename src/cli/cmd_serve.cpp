@@ -86,6 +86,7 @@ int cmd_serve(const std::vector<std::string>& argv) {
                      "store",
                      "threads",
                      "disk-threads",
+                     "decode-threads",
                      "api-keys",
                      "cors-origin",
                      "max-body-mb",
@@ -118,6 +119,7 @@ int cmd_serve(const std::vector<std::string>& argv) {
     api.max_body_bytes = static_cast<size_t>(args.get_int("max-body-mb", 32, 1, 4096)) << 20;
     api.max_points = static_cast<size_t>(args.get_int("max-points", 64, 1, 4096));
     api.cors_origin = args.get("cors-origin").value_or("*");
+    api.decode_threads = args.get_int("decode-threads", 1, 0, 1024);
     api.sessions.max_sessions = static_cast<size_t>(args.get_int("max-sessions", 1000, 1, 1 << 24));
     api.sessions.max_per_tenant =
         static_cast<size_t>(args.get_int("max-sessions-per-tenant", 1000, 1, 1 << 24));

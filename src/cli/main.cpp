@@ -46,6 +46,8 @@ const char* kUsage =
     "           [--encode-nice 10]  (the encode thread's nice increment: clicks come first)\n"
     "           [--disk-threads 2]  (uploads, deletes, encodes, embedding downloads and\n"
     "           session starts run here, off the io threads)\n"
+    "           [--decode-threads 1]  (threads of a decode that runs alone; one beside\n"
+    "           others; 0: all cores)\n"
     "\n"
     "Store SPEC: tiers in lookup order, comma-separated: mem:?max_bytes=256M,\n"
     "  disk:/path?max_bytes=10G, azure://HOST/ACCOUNT/CONTAINER?key=...,\n"

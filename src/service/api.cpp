@@ -248,14 +248,16 @@ struct RunningCount {
 
 // Decodes `prompts` and encodes the masks as `out` asks, recording each stage's time. A decode
 // that starts while others run gets one thread: teams of several per decode would oversubscribe
-// the cores and spin-wait on each other; a lone decode keeps all of them.
+// the cores and spin-wait on each other; a lone decode gets `lone_threads` (0: all cores).
 json decode_masks(const Segmenter& model, const DecoderImage& decoder, const ImageGeometry& geom,
                   const Prompts& prompts, const OutputOptions& out, RequestMetrics& metrics,
-                  std::atomic<int>& decodes_running, Masks* masks,
+                  std::atomic<int>& decodes_running, int lone_threads, Masks* masks,
                   std::vector<std::string>* frames) {
     {
         const RunningCount running(decodes_running);
-        const ThreadCap cap(running.others > 0 ? 1 : num_threads());
+        const ThreadCap cap(running.others > 0 ? 1
+                            : lone_threads > 0 ? lone_threads
+                                               : num_threads());
         *masks = model.decode(decoder, geom, prompts);
     }
     metrics.observe_stage("decoder", masks->decoder_ms);
@@ -903,7 +905,7 @@ Response Api::infer(Context& c) {
     auto image = prepared(c.tenant, id);
     Masks masks;
     json result = decode_masks(require_model(), image->decoder, image->geom, prompts, out, metrics_,
-                               decodes_running_, &masks, nullptr);
+                               decodes_running_, options_.decode_threads, &masks, nullptr);
     result["latency_ms"] = ms_since(start);
     return timed_json_response(result, metrics_);
 }
@@ -998,7 +1000,7 @@ Response Api::add_prompts(Context& c) {
     auto image = prepared(c.tenant, session->image_id);
     Masks masks;
     json result = decode_masks(require_model(), image->decoder, image->geom, prompts, out, metrics_,
-                               decodes_running_, &masks, &step.frames);
+                               decodes_running_, options_.decode_threads, &masks, &step.frames);
     const int64_t plane = 256 * 256;
     step.best_low_res =
         Tensor::from({1, 256, 256}, masks.low_res_logits.data() + plane * masks.best());

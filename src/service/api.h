@@ -44,6 +44,11 @@ struct ApiOptions {
     size_t max_pixels = 64u << 20;
     size_t max_points = 64;
     size_t prepared_images = 8;  // decoder states kept for the most recently used images
+    // Threads of a decode that starts while no other runs (one beside others; 0: all cores). One
+    // by default: a team of two slows the decodes that arrive while it runs (their threads
+    // spin-wait on each other on two cores); in paired load runs one thread gave the lower p99
+    // click latency in 6 of 7 pairs (BENCHMARKS.md, session 9).
+    int decode_threads = 1;
     SessionStoreOptions sessions;
     RateLimitOptions rate_limit;             // requests per API key (per tenant without keys)
     std::shared_ptr<const StaticFiles> web;  // the web client at "/"; null: none
