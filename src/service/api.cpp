@@ -385,8 +385,8 @@ Api::Api(ApiOptions options)
         {"GET", "/metrics", &Api::metrics, false},
         {"GET", "/api/v1/openapi.json", &Api::openapi, false},
         {"POST", "/api/v1/images", &Api::upload_image, true, /*waits_on_disk=*/true},
-        {"GET", "/api/v1/images", &Api::list_images, true},
-        {"GET", "/api/v1/images/{id}", &Api::get_image, true},
+        {"GET", "/api/v1/images", &Api::list_images, true, /*waits_on_disk=*/true},
+        {"GET", "/api/v1/images/{id}", &Api::get_image, true, /*waits_on_disk=*/true},
         {"DELETE", "/api/v1/images/{id}", &Api::delete_image, true, /*waits_on_disk=*/true},
         {"POST", "/api/v1/images/{id}/encode", &Api::encode_image, true, /*waits_on_disk=*/true},
         {"GET", "/api/v1/images/{id}/embedding", &Api::get_embedding, true, /*waits_on_disk=*/true},
@@ -394,7 +394,7 @@ Api::Api(ApiOptions options)
          /*waits_on_disk=*/true},
         {"POST", "/api/v1/images/{id}/infer", &Api::infer, true},
         {"POST", "/api/v1/jobs", &Api::create_batch, true, /*waits_on_disk=*/true},
-        {"GET", "/api/v1/jobs/{id}", &Api::get_batch, true},
+        {"GET", "/api/v1/jobs/{id}", &Api::get_batch, true, /*waits_on_disk=*/true},
         {"POST", "/api/v1/sessions", &Api::create_session, true, /*waits_on_disk=*/true},
         {"GET", "/api/v1/sessions/{sid}", &Api::get_session, true},
         {"DELETE", "/api/v1/sessions/{sid}", &Api::delete_session, true},
@@ -402,7 +402,7 @@ Api::Api(ApiOptions options)
         {"POST", "/api/v1/sessions/{sid}/undo", &Api::undo, true},
         {"POST", "/api/v1/sessions/{sid}/reset", &Api::reset, true},
         {"GET", "/api/v1/sessions/{sid}/ws", &Api::session_socket, true},
-        {"GET", "/api/v1/models/{name}/decoder", &Api::get_decoder, true},
+        {"GET", "/api/v1/models/{name}/decoder", &Api::get_decoder, true, /*waits_on_disk=*/true},
     };
 }
 

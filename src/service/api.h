@@ -69,9 +69,12 @@ class Api {
     Response handle(const Request& request);
     // Whether handle() would wait on the stores for this request: an upload writes and fsyncs the
     // image before answering, a (re)encode or a batch commits its jobs, a delete removes files,
-    // and an embedding download or a session's start (which also prepares the decoder's state
-    // for the image) may read a disk or a remote tier. The server runs these off its io
-    // threads, so that the other connections served by those threads are not held up.
+    // an image's or a batch's status queries the job queue (SQLite's file, or PostgreSQL over
+    // the network) and asks the tiers whether they hold the embedding (up to 1000 images a
+    // request), the browser's decoder weights are read from disk, and an embedding download or
+    // a session's start (which also prepares the decoder's state for the image) may read a disk
+    // or a remote tier. The server runs these off its io threads, so that the other
+    // connections served by those threads are not held up.
     bool waits_on_disk(const Request& request) const;
     // An error in the API's format with its usual headers, for failures found before a request
     // reaches handle() (a body over the limit).

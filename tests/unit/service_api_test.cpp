@@ -52,8 +52,8 @@ TEST(ServiceApi, UnknownPathsAndMethodsAreJsonErrors) {
     EXPECT_EQ(wrong.header("Allow"), "POST, GET");
 }
 
-// The routes that write, fsync or read the stores are the ones the server takes off its io
-// threads; the decoder's routes and the rest stay on them.
+// The routes that write, fsync or read the stores or the job queue are the ones the server takes
+// off its io threads; the decoder's routes and the rest stay on them.
 TEST(ServiceApi, RoutesThatTouchTheStoresWaitOnTheDiskOtherRoutesDoNot) {
     ApiFixture f(nullptr);
     struct Case {
@@ -67,8 +67,9 @@ TEST(ServiceApi, RoutesThatTouchTheStoresWaitOnTheDiskOtherRoutesDoNot) {
           Case{"POST", "/api/v1/images/abc/encode", true},
           Case{"GET", "/api/v1/images/abc/embedding", true},
           Case{"HEAD", "/api/v1/images/abc/embedding", true},
-          Case{"GET", "/api/v1/images/abc", false}, Case{"GET", "/healthz", false},
-          Case{"GET", "/api/v1/images", false}, Case{"POST", "/api/v1/images/abc/infer", false},
+          Case{"GET", "/api/v1/images/abc", true}, Case{"GET", "/api/v1/images?ids=a,b", true},
+          Case{"GET", "/api/v1/jobs/j1", true}, Case{"GET", "/api/v1/models/current/decoder", true},
+          Case{"GET", "/healthz", false}, Case{"POST", "/api/v1/images/abc/infer", false},
           Case{"POST", "/api/v1/sessions/s1/prompts", false},
           Case{"POST", "/api/v1/nothing", false}})
         EXPECT_EQ(f.api->waits_on_disk(make_request(c.method, c.target)), c.waits)
