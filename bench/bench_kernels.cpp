@@ -10,6 +10,8 @@
 //  - one global attention of ViT-B in bf16 (4096 queries and keys, 12 heads of 64, relative
 //    positions over the 64 x 64 grid), on AMX tiles and on oneDNN, in ms (three alternating
 //    rounds, the median of each).
+//  - the COCO RLE counts of a 1024 x 768 mask: a disc with a hole (a real object's mask) and a
+//    texture of diagonal stripes (a random-weight model's masks are textures: ~10^5 runs), in us.
 //   bench_kernels [--threads N] [--runs N]
 #include <algorithm>
 #include <chrono>
@@ -25,6 +27,7 @@
 #include "engine/amx.h"
 #include "engine/attention.h"
 #include "engine/ops.h"
+#include "service/mask_encoding.h"
 
 namespace {
 
@@ -69,6 +72,22 @@ int main(int argc, char** argv) {
             splitseg::add_gelu(v.data(), static_cast<int64_t>(v.size()), 0.0f, nullptr);
         });
         j["gelu_ns_per_element"] = s / static_cast<double>(v.size()) * 1e9;
+    }
+
+    // COCO RLE counts (the service's default mask encoding) of a 1024 x 768 mask.
+    {
+        const int w = 1024, h = 768;
+        std::vector<uint8_t> disc(w * h), texture(w * h);
+        for (int y = 0; y < h; ++y)
+            for (int x = 0; x < w; ++x) {
+                const int r2 = (x - 500) * (x - 500) + (y - 380) * (y - 380);
+                disc[y * w + x] = r2 < 300 * 300 && r2 > 40 * 40;
+                texture[y * w + x] = (x * 3 + y) % 16 < 8;  // diagonal stripes
+            }
+        for (const auto& [name, mask] : {std::pair{"disc", &disc}, {"texture", &texture}})
+            j["coco_rle_us"][name] = 1e6 * bench::median_seconds(runs, [&] {
+                                         splitseg::coco_rle_counts(mask->data(), w, h);
+                                     });
     }
 
     // A band of MobileSAM's first-stage bottleneck: its 3x3 depthwise convolution with GELU.

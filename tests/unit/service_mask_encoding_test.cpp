@@ -41,7 +41,8 @@ TEST(MaskExtent, BoxAndAreaOfTheInsidePixels) {
     EXPECT_EQ(mask_extent(none, 2, 1).bbox, (std::array<int, 4>{0, 0, 0, 0}));
 }
 
-// Pixel by pixel, as the definition reads: the reference for the tiled, memchr-based encoder.
+// Pixel by pixel, as the definition reads: the reference for the row-boundary and memchr-based
+// encoders.
 std::vector<uint32_t> naive_runs(const std::vector<uint8_t>& mask, int w, int h,
                                  bool column_major) {
     std::vector<uint32_t> counts;
@@ -61,7 +62,28 @@ std::vector<uint32_t> naive_runs(const std::vector<uint8_t>& mask, int w, int h,
     return counts;
 }
 
-// Sizes across the 64-pixel tiles, blobs and noise, values 1 and 255 both "inside".
+// Shapes as masks are (a disc with a hole, an object touching the image's edges, single lines),
+// where the column-major encoder finds the runs from the boundaries between rows.
+TEST(CocoRle, RunLengthsMatchAPixelWalkOnShapes) {
+    auto check = [](int w, int h, auto inside) {
+        std::vector<uint8_t> mask(static_cast<size_t>(w) * h);
+        for (int y = 0; y < h; ++y)
+            for (int x = 0; x < w; ++x) mask[static_cast<size_t>(y) * w + x] = inside(x, y) ? 1 : 0;
+        for (bool column_major : {true, false})
+            EXPECT_EQ(run_lengths(mask.data(), w, h, column_major),
+                      naive_runs(mask, w, h, column_major))
+                << w << "x" << h << " column-major " << column_major;
+    };
+    check(1024, 768, [](int x, int y) {
+        const int r2 = (x - 500) * (x - 500) + (y - 380) * (y - 380);
+        return r2 < 300 * 300 && r2 > 40 * 40;
+    });
+    check(1024, 768, [](int x, int y) { return x < 200 || y > 700 || (x + y) % 97 == 0; });
+    check(7, 1, [](int x, int) { return x % 3 == 0; });
+    check(1, 7, [](int, int y) { return y % 3 != 0; });
+}
+
+// Sizes across the 64-byte row blocks, noise of every density, values 1 and 255 both "inside".
 TEST(CocoRle, RunLengthsMatchAPixelWalkOnRandomMasks) {
     std::mt19937 rng(7);
     for (auto [w, h] : {std::pair{1, 1}, {130, 70}, {64, 64}, {65, 129}, {300, 3}}) {
