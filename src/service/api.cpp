@@ -418,9 +418,14 @@ bool Api::waits_on_disk(const Request& request) const {
     const std::vector<std::string> segments =
         split(request.target.substr(0, request.target.find('?')), '/');
     std::map<std::string, std::string> params;
-    for (const RouteEntry& r : table_)
-        if (r.method == request.method && match_route(r.path, segments, &params))
-            return r.waits_on_disk;
+    for (const RouteEntry& r : table_) {
+        if (r.method != request.method || !match_route(r.path, segments, &params)) continue;
+        if (r.handler == &Api::infer) {  // a miss of the prepared images reads the tiers
+            std::lock_guard lock(prepared_mutex_);
+            return !prepared_.contains(params["{id}"]);
+        }
+        return r.waits_on_disk;
+    }
     return false;
 }
 

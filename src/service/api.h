@@ -73,8 +73,9 @@ class Api {
     // the network) and asks the tiers whether they hold the embedding (up to 1000 images a
     // request), the browser's decoder weights are read from disk, and an embedding download or
     // a session's start (which also prepares the decoder's state for the image) may read a disk
-    // or a remote tier. The server runs these off its io threads, so that the other
-    // connections served by those threads are not held up.
+    // or a remote tier, as does a stateless infer on an image whose decoder state is not
+    // prepared. The server runs these off its io threads, so that the other connections served
+    // by those threads are not held up.
     bool waits_on_disk(const Request& request) const;
     // An error in the API's format with its usual headers, for failures found before a request
     // reaches handle() (a body over the limit).
@@ -154,7 +155,7 @@ class Api {
     std::atomic<int> decodes_running_{0};  // decodes in progress, on any io thread
     SessionStore sessions_;
     RateLimiter limiter_;
-    std::mutex prepared_mutex_;  // guards prepared_ and prepared_lru_
+    mutable std::mutex prepared_mutex_;  // guards prepared_ and prepared_lru_
     std::unordered_map<std::string, std::shared_ptr<const PreparedImage>> prepared_;
     std::list<std::string> prepared_lru_;  // front = most recently used
 };

@@ -69,7 +69,7 @@ TEST(ServiceApi, RoutesThatTouchTheStoresWaitOnTheDiskOtherRoutesDoNot) {
           Case{"HEAD", "/api/v1/images/abc/embedding", true},
           Case{"GET", "/api/v1/images/abc", true}, Case{"GET", "/api/v1/images?ids=a,b", true},
           Case{"GET", "/api/v1/jobs/j1", true}, Case{"GET", "/api/v1/models/current/decoder", true},
-          Case{"GET", "/healthz", false}, Case{"POST", "/api/v1/images/abc/infer", false},
+          Case{"GET", "/healthz", false}, Case{"POST", "/api/v1/images/abc/infer", true},
           Case{"POST", "/api/v1/sessions/s1/prompts", false},
           Case{"POST", "/api/v1/nothing", false}})
         EXPECT_EQ(f.api->waits_on_disk(make_request(c.method, c.target)), c.waits)

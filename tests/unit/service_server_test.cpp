@@ -19,6 +19,7 @@
 #include <functional>
 #include <future>
 #include <mutex>
+#include <optional>
 #include <thread>
 
 #include "service/mask_frame.h"
@@ -814,47 +815,77 @@ class GatedTier final : public BlobStore {
     Gate gate_{/*armed=*/false};
 };
 
+// A server with one io thread whose cache is one GatedTier, holding an uploaded, encoded image.
+struct SlowTierServer {
+    explicit SlowTierServer(int seed)
+        : f(test::tiny_model(), {}, {},
+            [this](ApiOptions& o) {
+                auto gated = std::make_unique<GatedTier>();
+                tier = gated.get();
+                std::vector<std::unique_ptr<BlobStore>> tiers;
+                tiers.push_back(std::move(gated));
+                o.cache = std::make_shared<EmbeddingCache>(
+                    std::make_shared<TieredStore>(std::move(tiers)));
+            }),
+          server(*f.api, GatedServer::options()) {
+        server.start();
+        client.emplace(server.port());
+        auto uploaded =
+            client->send(http::verb::post, "/api/v1/images", test::test_png(seed), "image/png");
+        EXPECT_EQ(uploaded.result_int(), 201) << uploaded.body();
+        id = json::parse(uploaded.body()).value("id", "");
+        f.encode_all();
+    }
+    ~SlowTierServer() { tier->open(); }
+    // Sends the request from another thread once the tier is armed, and waits until it reads the
+    // tier: /healthz must then be answered on this client while the request is not.
+    std::future<http::response<http::string_body>> held(http::verb verb, std::string target,
+                                                        std::string body) {
+        tier->arm();
+        const uint16_t port = server.port();
+        auto request = std::async(std::launch::async, [port, verb, target, body] {
+            return Client(port).send(verb, target, body, "application/json");
+        });
+        EXPECT_TRUE(tier->wait_for_arrival()) << target << " never read the cache";
+        EXPECT_EQ(client->send(http::verb::get, "/healthz").result_int(), 200);
+        EXPECT_FALSE(answered(request)) << "answered before the cache read finished";
+        tier->open();
+        return request;
+    }
+
+    GatedTier* tier = nullptr;
+    test::ApiFixture f;
+    Server server;
+    std::optional<Client> client;  // connected once the server runs
+    std::string id;
+};
+
 // Starting a session reads the embedding from the cache's tiers, which may be remote: with one
 // io thread, /healthz is answered while POST /sessions waits on a slow tier, and the session
 // is created once the read finishes.
 TEST(ServiceServer, StartingASessionOnASlowTierDoesNotHoldTheIoThread) {
     SPLITSEG_REQUIRE_TINY_MODEL();
-    GatedTier* tier = nullptr;
-    test::ApiFixture f(test::tiny_model(), {}, {}, [&tier](ApiOptions& o) {
-        auto gated = std::make_unique<GatedTier>();
-        tier = gated.get();
-        std::vector<std::unique_ptr<BlobStore>> tiers;
-        tiers.push_back(std::move(gated));
-        o.cache = std::make_shared<EmbeddingCache>(std::make_shared<TieredStore>(std::move(tiers)));
-    });
-    Server server(*f.api, GatedServer::options());
-    server.start();
-    struct OpenAtExit {
-        GatedTier* tier;
-        ~OpenAtExit() { tier->open(); }
-    } open_at_exit{tier};
-
-    Client client(server.port());
-    auto uploaded =
-        client.send(http::verb::post, "/api/v1/images", test::test_png(14), "image/png");
-    ASSERT_EQ(uploaded.result_int(), 201) << uploaded.body();
-    const std::string id = json::parse(uploaded.body())["id"];
-    f.encode_all();
-
-    tier->arm();
-    const uint16_t port = server.port();
-    auto started = std::async(std::launch::async, [port, id] {
-        return Client(port).send(http::verb::post, "/api/v1/sessions",
-                                 json{{"image_id", id}}.dump(), "application/json");
-    });
-    ASSERT_TRUE(tier->wait_for_arrival()) << "the session never read the cache";
-    EXPECT_EQ(client.send(http::verb::get, "/healthz").result_int(), 200);
-    EXPECT_FALSE(answered(started)) << "answered before the cache read finished";
-
-    tier->open();
-    auto session = started.get();
+    SlowTierServer s(14);
+    auto session =
+        s.held(http::verb::post, "/api/v1/sessions", json{{"image_id", s.id}}.dump()).get();
     ASSERT_EQ(session.result_int(), 201) << session.body();
-    EXPECT_EQ(json::parse(session.body())["image_id"], id);
+    EXPECT_EQ(json::parse(session.body())["image_id"], s.id);
+}
+
+// A stateless infer on an image whose decoder state is not prepared reads the embedding from the
+// tiers: it waits off the io thread; once prepared, the next infer on the image needs no tier
+// and stays on the io thread.
+TEST(ServiceServer, AnInferThatReadsASlowTierDoesNotHoldTheIoThread) {
+    SPLITSEG_REQUIRE_TINY_MODEL();
+    SlowTierServer s(15);
+    const std::string target = "/api/v1/images/" + s.id + "/infer";
+    const std::string click = json{{"points", {{10, 10, 1}}}}.dump();
+    EXPECT_TRUE(s.f.api->waits_on_disk(test::make_request("POST", target)));
+    auto masks = s.held(http::verb::post, target, click).get();
+    ASSERT_EQ(masks.result_int(), 200) << masks.body();
+    EXPECT_FALSE(s.f.api->waits_on_disk(test::make_request("POST", target)));
+    EXPECT_EQ(s.client->send(http::verb::post, target, click, "application/json").result_int(),
+              200);
 }
 
 // stop() while an upload waits on the disk: the upload still gets its 201 (on a connection the
