@@ -152,7 +152,7 @@ class Api {
     ApiOptions options_;
     std::vector<RouteEntry> table_;
     RequestMetrics metrics_;
-    std::atomic<int> decodes_running_{0};  // decodes in progress, on any io thread
+    std::atomic<int> decodes_running_{0};  // decodes in progress, on any io or disk thread
     SessionStore sessions_;
     RateLimiter limiter_;
     mutable std::mutex prepared_mutex_;  // guards prepared_ and prepared_lru_
