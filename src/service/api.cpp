@@ -366,7 +366,9 @@ struct Api::RouteEntry {
     std::string path;
     Response (Api::*handler)(Context&);
     bool needs_tenant;
-    bool waits_on_disk = false;  // file or remote I/O of the stores: see waits_on_disk()
+    // File or remote I/O of the stores (see waits_on_disk()): never, always, or when the image
+    // of the path's {id} has no prepared decoder state (its embedding is then read from the tiers).
+    enum class DiskWait { never, always, unless_prepared } disk = DiskWait::never;
 };
 
 struct Api::PreparedImage {
@@ -379,30 +381,30 @@ Api::Api(ApiOptions options)
     if (!options_.cache || !options_.jobs) {
         throw std::invalid_argument("the API needs an embedding cache and a job queue");
     }
+    using DiskWait = RouteEntry::DiskWait;
     table_ = {
         {"GET", "/healthz", &Api::healthz, false},
         {"GET", "/readyz", &Api::readyz, false},
         {"GET", "/metrics", &Api::metrics, false},
         {"GET", "/api/v1/openapi.json", &Api::openapi, false},
-        {"POST", "/api/v1/images", &Api::upload_image, true, /*waits_on_disk=*/true},
-        {"GET", "/api/v1/images", &Api::list_images, true, /*waits_on_disk=*/true},
-        {"GET", "/api/v1/images/{id}", &Api::get_image, true, /*waits_on_disk=*/true},
-        {"DELETE", "/api/v1/images/{id}", &Api::delete_image, true, /*waits_on_disk=*/true},
-        {"POST", "/api/v1/images/{id}/encode", &Api::encode_image, true, /*waits_on_disk=*/true},
-        {"GET", "/api/v1/images/{id}/embedding", &Api::get_embedding, true, /*waits_on_disk=*/true},
-        {"HEAD", "/api/v1/images/{id}/embedding", &Api::get_embedding, true,
-         /*waits_on_disk=*/true},
-        {"POST", "/api/v1/images/{id}/infer", &Api::infer, true},
-        {"POST", "/api/v1/jobs", &Api::create_batch, true, /*waits_on_disk=*/true},
-        {"GET", "/api/v1/jobs/{id}", &Api::get_batch, true, /*waits_on_disk=*/true},
-        {"POST", "/api/v1/sessions", &Api::create_session, true, /*waits_on_disk=*/true},
+        {"POST", "/api/v1/images", &Api::upload_image, true, DiskWait::always},
+        {"GET", "/api/v1/images", &Api::list_images, true, DiskWait::always},
+        {"GET", "/api/v1/images/{id}", &Api::get_image, true, DiskWait::always},
+        {"DELETE", "/api/v1/images/{id}", &Api::delete_image, true, DiskWait::always},
+        {"POST", "/api/v1/images/{id}/encode", &Api::encode_image, true, DiskWait::always},
+        {"GET", "/api/v1/images/{id}/embedding", &Api::get_embedding, true, DiskWait::always},
+        {"HEAD", "/api/v1/images/{id}/embedding", &Api::get_embedding, true, DiskWait::always},
+        {"POST", "/api/v1/images/{id}/infer", &Api::infer, true, DiskWait::unless_prepared},
+        {"POST", "/api/v1/jobs", &Api::create_batch, true, DiskWait::always},
+        {"GET", "/api/v1/jobs/{id}", &Api::get_batch, true, DiskWait::always},
+        {"POST", "/api/v1/sessions", &Api::create_session, true, DiskWait::always},
         {"GET", "/api/v1/sessions/{sid}", &Api::get_session, true},
         {"DELETE", "/api/v1/sessions/{sid}", &Api::delete_session, true},
         {"POST", "/api/v1/sessions/{sid}/prompts", &Api::add_prompts, true},
         {"POST", "/api/v1/sessions/{sid}/undo", &Api::undo, true},
         {"POST", "/api/v1/sessions/{sid}/reset", &Api::reset, true},
         {"GET", "/api/v1/sessions/{sid}/ws", &Api::session_socket, true},
-        {"GET", "/api/v1/models/{name}/decoder", &Api::get_decoder, true, /*waits_on_disk=*/true},
+        {"GET", "/api/v1/models/{name}/decoder", &Api::get_decoder, true, DiskWait::always},
     };
 }
 
@@ -420,11 +422,10 @@ bool Api::waits_on_disk(const Request& request) const {
     std::map<std::string, std::string> params;
     for (const RouteEntry& r : table_) {
         if (r.method != request.method || !match_route(r.path, segments, &params)) continue;
-        if (r.handler == &Api::infer) {  // a miss of the prepared images reads the tiers
-            std::lock_guard lock(prepared_mutex_);
-            return !prepared_.contains(params["{id}"]);
-        }
-        return r.waits_on_disk;
+        if (r.disk != RouteEntry::DiskWait::unless_prepared)
+            return r.disk == RouteEntry::DiskWait::always;
+        std::lock_guard lock(prepared_mutex_);
+        return !prepared_.contains(params["{id}"]);
     }
     return false;
 }
