@@ -10,6 +10,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -60,7 +61,8 @@ struct Options {
     int image_w = 1024, image_h = 768;
     int clients = 32;
     double duration_s = 20;
-    int think_ms = 0;  // mean pause between a reply and the next message (exponential)
+    double warmup_s = 2;  // before the measured duration: see LoadState::measure_from
+    int think_ms = 0;     // mean pause between a reply and the next message (exponential)
     long max_clicks = 100000;
     int idle_sessions = 100;
     int server_threads = 2;
@@ -80,6 +82,7 @@ struct Options {
                  "bench_load: %s\n"
                  "usage: bench_load --model PATH [--server build/splitseg] [--image FILE]...\n"
                  "  [--synth-images 4] [--image-size 1024x768] [--clients 32] [--duration 20]\n"
+                 "  [--warmup 2]  (seconds of clicking before the measured duration)\n"
                  "  [--think-ms 0]\n"
                  "  [--max-clicks N] [--idle-sessions 100] [--server-threads 2]\n"
                  "  [--server-omp N] [--server-precision f32|bf16] [--server-encode-nice N]\n"
@@ -121,6 +124,8 @@ Options parse_options(int argc, char** argv) {
                 o.clients = std::stoi(v);
             else if (flag == "--duration")
                 o.duration_s = std::stod(v);
+            else if (flag == "--warmup")
+                o.warmup_s = std::stod(v);
             else if (flag == "--think-ms")
                 o.think_ms = std::stoi(v);
             else if (flag == "--max-clicks")
@@ -150,9 +155,9 @@ Options parse_options(int argc, char** argv) {
         }
     }
     if (o.model.empty()) usage("--model is required");
-    if (o.clients < 1 || o.duration_s <= 0 || o.max_clicks < 1 || o.idle_sessions < 0 ||
-        o.synth_images < 0 || o.image_w < 16 || o.image_h < 16 || o.think_ms < 0 ||
-        o.encode_during < 0) {
+    if (o.clients < 1 || o.duration_s <= 0 || o.warmup_s < 0 || o.max_clicks < 1 ||
+        o.idle_sessions < 0 || o.synth_images < 0 || o.image_w < 16 || o.image_h < 16 ||
+        o.think_ms < 0 || o.encode_during < 0) {
         usage("counts, sizes and the duration must be positive");
     }
     if (o.synth_images + o.image_files.size() == 0) usage("no images");
@@ -434,14 +439,19 @@ double metric_value(const std::string& metrics, const std::string& name) {
 // ---- the WebSocket clickers ------------------------------------------------------------------
 
 struct LoadState {
-    Clock::time_point start, stop_at;
+    // Clicks sent before measure_from (the warm-up: every client's first, multimask click lands
+    // within the first think time) are answered but not counted.
+    Clock::time_point start, measure_from, stop_at;
+    long answered = 0;  // every message answered, warm-up included
     long max_clicks = 0;
     long clicks_sent = 0;
     bool stopping = false;
     std::vector<double> click_ms, undo_ms, reset_ms;
+    std::vector<double> click_server_ms;  // the replies' latency_ms: the server's own time
     long errors = 0;
     std::string first_error;
     int connected = 0, finished = 0;
+    double reply_bytes = 0;  // summed over the clicks' replies
 
     void fail(const std::string& what) {
         if (errors++ == 0) first_error = what;
@@ -537,20 +547,26 @@ class Clicker : public std::enable_shared_from_this<Clicker> {
         const double ms =
             std::chrono::duration<double, std::milli>(Clock::now() - sent_at_).count();
         const json reply = json::parse(beast::buffers_to_string(buffer_.data()), nullptr, false);
+        const bool measured = sent_at_ >= state_.measure_from;
         const int status = reply.is_object() ? reply.value("status", 0) : 0;
         if (status != 200 || reply.value("id", -1L) != sent_) {
             state_.fail(kind_ + " answered " + std::to_string(status) + ": " +
                         beast::buffers_to_string(buffer_.data()).substr(0, 300));
         } else if (kind_ == "click") {
-            state_.click_ms.push_back(ms);
+            if (measured) {
+                state_.click_ms.push_back(ms);
+                state_.reply_bytes += static_cast<double>(buffer_.size());
+                state_.click_server_ms.push_back(reply["body"].value("latency_ms", 0.0));
+            }
             ++points_;
         } else if (kind_ == "undo") {
-            state_.undo_ms.push_back(ms);
+            if (measured) state_.undo_ms.push_back(ms);
             --points_;
         } else {
-            state_.reset_ms.push_back(ms);
+            if (measured) state_.reset_ms.push_back(ms);
             points_ = 0;
         }
+        ++state_.answered;
         think_then_send();
     }
 
@@ -591,6 +607,32 @@ class Clicker : public std::enable_shared_from_this<Clicker> {
     float cx_ = 0, cy_ = 0;
 };
 
+// CPU seconds of the calling thread: the clients all run on it.
+double thread_cpu_seconds() {
+    rusage u{};
+    getrusage(RUSAGE_THREAD, &u);
+    return static_cast<double>(u.ru_utime.tv_sec + u.ru_stime.tv_sec) +
+           1e-6 * static_cast<double>(u.ru_utime.tv_usec + u.ru_stime.tv_usec);
+}
+
+// The machine's CPU time in clock ticks, all of it and what the hypervisor stole (/proc/stat's
+// first line): a guest whose cores are taken away for a while shows it as a latency tail.
+std::pair<double, double> machine_total_and_steal() {
+    std::ifstream in("/proc/stat");
+    std::string cpu;
+    double field = 0, total = 0, steal = 0;
+    in >> cpu;
+    for (int i = 0; i < 8 && in >> field; ++i) {  // user nice system idle iowait irq softirq steal
+        total += field;
+        if (i == 7) steal = field;
+    }
+    return {total, steal};
+}
+
+Clock::duration seconds_of(double s) {
+    return std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(s));
+}
+
 // Runs every client on one io_context until all have finished or the run's hard limit passes.
 json run_clicks(const Options& o, uint16_t port, const std::vector<std::string>& session_ids,
                 const std::vector<UploadedImage>& images, const ServerProcess& server) {
@@ -608,8 +650,8 @@ json run_clicks(const Options& o, uint16_t port, const std::vector<std::string>&
         c->connect([&] {
             if (++state.connected < static_cast<int>(clickers.size())) return;
             state.start = Clock::now();
-            state.stop_at = state.start + std::chrono::duration_cast<Clock::duration>(
-                                              std::chrono::duration<double>(o.duration_s));
+            state.measure_from = state.start + seconds_of(o.warmup_s);
+            state.stop_at = state.measure_from + seconds_of(o.duration_s);
             for (auto& each : clickers) each->think_then_send(/*first=*/true);
         });
     }
@@ -625,23 +667,36 @@ json run_clicks(const Options& o, uint16_t port, const std::vector<std::string>&
         });
     };
     sample();
+    const double cpu_before = thread_cpu_seconds();
+    const auto [ticks_before, steal_before] = machine_total_and_steal();
     ioc.run_for(std::chrono::duration_cast<std::chrono::milliseconds>(
-        std::chrono::duration<double>(o.duration_s + 60)));
-    const double seconds = std::chrono::duration<double>(Clock::now() - state.start).count();
+        std::chrono::duration<double>(o.warmup_s + o.duration_s + 60)));
+    const double seconds = std::chrono::duration<double>(Clock::now() - state.measure_from).count();
+    const double client_cpu = thread_cpu_seconds() - cpu_before;
+    const auto [ticks_after, steal_after] = machine_total_and_steal();
+    const double ticks = ticks_after - ticks_before;
     if (state.finished < static_cast<int>(clickers.size()))
         state.fail(std::to_string(clickers.size() - state.finished) + " clients never finished");
     const double clicks = static_cast<double>(state.click_ms.size());
     const double messages = clicks + state.undo_ms.size() + state.reset_ms.size();
-    return {{"seconds", std::round(seconds * 100) / 100},
-            {"clicks", state.click_ms.size()},
-            {"clicks_per_s", std::round(clicks / seconds * 10) / 10},
-            {"messages_per_s", std::round(messages / seconds * 10) / 10},
-            {"click_latency_ms", latency_summary(state.click_ms)},
-            {"undo_latency_ms", latency_summary(state.undo_ms)},
-            {"reset_latency_ms", latency_summary(state.reset_ms)},
-            {"errors", state.errors},
-            {"first_error", state.first_error},
-            {"server_peak_rss_mb", std::round(peak_rss * 10) / 10}};
+    return {
+        {"seconds", std::round(seconds * 100) / 100},
+        {"warmup_s", o.warmup_s},
+        {"messages_answered", state.answered},
+        {"clicks", state.click_ms.size()},
+        {"clicks_per_s", std::round(clicks / seconds * 10) / 10},
+        {"messages_per_s", std::round(messages / seconds * 10) / 10},
+        {"click_latency_ms", latency_summary(state.click_ms)},
+        {"click_server_latency_ms", latency_summary(state.click_server_ms)},
+        {"undo_latency_ms", latency_summary(state.undo_ms)},
+        {"reset_latency_ms", latency_summary(state.reset_ms)},
+        {"errors", state.errors},
+        {"first_error", state.first_error},
+        {"server_peak_rss_mb", std::round(peak_rss * 10) / 10},
+        {"client_cpu_s", std::round(client_cpu * 100) / 100},
+        {"click_reply_kb", clicks > 0 ? std::round(state.reply_bytes / clicks / 102.4) / 10 : 0.0},
+        {"machine_steal_pct",
+         ticks > 0 ? std::round((steal_after - steal_before) / ticks * 1000) / 10 : 0.0}};
 }
 
 std::string session_body(const std::string& image_id) {
@@ -779,9 +834,8 @@ int run(const Options& o) {
         if (!uploader_error.empty()) throw std::runtime_error("upload: " + uploader_error);
         report["load"]["encodes_queued_during"] = o.encode_during;
         const double cpu_used = server.cpu_seconds() - cpu_before;
-        const double messages = report["load"]["click_latency_ms"].value("count", 0.0) +
-                                report["load"]["undo_latency_ms"].value("count", 0.0) +
-                                report["load"]["reset_latency_ms"].value("count", 0.0);
+        // The server's CPU covers the warm-up too: per message answered, warm-up included.
+        const double messages = report["load"]["messages_answered"].get<double>();
         report["load"]["server_cpu_s"] = std::round(cpu_used * 100) / 100;
         report["load"]["server_cpu_ms_per_message"] =
             messages > 0 ? json(std::round(cpu_used / messages * 1e5) / 100) : json(nullptr);

@@ -85,6 +85,7 @@ int cmd_serve(const std::vector<std::string>& argv) {
                      "model",
                      "store",
                      "threads",
+                     "compute-threads",
                      "disk-threads",
                      "decode-threads",
                      "api-keys",
@@ -161,6 +162,7 @@ int cmd_serve(const std::vector<std::string>& argv) {
     server_options.host = args.get("host").value_or("127.0.0.1");
     server_options.port = static_cast<uint16_t>(args.get_int("port", 8080, 0, 65535));
     server_options.threads = args.get_int("threads", 4, 1, 256);
+    server_options.compute_threads = args.get_int("compute-threads", 0, 0, 256);
     server_options.disk_threads = args.get_int("disk-threads", 2, 1, 256);
     server_options.read_timeout = std::chrono::seconds(args.get_int("read-timeout-s", 30, 1, 3600));
     server_options.write_timeout =

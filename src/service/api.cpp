@@ -366,9 +366,9 @@ struct Api::RouteEntry {
     std::string path;
     Response (Api::*handler)(Context&);
     bool needs_tenant;
-    // File or remote I/O of the stores (see waits_on_disk()): never, always, or when the image
-    // of the path's {id} has no prepared decoder state (its embedding is then read from the tiers).
-    enum class DiskWait { never, always, unless_prepared } disk = DiskWait::never;
+    // Where the server runs it (see pool_for()): decode_pool means compute, or disk when the
+    // image (of the path's {id}, or of the session {sid}) has no prepared decoder state.
+    enum class Runs { io, compute, disk, decode_pool } runs = Runs::io;
 };
 
 struct Api::PreparedImage {
@@ -381,30 +381,30 @@ Api::Api(ApiOptions options)
     if (!options_.cache || !options_.jobs) {
         throw std::invalid_argument("the API needs an embedding cache and a job queue");
     }
-    using DiskWait = RouteEntry::DiskWait;
+    using Runs = RouteEntry::Runs;
     table_ = {
         {"GET", "/healthz", &Api::healthz, false},
         {"GET", "/readyz", &Api::readyz, false},
         {"GET", "/metrics", &Api::metrics, false},
         {"GET", "/api/v1/openapi.json", &Api::openapi, false},
-        {"POST", "/api/v1/images", &Api::upload_image, true, DiskWait::always},
-        {"GET", "/api/v1/images", &Api::list_images, true, DiskWait::always},
-        {"GET", "/api/v1/images/{id}", &Api::get_image, true, DiskWait::always},
-        {"DELETE", "/api/v1/images/{id}", &Api::delete_image, true, DiskWait::always},
-        {"POST", "/api/v1/images/{id}/encode", &Api::encode_image, true, DiskWait::always},
-        {"GET", "/api/v1/images/{id}/embedding", &Api::get_embedding, true, DiskWait::always},
-        {"HEAD", "/api/v1/images/{id}/embedding", &Api::get_embedding, true, DiskWait::always},
-        {"POST", "/api/v1/images/{id}/infer", &Api::infer, true, DiskWait::unless_prepared},
-        {"POST", "/api/v1/jobs", &Api::create_batch, true, DiskWait::always},
-        {"GET", "/api/v1/jobs/{id}", &Api::get_batch, true, DiskWait::always},
-        {"POST", "/api/v1/sessions", &Api::create_session, true, DiskWait::always},
-        {"GET", "/api/v1/sessions/{sid}", &Api::get_session, true},
+        {"POST", "/api/v1/images", &Api::upload_image, true, Runs::disk},
+        {"GET", "/api/v1/images", &Api::list_images, true, Runs::disk},
+        {"GET", "/api/v1/images/{id}", &Api::get_image, true, Runs::disk},
+        {"DELETE", "/api/v1/images/{id}", &Api::delete_image, true, Runs::disk},
+        {"POST", "/api/v1/images/{id}/encode", &Api::encode_image, true, Runs::disk},
+        {"GET", "/api/v1/images/{id}/embedding", &Api::get_embedding, true, Runs::disk},
+        {"HEAD", "/api/v1/images/{id}/embedding", &Api::get_embedding, true, Runs::disk},
+        {"POST", "/api/v1/images/{id}/infer", &Api::infer, true, Runs::decode_pool},
+        {"POST", "/api/v1/jobs", &Api::create_batch, true, Runs::disk},
+        {"GET", "/api/v1/jobs/{id}", &Api::get_batch, true, Runs::disk},
+        {"POST", "/api/v1/sessions", &Api::create_session, true, Runs::disk},
+        {"GET", "/api/v1/sessions/{sid}", &Api::get_session, true, Runs::compute},
         {"DELETE", "/api/v1/sessions/{sid}", &Api::delete_session, true},
-        {"POST", "/api/v1/sessions/{sid}/prompts", &Api::add_prompts, true},
-        {"POST", "/api/v1/sessions/{sid}/undo", &Api::undo, true},
-        {"POST", "/api/v1/sessions/{sid}/reset", &Api::reset, true},
+        {"POST", "/api/v1/sessions/{sid}/prompts", &Api::add_prompts, true, Runs::decode_pool},
+        {"POST", "/api/v1/sessions/{sid}/undo", &Api::undo, true, Runs::compute},
+        {"POST", "/api/v1/sessions/{sid}/reset", &Api::reset, true, Runs::compute},
         {"GET", "/api/v1/sessions/{sid}/ws", &Api::session_socket, true},
-        {"GET", "/api/v1/models/{name}/decoder", &Api::get_decoder, true, DiskWait::always},
+        {"GET", "/api/v1/models/{name}/decoder", &Api::get_decoder, true, Runs::disk},
     };
 }
 
@@ -416,18 +416,41 @@ std::vector<Api::Route> Api::routes() const {
     return out;
 }
 
-bool Api::waits_on_disk(const Request& request) const {
+Api::Pool Api::pool_for(const Request& request) {
     const std::vector<std::string> segments =
         split(request.target.substr(0, request.target.find('?')), '/');
     std::map<std::string, std::string> params;
     for (const RouteEntry& r : table_) {
         if (r.method != request.method || !match_route(r.path, segments, &params)) continue;
-        if (r.disk != RouteEntry::DiskWait::unless_prepared)
-            return r.disk == RouteEntry::DiskWait::always;
-        std::lock_guard lock(prepared_mutex_);
-        return !prepared_.contains(params["{id}"]);
+        switch (r.runs) {
+            case RouteEntry::Runs::io:
+                return Pool::io;
+            case RouteEntry::Runs::compute:
+                return Pool::compute;
+            case RouteEntry::Runs::disk:
+                return Pool::disk;
+            case RouteEntry::Runs::decode_pool:
+                return decode_pool(request, params["{id}"], params["{sid}"]);
+        }
     }
-    return false;
+    return Pool::io;
+}
+
+Api::Pool Api::pool_for_message(const Request& upgrade) {
+    // /api/v1/sessions/{sid}/ws
+    const std::vector<std::string> segments =
+        split(upgrade.target.substr(0, upgrade.target.find('?')), '/');
+    return decode_pool(upgrade, "", segments.size() >= 2 ? segments[segments.size() - 2] : "");
+}
+
+Api::Pool Api::decode_pool(const Request& request, const std::string& image_id,
+                           const std::string& session_id) {
+    std::string id = image_id, tenant, key;
+    if (!session_id.empty() && authenticate(request, &tenant, &key)) {
+        if (const auto session = sessions_.get(tenant, session_id)) id = session->image_id;
+    }
+    std::lock_guard lock(prepared_mutex_);
+    return id.empty() || prepared_.contains(id) ? Pool::compute : Pool::disk;
 }
 
 Response Api::handle(const Request& request) {

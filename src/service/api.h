@@ -67,16 +67,22 @@ class Api {
     ~Api();
 
     Response handle(const Request& request);
-    // Whether handle() would wait on the stores for this request: an upload writes and fsyncs the
-    // image before answering, a (re)encode or a batch commits its jobs, a delete removes files,
-    // an image's or a batch's status queries the job queue (SQLite's file, or PostgreSQL over
-    // the network) and asks the tiers whether they hold the embedding (up to 1000 images a
-    // request), the browser's decoder weights are read from disk, and an embedding download or
-    // a session's start (which also prepares the decoder's state for the image) may read a disk
-    // or a remote tier, as does a stateless infer on an image whose decoder state is not
-    // prepared. The server runs these off its io threads, so that the other connections served
-    // by those threads are not held up.
-    bool waits_on_disk(const Request& request) const;
+    // Which of the server's thread pools answers a request. The io threads only read, route and
+    // write, so that a decode or a store's wait never holds up the other connections' bytes:
+    //  - disk: handle() would wait on the stores: an upload writes and fsyncs the image before
+    //    answering, a (re)encode or a batch commits its jobs, a delete removes files, an image's
+    //    or a batch's status queries the job queue (SQLite's file, or PostgreSQL over the
+    //    network) and asks the tiers whether they hold the embedding (up to 1000 images a
+    //    request), the browser's decoder weights are read from disk, and an embedding download
+    //    or a session's start (which also prepares the decoder's state for the image) may read a
+    //    disk or a remote tier, as does a decode on an image whose decoder state is not prepared.
+    //  - compute: a decode on a prepared image (a stateless infer, a session's prompts), and the
+    //    session routes that take the session's lock, which a decode holds.
+    //  - io: the rest (health, metrics, the OpenAPI document, deleting a session).
+    enum class Pool { io, compute, disk };
+    Pool pool_for(const Request& request);
+    // The same for a message on the WebSocket of the session that `upgrade` opened.
+    Pool pool_for_message(const Request& upgrade);
     // An error in the API's format with its usual headers, for failures found before a request
     // reaches handle() (a body over the limit).
     Response error(int status, const std::string& code, const std::string& message) const;
@@ -148,11 +154,15 @@ class Api {
     nlohmann::json image_status(const std::string& tenant, const std::string& id);
     std::shared_ptr<const PreparedImage> prepared(const std::string& tenant, const std::string& id);
     std::shared_ptr<Session> session_for(Context& c);
+    // compute, or disk when the image is not prepared (its embedding is then read from the
+    // tiers). The session's image is found under the request's tenant.
+    Pool decode_pool(const Request& request, const std::string& image_id,
+                     const std::string& session_id);
 
     ApiOptions options_;
     std::vector<RouteEntry> table_;
     RequestMetrics metrics_;
-    std::atomic<int> decodes_running_{0};  // decodes in progress, on any io or disk thread
+    std::atomic<int> decodes_running_{0};  // decodes in progress, on any compute or disk thread
     SessionStore sessions_;
     RateLimiter limiter_;
     mutable std::mutex prepared_mutex_;  // guards prepared_ and prepared_lru_

@@ -71,6 +71,24 @@ void log_request(const std::string& method, const std::string& target, int statu
 
 class Connection;
 
+// A fixed pool of threads draining one queue of handlers, in the order they were posted. `work`
+// keeps the threads waiting for more until join().
+struct WorkerPool {
+    net::io_context ioc;
+    net::executor_work_guard<net::io_context::executor_type> work = net::make_work_guard(ioc);
+    std::vector<std::thread> threads;
+
+    void start(int n) {
+        for (int i = 0; i < std::max(1, n); ++i) threads.emplace_back([this] { ioc.run(); });
+    }
+    void join() {
+        work.reset();
+        for (std::thread& t : threads)
+            if (t.joinable()) t.join();
+        threads.clear();
+    }
+};
+
 struct Server::Impl {
     Impl(Api& api_, ServerOptions options_)
         : api(api_),
@@ -82,6 +100,10 @@ struct Server::Impl {
     void do_accept();
     void on_accept(beast::error_code ec, tcp::socket socket);
     void close_idle_connections();
+    // The pool that runs what Api::pool_for names; null for the io threads.
+    net::io_context* pool(Api::Pool p) {
+        return p == Api::Pool::compute ? &compute.ioc : p == Api::Pool::disk ? &disk.ioc : nullptr;
+    }
 
     Api& api;
     ServerOptions options;
@@ -89,12 +111,7 @@ struct Server::Impl {
     tcp::acceptor acceptor;
     net::signal_set signals;
     std::vector<std::thread> threads;
-    // The disk threads' queue (requests for which Api::waits_on_disk); disk_work keeps them
-    // waiting for requests until wait() has seen the io threads end.
-    net::io_context disk_ioc;
-    net::executor_work_guard<net::io_context::executor_type> disk_work =
-        net::make_work_guard(disk_ioc);
-    std::vector<std::thread> disk_threads;
+    WorkerPool compute, disk;  // see Api::Pool
     std::atomic<bool> stopping{false};
     std::mutex connections_mutex;  // guards connections
     std::list<std::weak_ptr<Connection>> connections;
@@ -117,6 +134,22 @@ class Connection {
     }
 
   protected:
+    // Runs work() where the API puts the request (`where`: on this io thread, or posted to a
+    // pool; nothing else touches the connection meanwhile) and then(result) on the
+    // connection's strand. The work guard keeps the io threads running until `then` is there,
+    // through a stop() in between too.
+    template <class Work, class Then>
+    void run_then(Api::Pool where, const net::any_io_executor& strand, Work work, Then then) {
+        net::io_context* pool = server_.pool(where);
+        if (!pool) return then(work());
+        net::post(*pool, [strand, work = std::move(work), then = std::move(then),
+                          guard = net::make_work_guard(server_.ioc)]() mutable {
+            net::post(strand, [then = std::move(then), result = work()]() mutable {
+                then(std::move(result));
+            });
+        });
+    }
+
     Server::Impl& server_;
 
   private:
@@ -147,6 +180,10 @@ class WebSocketSession : public Connection, public std::enable_shared_from_this<
         timeouts.keep_alive_pings = true;
         ws_.set_option(timeouts);
         ws_.read_message_max(server_.options.body_limit);
+        // A reply goes out as one frame in one write. Fragmented (Beast's default, 4 KB frames),
+        // each fragment's write completes through the shared handler queue, so under load a
+        // 100 KB reply waited behind other connections' decodes once per fragment.
+        ws_.auto_fragment(false);
         ws_.async_accept(
             req, beast::bind_front_handler(&WebSocketSession::on_accept, shared_from_this()));
     }
@@ -170,12 +207,19 @@ class WebSocketSession : public Connection, public std::enable_shared_from_this<
     void on_read(beast::error_code ec, size_t) {
         waiting_ = false;
         if (ec) return;  // closed by the peer, a timeout, or the server stopping
-        reply_ = server_.api.session_message(upgrade_, beast::buffers_to_string(buffer_.data()),
-                                             sequence_++);
-        next_frame_ = 0;
-        ws_.text(true);
-        ws_.async_write(net::buffer(reply_.text),
-                        beast::bind_front_handler(&WebSocketSession::on_write, shared_from_this()));
+        run_then(
+            server_.api.pool_for_message(upgrade_), ws_.get_executor(),
+            [self = shared_from_this(), text = beast::buffers_to_string(buffer_.data()),
+             sequence = sequence_++] {
+                return self->server_.api.session_message(self->upgrade_, text, sequence);
+            },
+            [self = shared_from_this()](Api::SocketReply reply) {
+                self->reply_ = std::move(reply);
+                self->next_frame_ = 0;
+                self->ws_.text(true);
+                self->ws_.async_write(net::buffer(self->reply_.text),
+                                      beast::bind_front_handler(&WebSocketSession::on_write, self));
+            });
     }
 
     void on_write(beast::error_code ec, size_t) {
@@ -267,18 +311,10 @@ class HttpSession : public Connection, public std::enable_shared_from_this<HttpS
         }
         if (ec) return close();  // end of stream, timeout or a malformed request
         request_ = to_request(parser_->get());
-        if (!server_.api.waits_on_disk(request_)) return on_handled(call_api());
-        // An upload's fsync would hold up every connection on this io thread: a disk thread
-        // handles it (nothing else touches request_ meanwhile) and posts the answer back to this
-        // connection's strand. The work guard keeps the io threads running until it is there,
-        // through a stop() in between too.
-        net::post(server_.disk_ioc,
-                  [self = shared_from_this(), work = net::make_work_guard(server_.ioc)] {
-                      Handled handled = self->call_api();
-                      net::post(self->executor_, [self, handled = std::move(handled)]() mutable {
-                          self->on_handled(std::move(handled));
-                      });
-                  });
+        run_then(
+            server_.api.pool_for(request_), executor_,
+            [self = shared_from_this()] { return self->call_api(); },
+            [self = shared_from_this()](Handled handled) { self->on_handled(std::move(handled)); });
     }
 
     struct Handled {
@@ -434,8 +470,10 @@ void Server::start() {
     impl_->do_accept();
     for (int i = 0; i < std::max(1, impl_->options.threads); ++i)
         impl_->threads.emplace_back([this] { impl_->ioc.run(); });
-    for (int i = 0; i < std::max(1, impl_->options.disk_threads); ++i)
-        impl_->disk_threads.emplace_back([this] { impl_->disk_ioc.run(); });
+    impl_->compute.start(impl_->options.compute_threads > 0
+                             ? impl_->options.compute_threads
+                             : static_cast<int>(std::thread::hardware_concurrency()));
+    impl_->disk.start(impl_->options.disk_threads);
 }
 
 void Server::stop() {
@@ -452,12 +490,10 @@ void Server::wait() {
     for (std::thread& t : impl_->threads)
         if (t.joinable()) t.join();
     impl_->threads.clear();
-    // The io threads end only once every request's answer is written (a request on a disk
-    // thread holds them with its work guard), so none is left for the disk threads.
-    impl_->disk_work.reset();
-    for (std::thread& t : impl_->disk_threads)
-        if (t.joinable()) t.join();
-    impl_->disk_threads.clear();
+    // The io threads end only once every request's answer is written (a request on a pool
+    // holds them with its work guard), so none is left for the pools.
+    impl_->compute.join();
+    impl_->disk.join();
 }
 
 }  // namespace splitseg

@@ -1,11 +1,13 @@
 // The HTTP server: Boost.Beast over a fixed pool of io threads, carrying requests to Api::handle.
 // One HttpSession per connection; every read and write has a timeout; the body limit is set on
-// the parser before reading. Requests that wait on the stores (Api::waits_on_disk: uploads,
-// deletes, encodes, embedding downloads, session starts) are handled on a second fixed pool,
-// the disk threads, and answered back on their connection's strand, so an fsync or a remote
-// tier's read never holds up the io threads.
+// the parser before reading. The io threads only read, route and write: decodes (a session's
+// prompts, over HTTP or its WebSocket, and stateless infers) run on the compute threads, in the
+// order they arrive, and requests that wait on the stores (Api::pool_for: uploads, deletes,
+// encodes, embedding downloads, session starts, decodes whose image must first be read from a
+// tier) on the disk threads. Their answers are written back on their connection's strand, so a
+// decode or a remote tier's read never holds up another connection's bytes.
 // stop() stops accepting, lets requests in flight finish and closes idle keep-alive
-// connections; wait() then joins both pools.
+// connections; wait() then joins the three pools.
 #pragma once
 
 #include <chrono>
@@ -21,7 +23,8 @@ struct ServerOptions {
     std::string host = "127.0.0.1";
     uint16_t port = 8080;  // 0: an ephemeral port, see Server::port()
     int threads = 4;
-    int disk_threads = 2;  // requests that wait on the stores run here, in parallel
+    int compute_threads = 0;  // decodes run here, in arrival order; 0: one per core
+    int disk_threads = 2;     // requests that wait on the stores run here, in parallel
     size_t body_limit = 32u << 20;
     std::chrono::seconds read_timeout{30};
     std::chrono::seconds write_timeout{30};
@@ -42,9 +45,9 @@ class Server {
     Server& operator=(const Server&) = delete;
 
     uint16_t port() const;
-    void start();  // starts the io threads and the disk threads
+    void start();  // starts the io, compute and disk threads
     void stop();   // thread-safe, idempotent
-    void wait();   // returns once both pools have ended (after stop())
+    void wait();   // returns once the pools have ended (after stop())
 
     struct Impl;  // opaque: the connections in server.cpp share it
 

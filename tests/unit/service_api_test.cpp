@@ -52,27 +52,37 @@ TEST(ServiceApi, UnknownPathsAndMethodsAreJsonErrors) {
     EXPECT_EQ(wrong.header("Allow"), "POST, GET");
 }
 
-// The routes that write, fsync or read the stores or the job queue are the ones the server takes
-// off its io threads; the decoder's routes and the rest stay on them.
-TEST(ServiceApi, RoutesThatTouchTheStoresWaitOnTheDiskOtherRoutesDoNot) {
+// The routes that write, fsync or read the stores or the job queue are the ones the server runs
+// on its disk threads; decodes and the session routes that wait on a decode's lock run on the
+// compute threads; the rest stays on the io threads.
+TEST(ServiceApi, EachRouteRunsOnThePoolOfWhatItWaitsFor) {
     ApiFixture f(nullptr);
+    using P = Api::Pool;
     struct Case {
         const char* method;
         const char* target;
-        bool waits;
+        P pool;
     };
     for (const Case& c :
-         {Case{"POST", "/api/v1/images", true}, Case{"POST", "/api/v1/images?x=1", true},
-          Case{"POST", "/api/v1/jobs", true}, Case{"DELETE", "/api/v1/images/abc", true},
-          Case{"POST", "/api/v1/images/abc/encode", true},
-          Case{"GET", "/api/v1/images/abc/embedding", true},
-          Case{"HEAD", "/api/v1/images/abc/embedding", true},
-          Case{"GET", "/api/v1/images/abc", true}, Case{"GET", "/api/v1/images?ids=a,b", true},
-          Case{"GET", "/api/v1/jobs/j1", true}, Case{"GET", "/api/v1/models/current/decoder", true},
-          Case{"GET", "/healthz", false}, Case{"POST", "/api/v1/images/abc/infer", true},
-          Case{"POST", "/api/v1/sessions/s1/prompts", false},
-          Case{"POST", "/api/v1/nothing", false}})
-        EXPECT_EQ(f.api->waits_on_disk(make_request(c.method, c.target)), c.waits)
+         {Case{"POST", "/api/v1/images", P::disk}, Case{"POST", "/api/v1/images?x=1", P::disk},
+          Case{"POST", "/api/v1/jobs", P::disk}, Case{"DELETE", "/api/v1/images/abc", P::disk},
+          Case{"POST", "/api/v1/images/abc/encode", P::disk},
+          Case{"GET", "/api/v1/images/abc/embedding", P::disk},
+          Case{"HEAD", "/api/v1/images/abc/embedding", P::disk},
+          Case{"GET", "/api/v1/images/abc", P::disk},
+          Case{"GET", "/api/v1/images?ids=a,b", P::disk}, Case{"GET", "/api/v1/jobs/j1", P::disk},
+          Case{"GET", "/api/v1/models/current/decoder", P::disk},
+          Case{"POST", "/api/v1/sessions", P::disk},
+          // an image that is not prepared: its embedding is read from the tiers first
+          Case{"POST", "/api/v1/images/abc/infer", P::disk},
+          // an unknown session: answered 404 by a compute thread
+          Case{"POST", "/api/v1/sessions/s1/prompts", P::compute},
+          Case{"POST", "/api/v1/sessions/s1/undo", P::compute},
+          Case{"POST", "/api/v1/sessions/s1/reset", P::compute},
+          Case{"GET", "/api/v1/sessions/s1", P::compute},
+          Case{"DELETE", "/api/v1/sessions/s1", P::io}, Case{"GET", "/healthz", P::io},
+          Case{"GET", "/metrics", P::io}, Case{"POST", "/api/v1/nothing", P::io}})
+        EXPECT_EQ(f.api->pool_for(make_request(c.method, c.target)), c.pool)
             << c.method << " " << c.target;
 }
 

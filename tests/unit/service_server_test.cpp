@@ -817,9 +817,10 @@ class GatedTier final : public BlobStore {
 
 // A server with one io thread whose cache is one GatedTier, holding an uploaded, encoded image.
 struct SlowTierServer {
-    explicit SlowTierServer(int seed)
+    explicit SlowTierServer(int seed, size_t prepared_images = 8)
         : f(test::tiny_model(), {}, {},
-            [this](ApiOptions& o) {
+            [this, prepared_images](ApiOptions& o) {
+                o.prepared_images = prepared_images;
                 auto gated = std::make_unique<GatedTier>();
                 tier = gated.get();
                 std::vector<std::unique_ptr<BlobStore>> tiers;
@@ -873,19 +874,63 @@ TEST(ServiceServer, StartingASessionOnASlowTierDoesNotHoldTheIoThread) {
 }
 
 // A stateless infer on an image whose decoder state is not prepared reads the embedding from the
-// tiers: it waits off the io thread; once prepared, the next infer on the image needs no tier
-// and stays on the io thread.
+// tiers: it waits off the io thread, on a disk thread; once prepared, the next infer on the image
+// needs no tier and runs on a compute thread.
 TEST(ServiceServer, AnInferThatReadsASlowTierDoesNotHoldTheIoThread) {
     SPLITSEG_REQUIRE_TINY_MODEL();
     SlowTierServer s(15);
     const std::string target = "/api/v1/images/" + s.id + "/infer";
     const std::string click = json{{"points", {{10, 10, 1}}}}.dump();
-    EXPECT_TRUE(s.f.api->waits_on_disk(test::make_request("POST", target)));
+    EXPECT_EQ(s.f.api->pool_for(test::make_request("POST", target)), Api::Pool::disk);
     auto masks = s.held(http::verb::post, target, click).get();
     ASSERT_EQ(masks.result_int(), 200) << masks.body();
-    EXPECT_FALSE(s.f.api->waits_on_disk(test::make_request("POST", target)));
+    EXPECT_EQ(s.f.api->pool_for(test::make_request("POST", target)), Api::Pool::compute);
     EXPECT_EQ(s.client->send(http::verb::post, target, click, "application/json").result_int(),
               200);
+}
+
+// A session's click over its WebSocket whose image has left the prepared images (one kept here)
+// reads the embedding from the tiers again: the message waits on a disk thread, and /healthz is
+// answered on the one io thread meanwhile.
+TEST(ServiceServer, ASocketClickWhoseImageIsNoLongerPreparedDoesNotHoldTheIoThread) {
+    SPLITSEG_REQUIRE_TINY_MODEL();
+    SlowTierServer s(16, /*prepared_images=*/1);
+    auto session = s.client->send(http::verb::post, "/api/v1/sessions",
+                                  json{{"image_id", s.id}}.dump(), "application/json");
+    ASSERT_EQ(session.result_int(), 201) << session.body();
+    const std::string socket =
+        "/api/v1/sessions/" + json::parse(session.body())["session_id"].get<std::string>() + "/ws";
+    EXPECT_EQ(s.f.api->pool_for_message(test::make_request("GET", socket)), Api::Pool::compute);
+    // Another image's infer takes the one prepared place.
+    auto other =
+        s.client->send(http::verb::post, "/api/v1/images", test::test_png(17), "image/png");
+    ASSERT_EQ(other.result_int(), 201) << other.body();
+    s.f.encode_all();
+    const std::string other_id = json::parse(other.body())["id"];
+    EXPECT_EQ(s.client
+                  ->send(http::verb::post, "/api/v1/images/" + other_id + "/infer",
+                         json{{"points", {{10, 10, 1}}}}.dump(), "application/json")
+                  .result_int(),
+              200);
+    EXPECT_EQ(s.f.api->pool_for_message(test::make_request("GET", socket)), Api::Pool::disk);
+
+    s.tier->arm();
+    const uint16_t port = s.server.port();
+    auto click = std::async(std::launch::async, [port, socket] {
+        std::vector<Client::SocketReply> replies;
+        const std::string error = Client(port).websocket_exchange(
+            socket, {R"({"type":"prompts","points":[[20,12,1]]})"}, &replies);
+        return std::make_pair(error, replies);
+    });
+    ASSERT_TRUE(s.tier->wait_for_arrival()) << "the click never read the cache";
+    EXPECT_EQ(s.client->send(http::verb::get, "/healthz").result_int(), 200);
+    EXPECT_NE(click.wait_for(std::chrono::seconds(0)), std::future_status::ready)
+        << "answered before the cache read finished";
+    s.tier->open();
+    const auto [error, replies] = click.get();
+    EXPECT_EQ(error, "");
+    ASSERT_EQ(replies.size(), 1u);
+    EXPECT_EQ(json::parse(replies[0].text)["status"], 200) << replies[0].text;
 }
 
 // stop() while an upload waits on the disk: the upload still gets its 201 (on a connection the
