@@ -1062,9 +1062,12 @@ Tensor interpolate_bilinear(const Tensor& x, int64_t oh, int64_t ow, int64_t kee
     return y;
 }
 
-std::vector<uint8_t> interpolate_bilinear_positive(const Tensor& x, int64_t oh, int64_t ow) {
-    std::vector<uint8_t> masks(static_cast<size_t>(x.dim(0) * oh * ow));
-    interpolate_bilinear_into(x, oh, ow, 0, 0, masks.data(),
+std::vector<uint8_t> interpolate_bilinear_positive(const Tensor& x, int64_t oh, int64_t ow,
+                                                   int64_t keep_h, int64_t keep_w) {
+    keep_h = keep_h > 0 ? keep_h : oh;
+    keep_w = keep_w > 0 ? keep_w : ow;
+    std::vector<uint8_t> masks(static_cast<size_t>(x.dim(0) * keep_h * keep_w));
+    interpolate_bilinear_into(x, oh, ow, keep_h, keep_w, masks.data(),
                               [](float v) { return static_cast<uint8_t>(v > 0.0f); });
     return masks;
 }

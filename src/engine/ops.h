@@ -193,9 +193,10 @@ Tensor hwc_to_chw(const Tensor& x);
 // the resize) and compute nothing else.
 Tensor interpolate_bilinear(const Tensor& x, int64_t oh, int64_t ow, int64_t keep_h = 0,
                             int64_t keep_w = 0);
-// interpolate_bilinear(x, oh, ow) > 0 as 0/1 bytes: masks from logits without the float image
-// in between (a quarter of the bytes written, no second pass).
-std::vector<uint8_t> interpolate_bilinear_positive(const Tensor& x, int64_t oh, int64_t ow);
+// interpolate_bilinear(x, oh, ow, keep_h, keep_w) > 0 as 0/1 bytes: masks from logits without
+// the float image in between (a quarter of the bytes written, no second pass).
+std::vector<uint8_t> interpolate_bilinear_positive(const Tensor& x, int64_t oh, int64_t ow,
+                                                   int64_t keep_h = 0, int64_t keep_w = 0);
 // Bicubic resize of x [C, H, W] to [C, oh, ow] as torch.nn.functional.interpolate(mode="bicubic",
 // align_corners=false, antialias=false): Keys' kernel with A = -0.75, border pixels repeated.
 Tensor interpolate_bicubic(const Tensor& x, int64_t oh, int64_t ow);

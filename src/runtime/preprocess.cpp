@@ -310,12 +310,10 @@ std::vector<uint8_t> upscale_masks(const Tensor& low_res, const ImageGeometry& g
     check_low_res(low_res, geom);
     if (geom.mode == ResizeMode::Square)
         return interpolate_bilinear_positive(low_res, geom.orig_h, geom.orig_w);
-    if (resized_is_original(geom) && geom.orig_h == geom.input_size &&
-        geom.orig_w == geom.input_size)  // no crop: the one resize writes the masks
-        return interpolate_bilinear_positive(low_res, geom.orig_h, geom.orig_w);
-    const Tensor kept = to_resized_frame(low_res, geom);
-    if (resized_is_original(geom)) return masks_from_logits(kept);
-    return interpolate_bilinear_positive(kept, geom.orig_h, geom.orig_w);
+    if (resized_is_original(geom))  // the one resize (and crop) writes the masks
+        return interpolate_bilinear_positive(low_res, geom.input_size, geom.input_size,
+                                             geom.resized_h, geom.resized_w);
+    return interpolate_bilinear_positive(to_resized_frame(low_res, geom), geom.orig_h, geom.orig_w);
 }
 
 std::vector<uint8_t> masks_from_logits(const Tensor& logits, float threshold, uint8_t on_value) {
