@@ -28,8 +28,8 @@ int main(int argc, char** argv) {
     omp_set_num_threads(threads);
     base_init(argv[1], bf16);
     new_init(argv[1], bf16);
-    const char* names[] = {"3 masks", "best", "refine", "12th click"};
-    for (int kind = 0; kind < 4; ++kind) {
+    const char* names[] = {"3 masks", "best", "refine", "12th click", "5th click"};
+    for (int kind = 0; kind < 5; ++kind) {
         for (int warm = 0; warm < 3; ++warm) base_click(kind), new_click(kind);
         std::vector<double> base, next, ratio;
         for (int r = 0; r < rounds; ++r) {  // the order alternates too

@@ -38,7 +38,8 @@ void SIDE_CAT(SIDE, _init)(const char* model, bool bf16) {
 }
 
 // Milliseconds of one decode: kind 0 one click with 3 masks, 1 the best mask only, 2 a second
-// click refining with the mask input, 3 a session's twelfth click (12 points and the mask).
+// click refining with the mask input, 3 a session's twelfth click (12 points and the mask), 4 a
+// session's fifth click as the server decodes it (5 points, the mask, the single mask).
 double SIDE_CAT(SIDE, _click)(int kind) {
     using namespace splitseg;
     Prompt p;
@@ -47,12 +48,15 @@ double SIDE_CAT(SIDE, _click)(int kind) {
         p.points.push_back({300.0f, 200.0f, 0});
         p.mask_input = &side->mask;
     }
-    for (int i = 1; kind == 3 && i < 12; ++i)
+    const int points = kind == 3 ? 12 : kind == 4 ? 5 : 1;
+    for (int i = 1; i < points; ++i)
         p.points.push_back({40.0f + 80.0f * i, 1000.0f - 75.0f * i, i % 2});
-    if (kind == 3) p.mask_input = &side->mask;
+    if (kind >= 3) p.mask_input = &side->mask;
+    const MaskChoice choice = kind == 1   ? MaskChoice::BestOfMultimask
+                              : kind == 4 ? MaskChoice::Single
+                                          : MaskChoice::Multimask;
     const auto t0 = std::chrono::steady_clock::now();
-    const DecoderOutput out = side->decoder.decode(
-        side->image, p, kind == 1 ? MaskChoice::BestOfMultimask : MaskChoice::Multimask);
+    const DecoderOutput out = side->decoder.decode(side->image, p, choice);
     const double ms =
         std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
     return out.low_res_logits.numel() > 0 ? ms : -1.0;
