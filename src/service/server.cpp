@@ -71,9 +71,11 @@ void log_request(const std::string& method, const std::string& target, int statu
 
 class Connection;
 
+namespace {
+
 // A fixed pool of threads draining one queue of handlers, in the order they were posted. `work`
 // keeps the threads waiting for more until join().
-struct WorkerPool {
+struct HandlerPool {
     net::io_context ioc;
     net::executor_work_guard<net::io_context::executor_type> work = net::make_work_guard(ioc);
     std::vector<std::thread> threads;
@@ -88,6 +90,8 @@ struct WorkerPool {
         threads.clear();
     }
 };
+
+}  // namespace
 
 struct Server::Impl {
     Impl(Api& api_, ServerOptions options_)
@@ -111,7 +115,7 @@ struct Server::Impl {
     tcp::acceptor acceptor;
     net::signal_set signals;
     std::vector<std::thread> threads;
-    WorkerPool compute, disk;  // see Api::Pool
+    HandlerPool compute, disk;  // see Api::Pool
     std::atomic<bool> stopping{false};
     std::mutex connections_mutex;  // guards connections
     std::list<std::weak_ptr<Connection>> connections;
