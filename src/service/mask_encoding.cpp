@@ -31,11 +31,15 @@ static std::vector<uint32_t> runs_of_bits(const uint8_t* bits, size_t n) {
         uint64_t d = word ^ ((word << 8) | (last >> 56));
         last = word;
         const int count = std::popcount(d);
-        for (int k = 0; k < 4; ++k, d &= d - 1)
-            out[k] = static_cast<uint32_t>(at + static_cast<size_t>(std::countr_zero(d)) / 8);
+        auto next_end = [&] {  // the byte of d's lowest bit, which it then clears
+            const auto end =
+                static_cast<uint32_t>(at + static_cast<size_t>(std::countr_zero(d)) / 8);
+            d &= d - 1;
+            return end;
+        };
+        for (int k = 0; k < 4; ++k) out[k] = next_end();
         if (count > 4)
-            for (int k = 4; k < 8; ++k, d &= d - 1)
-                out[k] = static_cast<uint32_t>(at + static_cast<size_t>(std::countr_zero(d)) / 8);
+            for (int k = 4; k < 8; ++k) out[k] = next_end();
         out += count;
     };
     size_t i = 0;
@@ -135,10 +139,11 @@ std::string coco_rle_string(const std::vector<uint32_t>& counts) {
         if (i > 2) x -= counts[i - 2];
         const int magnitude = std::bit_width(static_cast<uint64_t>(x ^ (x >> 63)));
         const int groups = (magnitude + 5) / 5;  // the digits and the sign bit
-        for (int k = 0; k < 2; ++k)
-            p[k] = static_cast<char>(48 + ((x >> (5 * k)) & 0x1f) + (k + 1 < groups ? 0x20 : 0));
-        for (int k = 2; k < groups; ++k)
-            p[k] = static_cast<char>(48 + ((x >> (5 * k)) & 0x1f) + (k + 1 < groups ? 0x20 : 0));
+        auto group = [&](int k) {
+            return static_cast<char>(48 + ((x >> (5 * k)) & 0x1f) + (k + 1 < groups ? 0x20 : 0));
+        };
+        for (int k = 0; k < 2; ++k) p[k] = group(k);
+        for (int k = 2; k < groups; ++k) p[k] = group(k);
         p += groups;
     }
     out.resize(static_cast<size_t>(p - out.data()));

@@ -718,8 +718,9 @@ std::future<http::response<http::string_body>> upload_in_background(uint16_t por
     });
 }
 
-bool answered(const std::future<http::response<http::string_body>>& upload) {
-    return upload.wait_for(std::chrono::seconds(0)) == std::future_status::ready;
+template <class T>
+bool answered(const std::future<T>& request) {
+    return request.wait_for(std::chrono::seconds(0)) == std::future_status::ready;
 }
 
 // A server on the golden model with one io thread and one disk thread, its uploads held at
@@ -838,20 +839,25 @@ struct SlowTierServer {
         f.encode_all();
     }
     ~SlowTierServer() { tier->open(); }
-    // Sends the request from another thread once the tier is armed, and waits until it reads the
-    // tier: /healthz must then be answered on this client while the request is not.
-    std::future<http::response<http::string_body>> held(http::verb verb, std::string target,
-                                                        std::string body) {
+    // Runs send() on another thread once the tier is armed, and waits until it reads the tier:
+    // /healthz must then be answered on this client while send() has not returned.
+    template <class Send>
+    auto held(const std::string& what, Send send) {
         tier->arm();
-        const uint16_t port = server.port();
-        auto request = std::async(std::launch::async, [port, verb, target, body] {
-            return Client(port).send(verb, target, body, "application/json");
-        });
-        EXPECT_TRUE(tier->wait_for_arrival()) << target << " never read the cache";
+        auto request = std::async(std::launch::async, std::move(send));
+        EXPECT_TRUE(tier->wait_for_arrival()) << what << " never read the cache";
         EXPECT_EQ(client->send(http::verb::get, "/healthz").result_int(), 200);
         EXPECT_FALSE(answered(request)) << "answered before the cache read finished";
         tier->open();
         return request;
+    }
+    // The same for an HTTP request.
+    std::future<http::response<http::string_body>> held(http::verb verb, std::string target,
+                                                        std::string body) {
+        const uint16_t port = server.port();
+        return held(target, [port, verb, target, body] {
+            return Client(port).send(verb, target, body, "application/json");
+        });
     }
 
     GatedTier* tier = nullptr;
@@ -914,19 +920,13 @@ TEST(ServiceServer, ASocketClickWhoseImageIsNoLongerPreparedDoesNotHoldTheIoThre
               200);
     EXPECT_EQ(s.f.api->pool_for_message(test::make_request("GET", socket)), Api::Pool::disk);
 
-    s.tier->arm();
     const uint16_t port = s.server.port();
-    auto click = std::async(std::launch::async, [port, socket] {
+    auto click = s.held(socket, [port, socket] {
         std::vector<Client::SocketReply> replies;
         const std::string error = Client(port).websocket_exchange(
             socket, {R"({"type":"prompts","points":[[20,12,1]]})"}, &replies);
         return std::make_pair(error, replies);
     });
-    ASSERT_TRUE(s.tier->wait_for_arrival()) << "the click never read the cache";
-    EXPECT_EQ(s.client->send(http::verb::get, "/healthz").result_int(), 200);
-    EXPECT_NE(click.wait_for(std::chrono::seconds(0)), std::future_status::ready)
-        << "answered before the cache read finished";
-    s.tier->open();
     const auto [error, replies] = click.get();
     EXPECT_EQ(error, "");
     ASSERT_EQ(replies.size(), 1u);
