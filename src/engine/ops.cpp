@@ -403,6 +403,42 @@ void add_gelu(float* x, int64_t n, float bias, const float* add) {
 #endif
 }
 
+void gelu_mix(const float* x, int64_t ldx, int64_t C, int64_t n, const float* bias,
+              const float* add, int64_t ld_add, const float* w, int64_t M, float* out,
+              int64_t ld_out) {
+    constexpr int64_t kOutputs = 4;  // accumulators per pass
+    for (int64_t m0 = 0; m0 < M; m0 += kOutputs) {
+        const int64_t mn = std::min(kOutputs, M - m0);
+        const float* wm = w + m0 * C;
+#ifdef __AVX512F__
+        for (int64_t i = 0; i < n; i += 16) {
+            const __mmask16 k = n - i >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << (n - i)) - 1);
+            __m512 acc[kOutputs] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(),
+                                    _mm512_setzero_ps()};
+            for (int64_t c = 0; c < C; ++c) {
+                const __m512 a =
+                    add ? _mm512_maskz_loadu_ps(k, add + c * ld_add + i) : _mm512_set1_ps(bias[c]);
+                const __m512 g =
+                    gelu16(_mm512_add_ps(_mm512_maskz_loadu_ps(k, x + c * ldx + i), a));
+                for (int64_t m = 0; m < mn; ++m)
+                    acc[m] = _mm512_fmadd_ps(_mm512_set1_ps(wm[m * C + c]), g, acc[m]);
+            }
+            for (int64_t m = 0; m < mn; ++m)
+                _mm512_mask_storeu_ps(out + (m0 + m) * ld_out + i, k, acc[m]);
+        }
+#else
+        for (int64_t i = 0; i < n; ++i) {
+            float acc[kOutputs] = {};
+            for (int64_t c = 0; c < C; ++c) {
+                const float g = gelu_erf(x[c * ldx + i] + (add ? add[c * ld_add + i] : bias[c]));
+                for (int64_t m = 0; m < mn; ++m) acc[m] += wm[m * C + c] * g;
+            }
+            for (int64_t m = 0; m < mn; ++m) out[(m0 + m) * ld_out + i] = acc[m];
+        }
+#endif
+    }
+}
+
 void gelu(Tensor& x) {
     constexpr int64_t kChunk = 4096;
     const int64_t n = x.numel(), chunks = (n + kChunk - 1) / kChunk;

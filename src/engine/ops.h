@@ -149,6 +149,13 @@ void layer_norm_channels_block(float* x, int64_t C, int64_t HW, int64_t i0, int6
 void gelu(Tensor& x);  // exact (erf) GELU, PyTorch's default
 // x[i] = gelu(x[i] + bias + add[i]) over n values; add may be null.
 void add_gelu(float* x, int64_t n, float bias, const float* add);
+// Channels of GELU values mixed by weights w [M, C], the GELU values never stored:
+//   out[m * ld_out + i] = sum_c w[m * C + c] * gelu(x[c * ldx + i] + a_c[i]),  i < n,
+// a_c[i] = add[c * ld_add + i] when add is given, else bias[c]. One pass over x [C, n] per 4
+// outputs (the masks' last step: 32 channels of the upscaled image, 1-4 masks).
+void gelu_mix(const float* x, int64_t ldx, int64_t C, int64_t n, const float* bias,
+              const float* add, int64_t ld_add, const float* w, int64_t M, float* out,
+              int64_t ld_out);
 void relu(Tensor& x);
 void add_(Tensor& x, const Tensor& y);                    // x += y, same numel
 void add_scaled_(Tensor& x, const Tensor& y, float s);    // x += s * y

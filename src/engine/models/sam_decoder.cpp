@@ -340,6 +340,15 @@ Tensor row_of(const Tensor& x, int64_t r) {
     return Tensor::from({1, x.dim(1)}, x.data() + r * x.dim(1));
 }
 
+// The rows `rows` of x [R, C], in that order.
+Tensor gather_rows(const Tensor& x, const std::vector<int64_t>& rows) {
+    const int64_t C = x.dim(1);
+    Tensor out({static_cast<int64_t>(rows.size()), C});
+    for (size_t i = 0; i < rows.size(); ++i)
+        std::memcpy(out.data() + i * C, x.data() + rows[i] * C, C * sizeof(float));
+    return out;
+}
+
 // Random Fourier features of a point in [0, 1]^2: sin and cos of 2*pi * G^T (2p - 1), written to
 // out[k * stride] for k < C.
 void fourier_features(const Tensor& gaussian, float u, float v, float* out, int64_t stride) {
@@ -690,12 +699,13 @@ Layer0Projections project_layer0(const TwoWayLayer& l, const Tensor& keys, const
 }
 
 // The two-way transformer: the tokens [T, C] (their initial values are also their positional
-// encoding) and the image tokens attend to each other. Returns the tokens; image is updated.
-// Layer 0 reads the image's prepared projections (prepared), with a mask prompt's features
-// [Cm, HW] (or null) as a term of their rank; the later layers read the image tokens.
+// encoding) and the image tokens attend to each other. Returns the tokens `read` [R, C] (the
+// output tokens that decode reads); image is updated. Layer 0 reads the image's prepared
+// projections (prepared), with a mask prompt's features [Cm, HW] (or null) as a term of their
+// rank; the later layers read the image tokens.
 Tensor two_way_transformer(const SamDecoderWeights& w, int heads, const Tensor& tokens,
-                           const DecoderImage& prepared, const Tensor* mask, const Tensor& dense_pe,
-                           ImageTokens& image) {
+                           const std::vector<int64_t>& read, const DecoderImage& prepared,
+                           const Tensor* mask, const Tensor& dense_pe, ImageTokens& image) {
     const std::optional<MaskTerm> mask_term =
         mask ? std::optional<MaskTerm>({*mask, w.mask_conv3, w.mask_layer0}) : std::nullopt;
     const MaskTerm* const m = mask_term ? &*mask_term : nullptr;
@@ -733,9 +743,13 @@ Tensor two_way_transformer(const SamDecoderWeights& w, int heads, const Tensor& 
                                                  a.out.b, l.norm4, dense_pe, nullptr, image));
         }
     }
-    add_(queries, tokens_to_image(w.final_attn, plus(queries, tokens), image, heads));
-    layer_norm(queries, w.final_norm.w, w.final_norm.b, kLayerNormEps);
-    return queries;
+    // The final attention is the tokens' only: each token attends to the image on its own, so
+    // the tokens nobody reads (the prompts', the unused masks') are left out. A 5-point click
+    // asking for one mask attends with 2 of its 11 tokens.
+    Tensor out = gather_rows(queries, read);
+    add_(out, tokens_to_image(w.final_attn, plus(out, gather_rows(tokens, read)), image, heads));
+    layer_norm(out, w.final_norm.w, w.final_norm.b, kLayerNormEps);
+    return out;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -857,22 +871,18 @@ Tensor to_upscaled_order(const Tensor& features, const std::vector<int32_t>& ord
 }
 
 // y [O, S * nb]: S sub-pixel segments of the nb image tokens from p0 on (of n0), per channel.
-// Adds SAM 2's high-resolution term (upscaling order, [O, S * n0], bias included) or the bias,
-// then with `then_gelu` applies GELU in the same pass.
+// Adds SAM 2's high-resolution term (upscaling order, [O, S * n0], bias included) or the bias.
 void add_block_terms(Tensor& y, int64_t S, int64_t nb, const Tensor& terms, int64_t p0, int64_t n0,
-                     const Tensor& bias, bool then_gelu = false) {
+                     const Tensor& bias) {
     const int64_t O = y.dim(0);
     for (int64_t o = 0; o < O; ++o)
         for (int64_t s = 0; s < S; ++s) {
             float* row = y.data() + (o * S + s) * nb;
-            const float* t = terms.empty() ? nullptr : terms.data() + (o * S + s) * n0 + p0;
-            const float b = t ? 0.0f : bias[o];
-            if (then_gelu) {
-                add_gelu(row, nb, b, t);
-            } else if (t) {
-                for (int64_t j = 0; j < nb; ++j) row[j] += t[j];
+            if (terms.empty()) {
+                for (int64_t j = 0; j < nb; ++j) row[j] += bias[o];
             } else {
-                for (int64_t j = 0; j < nb; ++j) row[j] += b;
+                const float* t = terms.data() + (o * S + s) * n0 + p0;
+                for (int64_t j = 0; j < nb; ++j) row[j] += t[j];
             }
         }
 }
@@ -917,10 +927,10 @@ Tensor upscale_to_masks(const SamDecoderWeights& w, const ImageTokens& image, co
                 gemm(true, false, O2 * 4, 4 * nb, O1, 1.0f, w.upscale2.w.data(), O2 * 4, y1.data(),
                      4 * nb, 0.0f, y2.data(), 4 * nb);
             }
-            add_block_terms(y2, 16, nb, terms_2, p0, n0, w.upscale2.b, /*then_gelu=*/true);
-            for (int64_t k2 = 0; k2 < 4; ++k2)
-                gemm(false, false, M, 4 * nb, O2, 1.0f, hyper.data(), O2, y2.data() + k2 * 4 * nb,
-                     16 * nb, 0.0f, m.data() + k2 * 4 * nb, 16 * nb);
+            for (int64_t s = 0; s < 16; ++s)  // the masks: GELU(y2 + bias or terms) by hyper
+                gelu_mix(y2.data() + s * nb, 16 * nb, O2, nb, w.upscale2.b.data(),
+                         terms_2.empty() ? nullptr : terms_2.data() + s * n0 + p0, 16 * n0,
+                         hyper.data(), M, m.data() + s * nb, 16 * nb);
             for (int64_t i = 0; i < M; ++i)
                 for (int64_t s = 0; s < 16; ++s) {  // s = 4 * k2 + k1
                     const float* src = m.data() + (i * 16 + s) * nb;
@@ -1215,32 +1225,41 @@ DecoderOutput SamDecoder::decode(const DecoderImage& image, const Prompt& prompt
         f = mask_features(*prompt.mask_input);
         f.reshape({f.dim(0), g * g});
     }
-    const Tensor queries = two_way_transformer(w, heads, tokens, image,
-                                               prompt.mask_input ? &f : nullptr, dense_pe_, im);
+    // The mask tokens that may be upscaled: the multimask tokens (for the best of them too), or
+    // the single-mask token, which SAM 2 may replace by the best multimask output when it is
+    // unstable (then all are upscaled, the single one to measure its stability).
+    const bool dynamic = choice == MaskChoice::Single && cfg_.dynamic_multimask;
+    std::vector<int64_t> candidates;
+    if (choice != MaskChoice::Single || dynamic) {
+        for (int64_t m = dynamic ? 0 : 1; m < M; ++m) candidates.push_back(m);
+    } else {
+        candidates.push_back(0);
+    }
+    // The output tokens read below, in this order: SAM 2's object-score token (its first), the
+    // IoU token, the candidates' mask tokens.
+    const int64_t first_token = sam2 ? 1 : 0;
+    std::vector<int64_t> read;
+    for (int64_t t = 0; t <= first_token; ++t) read.push_back(t);
+    for (int64_t m : candidates) read.push_back(first_token + 1 + m);
+    const Tensor out_tokens = two_way_transformer(w, heads, tokens, read, image,
+                                                  prompt.mask_input ? &f : nullptr, dense_pe_, im);
 
     // Masks: each mask token's hypernetwork gives the weights of its mask over the upscaled
     // image's channels; SAM 2 adds its high-resolution features in the upscaling.
-    const int64_t first_token = sam2 ? 1 : 0;  // SAM 2's object-score token comes first
-    Tensor iou = w.iou_head(row_of(queries, first_token));  // [1, M]
+    Tensor iou = w.iou_head(row_of(out_tokens, first_token));  // [1, M]
     if (cfg_.iou_sigmoid)
         for (int64_t m = 0; m < M; ++m) iou[m] = 1.0f / (1.0f + std::exp(-iou[m]));
     const int64_t best_multimask = std::max_element(iou.data() + 1, iou.data() + M) - iou.data();
-
-    // The mask tokens to upscale: the multimask tokens, the best of them, or the single-mask
-    // token, which SAM 2 may replace by the best multimask output when it is unstable (then all
-    // are upscaled, the single one to measure its stability).
-    const bool dynamic = choice == MaskChoice::Single && cfg_.dynamic_multimask;
-    std::vector<int64_t> upscaled;
-    if (choice == MaskChoice::Multimask || dynamic) {
-        for (int64_t m = dynamic ? 0 : 1; m < M; ++m) upscaled.push_back(m);
-    } else {
-        upscaled.push_back(choice == MaskChoice::BestOfMultimask ? best_multimask : 0);
-    }
+    std::vector<int64_t> upscaled = candidates;
+    if (choice == MaskChoice::BestOfMultimask) upscaled = {best_multimask};
     const int64_t Cu = w.upscale2.w.dim(1), n = static_cast<int64_t>(upscaled.size());
     Tensor hyper({n, Cu});  // each token's hypernetwork: its mask's weights over the channels
     for (int64_t i = 0; i < n; ++i) {
         const int64_t m = upscaled[i];
-        const Tensor h = w.hypernetworks[m](row_of(queries, first_token + 1 + m));
+        const int64_t row =
+            first_token + 1 +
+            (std::find(candidates.begin(), candidates.end(), m) - candidates.begin());
+        const Tensor h = w.hypernetworks[m](row_of(out_tokens, row));
         std::memcpy(hyper.data() + i * Cu, h.data(), Cu * sizeof(float));
     }
     const FirstUpscale first = fold_click(w, im, prompt.mask_input ? &f : nullptr);
@@ -1259,7 +1278,7 @@ DecoderOutput SamDecoder::decode(const DecoderImage& image, const Prompt& prompt
         out.low_res_logits = std::move(masks);
         for (int64_t m : upscaled) out.iou.push_back(iou[m]);
     }
-    if (sam2) out.object_score_logit = w.obj_head(row_of(queries, 0))[0];
+    if (sam2) out.object_score_logit = w.obj_head(row_of(out_tokens, 0))[0];
     return out;
 }
 
