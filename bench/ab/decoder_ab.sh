@@ -1,11 +1,12 @@
 #!/bin/bash
 # Interleaved A/B of the prompt decoder: the working tree against BASE_REV, in one process.
-#   bench/ab/decoder_ab.sh BASE_REV MODEL [THREADS=2] [ROUNDS=40] [BF16=1]
+#   bench/ab/decoder_ab.sh BASE_REV MODEL [THREADS=2] [ROUNDS=40] [BF16=1] [PAIRS=0]
+# PAIRS=1 times two decodes at once, one thread each (a loaded server's case), instead of one.
 # MODEL: any checkpoint with a SAM decoder (build/splitseg models synth --arch mobilesam).
 # Builds both engines (the base one from a temporary git worktree) under build/decoder_ab.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-base_rev=$1 model=$2 threads=${3:-2} rounds=${4:-40} bf16=${5:-1}
+base_rev=$1 model=$2 threads=${3:-2} rounds=${4:-40} bf16=${5:-1} pairs=${6:-0}
 out=build/decoder_ab
 mkdir -p "$out/base" "$out/new"
 tree="$out/base-tree"
@@ -26,4 +27,4 @@ g++ $flags -I"$tree/src" -Dsplitseg=splitseg_base -DSIDE=base -c bench/ab/decode
 g++ $flags -Isrc -DSIDE=new -c bench/ab/decoder_side.cpp -o "$out/side_new.o"
 g++ $flags bench/ab/decoder_ab.cpp "$out"/side_*.o "$out"/base/*.o "$out"/new/*.o -ldnnl -lxxhash \
     -o "$out/decoder_ab"
-"$out/decoder_ab" "$model" "$threads" "$rounds" "$bf16"
+"$out/decoder_ab" "$model" "$threads" "$rounds" "$bf16" "$pairs"

@@ -102,6 +102,42 @@ TEST(Gelu, MatchesErfGeluInEveryLength) {
     }
 }
 
+// gelu_mix against the sums in double of w[m][c] * erf-GELU(x[c][i] + bias[c] or add[c][i]), with
+// strided rows, lengths around the 16-lane steps and 1 to 6 outputs (past the 4 a pass keeps).
+TEST(GeluMix, MatchesTheWeightedSumsOfGelu) {
+    std::mt19937 rng(11);
+    std::normal_distribution<float> normal(0.0f, 1.5f);
+    const int64_t C = 5, ldx = 40, ld_add = 37, ld_out = 41;
+    auto ref = [](double v) { return 0.5 * v * (1.0 + std::erf(v / std::sqrt(2.0))); };
+    for (int64_t n : {1, 15, 16, 17, 33}) {
+        for (int64_t M : {1, 4, 6}) {
+            for (bool with_add : {false, true}) {
+                SCOPED_TRACE(std::to_string(n) + " pixels, " + std::to_string(M) + " outputs" +
+                             (with_add ? ", add" : ", bias"));
+                std::vector<float> x(C * ldx), add(C * ld_add), bias(C), w(M * C);
+                for (std::vector<float>* v : {&x, &add, &bias, &w})
+                    for (float& value : *v) value = normal(rng);
+                std::vector<float> out(M * ld_out, -99.0f);
+                gelu_mix(x.data(), ldx, C, n, bias.data(), with_add ? add.data() : nullptr, ld_add,
+                         w.data(), M, out.data(), ld_out);
+                for (int64_t m = 0; m < M; ++m)
+                    for (int64_t i = 0; i < ld_out; ++i) {
+                        if (i >= n) {  // past the pixels: untouched
+                            EXPECT_EQ(out[m * ld_out + i], -99.0f);
+                            continue;
+                        }
+                        double want = 0.0;
+                        for (int64_t c = 0; c < C; ++c)
+                            want += w[m * C + c] * ref(x[c * ldx + i] +
+                                                       (with_add ? add[c * ld_add + i] : bias[c]));
+                        EXPECT_NEAR(out[m * ld_out + i], want,
+                                    1e-5 * std::max(1.0, std::fabs(want)));
+                    }
+            }
+        }
+    }
+}
+
 // layer_norm_channels hands out each pixel's mean (of x + add_first) and 1 / std: the decoder's
 // folded upscaling convolution rescales with them.
 TEST(LayerNormChannels, ReportsThePixelStatistics) {
