@@ -257,6 +257,29 @@ TEST(InterpolateBilinear, MatchesTorchByHand) {
     EXPECT_FLOAT_EQ(y[3], 8);
 }
 
+// Along a row, against PyTorch's taps (source coordinates in float, as its kernel computes them)
+// with the sum in double, for upscalings whose 16 outputs read a few inputs (the vector path: 4x
+// as the masks', 3.125x, 14.3x, 5.3x) and a downscaling (the scalar one), with widths that end in
+// a partial vector.
+TEST(InterpolateBilinear, RowsMatchTorchsFormulaAtEveryScale) {
+    const std::pair<int64_t, int64_t> sizes[] = {
+        {256, 1024}, {16, 50}, {7, 100}, {192, 1021}, {100, 30}};
+    for (const auto& [in, out] : sizes) {
+        SCOPED_TRACE(std::to_string(in) + " -> " + std::to_string(out));
+        const Tensor x = random_tensor({1, 1, in}, 11);
+        const Tensor y = interpolate_bilinear(x, 1, out);
+        const float scale = static_cast<float>(in) / static_cast<float>(out);
+        for (int64_t o = 0; o < out; ++o) {
+            const float src = std::max((o + 0.5f) * scale - 0.5f, 0.0f);
+            const int64_t i0 = std::min<int64_t>(static_cast<int64_t>(src), in - 1);
+            const int64_t i1 = std::min<int64_t>(i0 + 1, in - 1);
+            const double w1 = std::min(src - static_cast<float>(i0), 1.0f);
+            const double want = (1.0 - w1) * x[i0] + w1 * x[i1];
+            ASSERT_NEAR(y[o], want, 1e-6 * std::max(1.0, std::fabs(want))) << "output " << o;
+        }
+    }
+}
+
 TEST(UpscaleLogits, LongestSideIsResizeCropResize) {
     const Tensor low = random_tensor({3, 16, 16}, 5);
     ImageGeometry g = make_geometry(50, 30, ResizeMode::LongestSide, 64);  // resized 64 x 38
