@@ -11,7 +11,9 @@
 //    positions over the 64 x 64 grid), on AMX tiles and on oneDNN, in ms (three alternating
 //    rounds, the median of each).
 //  - the COCO RLE counts of a 1024 x 768 mask: a disc with a hole (a real object's mask) and a
-//    texture of diagonal stripes (a random-weight model's masks are textures: ~10^5 runs), in us.
+//    texture of diagonal stripes (a random-weight model's masks are textures: ~10^5 runs), in us;
+//  - a click's 256 x 256 logits to its 1024 x 768 mask (the bilinear resize), in ms, and the
+//    masks' GELU-and-mix over 32 channels of 8192 pixels (gelu_mix), in us.
 //   bench_kernels [--threads N] [--runs N]
 #include <algorithm>
 #include <chrono>
@@ -88,6 +90,29 @@ int main(int argc, char** argv) {
             j["coco_rle_us"][name] = 1e6 * bench::median_seconds(runs, [&] {
                                          splitseg::coco_rle_counts(mask->data(), w, h);
                                      });
+    }
+
+    // A click's low-res logits [1, 256, 256] to its 1024 x 768 mask (the longest side 1024: the
+    // one resize, cropped, thresholded as it is written); and the masks' last step, 32 channels of
+    // the upscaled image through GELU mixed into one mask, over one block of 16 x 512 pixels.
+    {
+        const std::vector<float> values = random_values(256 * 256, 2.0f, 14);
+        splitseg::Tensor low({1, 256, 256});
+        std::copy(values.begin(), values.end(), low.data());
+        j["mask_upscale_1024x768_ms"] =
+            1e3 * bench::median_seconds(runs, [&] {
+                splitseg::interpolate_bilinear_positive(low, 1024, 1024, 768, 1024);
+            });
+        const int64_t channels = 32, n = 16 * 512;
+        const std::vector<float> y2 = random_values(channels * n, 1.0f, 15),
+                                 bias = random_values(channels, 0.1f, 16),
+                                 hyper = random_values(channels, 0.3f, 17);
+        std::vector<float> mask(n);
+        j["gelu_mix_32ch_8192px_us"] =
+            1e6 * bench::median_seconds(runs, [&] {
+                splitseg::gelu_mix(y2.data(), n, channels, n, bias.data(), nullptr, 0, hyper.data(),
+                                   1, mask.data(), n);
+            });
     }
 
     // A band of MobileSAM's first-stage bottleneck: its 3x3 depthwise convolution with GELU.
