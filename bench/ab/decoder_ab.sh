@@ -13,7 +13,7 @@ tree="$out/base-tree"
 rm -rf "$tree" && git worktree prune
 git worktree add --detach "$tree" "$base_rev" > /dev/null
 trap 'git worktree remove --force "$tree"' EXIT
-flags="-O3 -march=native -std=c++20 -fopenmp -DNDEBUG -w"
+flags="-O3 -march=native -std=c++20 -fopenmp -fno-math-errno -DNDEBUG -w"  # as CMake builds the engine
 compile_engine() {  # src_dir obj_dir extra_flags
     for f in $(cd "$1" && ls engine/*.cpp engine/models/*.cpp engine/weights/*.cpp); do
         g++ $flags -I"$1" $3 -c "$1/$f" -o "$2/$(echo "$f" | tr / _).o" &
