@@ -1256,10 +1256,9 @@ DecoderOutput SamDecoder::decode(const DecoderImage& image, const Prompt& prompt
     Tensor hyper({n, Cu});  // each token's hypernetwork: its mask's weights over the channels
     for (int64_t i = 0; i < n; ++i) {
         const int64_t m = upscaled[i];
-        const int64_t row =
-            first_token + 1 +
-            (std::find(candidates.begin(), candidates.end(), m) - candidates.begin());
-        const Tensor h = w.hypernetworks[m](row_of(out_tokens, row));
+        // The candidates are consecutive mask tokens: m's row follows from the first one.
+        const Tensor h =
+            w.hypernetworks[m](row_of(out_tokens, first_token + 1 + m - candidates.front()));
         std::memcpy(hyper.data() + i * Cu, h.data(), Cu * sizeof(float));
     }
     const FirstUpscale first = fold_click(w, im, prompt.mask_input ? &f : nullptr);
