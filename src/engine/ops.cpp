@@ -860,13 +860,159 @@ static int64_t conv_out_size(int64_t in, int64_t kernel, int stride, int padding
     return (in + 2 * padding - kernel) / stride + 1;
 }
 
+#ifdef __AVX512F__
+// A direct convolution's view of its input: element (c, y, x) is at data + c * c_step +
+// y * y_step + x * x_step; planar [C, H, W] and channels-last [H, W, C] differ in the steps only.
+struct ConvInput {
+    const float* data;
+    int64_t C, H, W, c_step, y_step, x_step;
+};
+
+// Output pixels [ox, ox + P) of one row, output channels [o0, o0 + 16 NV): sums over the given
+// taps (tap t: input at origin + off[t] for the first pixel, weights w + wrow[t] * Op), bias
+// first, GELU last where asked. Each input value is broadcast against NV weight vectors.
+template <int NV, int P>
+static void direct_conv_pixels(const float* origin, int64_t pixel_step, const int64_t* off,
+                               const int64_t* wrow, int n, const float* w, int64_t Op,
+                               const float* bias, int64_t o0, int64_t O, float* out,
+                               bool then_gelu) {
+    __m512 acc[P][NV];
+    for (int v = 0; v < NV; ++v) {
+        const __m512 b = _mm512_loadu_ps(bias + o0 + 16 * v);
+        for (int j = 0; j < P; ++j) acc[j][v] = b;
+    }
+    for (int t = 0; t < n; ++t) {
+        const float* wt = w + wrow[t] * Op + o0;
+        __m512 wv[NV];
+        for (int v = 0; v < NV; ++v) wv[v] = _mm512_loadu_ps(wt + 16 * v);
+        const float* src = origin + off[t];
+        for (int j = 0; j < P; ++j) {
+            const __m512 xv = _mm512_set1_ps(src[j * pixel_step]);
+            for (int v = 0; v < NV; ++v) acc[j][v] = _mm512_fmadd_ps(wv[v], xv, acc[j][v]);
+        }
+    }
+    for (int j = 0; j < P; ++j)
+        for (int v = 0; v < NV; ++v) {
+            const int64_t o = o0 + 16 * v;
+            const __mmask16 m = O - o >= 16 ? __mmask16(0xFFFF)
+                                            : __mmask16((1u << std::max<int64_t>(0, O - o)) - 1);
+            _mm512_mask_storeu_ps(out + j * O + o, m, then_gelu ? gelu16(acc[j][v]) : acc[j][v]);
+        }
+}
+
+// P pixels for every output channel, 64 at a time (6 pixels x 4 vectors: 24 accumulators).
+template <int P>
+static void direct_conv_span(const float* origin, int64_t pixel_step, const int64_t* off,
+                             const int64_t* wrow, int n, const float* w, int64_t Op,
+                             const float* bias, int64_t O, float* out, bool then_gelu) {
+    int64_t o0 = 0;
+    for (; o0 + 64 <= Op; o0 += 64)
+        direct_conv_pixels<4, P>(origin, pixel_step, off, wrow, n, w, Op, bias, o0, O, out,
+                                 then_gelu);
+    for (; o0 + 32 <= Op; o0 += 32)
+        direct_conv_pixels<2, P>(origin, pixel_step, off, wrow, n, w, Op, bias, o0, O, out,
+                                 then_gelu);
+    for (; o0 < Op; o0 += 16)
+        direct_conv_pixels<1, P>(origin, pixel_step, off, wrow, n, w, Op, bias, o0, O, out,
+                                 then_gelu);
+}
+
+// Direct convolution into a channels-last output [OH, OW, O]: the weights packed as
+// [(c, ky, kx)][O rounded up to 16] and six output pixels at a time summed in registers. Pixels
+// whose window leaves the image skip the taps outside (zero padding).
+static Tensor direct_conv(const ConvInput& in, const Tensor& weight, const Tensor& bias, int stride,
+                          int padding, bool then_gelu) {
+    const int64_t O = weight.dim(0), C = in.C, kh = weight.dim(2), kw = weight.dim(3);
+    const int64_t K = C * kh * kw, Op = (O + 15) / 16 * 16;
+    const int64_t OH = conv_out_size(in.H, kh, stride, padding);
+    const int64_t OW = conv_out_size(in.W, kw, stride, padding);
+    std::vector<float> w(K * Op, 0.0f), b(Op, 0.0f);
+    for (int64_t o = 0; o < O; ++o)
+        for (int64_t k = 0; k < K; ++k) w[k * Op + o] = weight[o * K + k];
+    if (!bias.empty()) std::copy(bias.data(), bias.data() + O, b.begin());
+    // Output columns whose window lies inside the image.
+    const int64_t x_lo = std::min<int64_t>(OW, (padding + stride - 1) / stride);
+    const int64_t x_hi = std::max(x_lo, std::min<int64_t>(OW, (in.W - kw + padding) / stride + 1));
+    const int64_t pixel_step = stride * in.x_step;
+    Tensor y({OH, OW, O});
+#pragma omp parallel for schedule(static)
+    for (int64_t oy = 0; oy < OH; ++oy) {
+        std::vector<int64_t> off(K), wrow(K);
+        const int64_t iy0 = oy * stride - padding;
+        // The row's taps (rows inside the image), and the same per edge pixel (columns too).
+        auto gather = [&](int64_t ix0) {
+            int n = 0;
+            for (int64_t c = 0; c < C; ++c)
+                for (int64_t ky = 0; ky < kh; ++ky) {
+                    if (iy0 + ky < 0 || iy0 + ky >= in.H) continue;
+                    for (int64_t kx = 0; kx < kw; ++kx) {
+                        if (ix0 + kx < 0 || ix0 + kx >= in.W) continue;
+                        off[n] = c * in.c_step + (iy0 + ky) * in.y_step + (ix0 + kx) * in.x_step;
+                        wrow[n++] = (c * kh + ky) * kw + kx;
+                    }
+                }
+            return n;
+        };
+        float* out = y.data() + oy * OW * O;
+        auto edge_pixel = [&](int64_t ox) {
+            const int n = gather(ox * stride - padding);
+            direct_conv_span<1>(in.data, 0, off.data(), wrow.data(), n, w.data(), Op, b.data(), O,
+                                out + ox * O, then_gelu);
+        };
+        for (int64_t ox = 0; ox < x_lo; ++ox) edge_pixel(ox);
+        for (int64_t ox = x_hi; ox < OW; ++ox) edge_pixel(ox);
+        if (x_lo >= x_hi) continue;
+        // The interior's taps, as offsets of its first pixel; the next pixels are pixel_step on.
+        const int n = gather(x_lo * stride - padding);
+        for (int64_t ox = x_lo; ox < x_hi;) {
+            const float* origin = in.data + (ox - x_lo) * pixel_step;
+            if (ox + 6 <= x_hi) {
+                direct_conv_span<6>(origin, pixel_step, off.data(), wrow.data(), n, w.data(), Op,
+                                    b.data(), O, out + ox * O, then_gelu);
+                ox += 6;
+            } else {
+                direct_conv_span<1>(origin, 0, off.data(), wrow.data(), n, w.data(), Op, b.data(),
+                                    O, out + ox * O, then_gelu);
+                ox += 1;
+            }
+        }
+    }
+    return y;
+}
+#endif
+
+// Weights up to this many floats (256 KiB) stay in L2 while a direct convolution streams them
+// once per six pixels; larger ones (a neck's 256 -> 256 3x3) run faster as im2col + GEMM.
+constexpr int64_t kDirectConvMaxWeights = 65536;
+
+Tensor conv2d_planar_to_hwc(const Tensor& x, const Tensor& weight, const Tensor& bias, int stride,
+                            int padding, bool then_gelu) {
+    if (x.ndim() != 3 || weight.ndim() != 4 || weight.dim(1) != x.dim(0))
+        throw std::invalid_argument("conv2d_planar_to_hwc: x " + shape_str(x.shape()) +
+                                    " vs weight " + shape_str(weight.shape()));
+#ifdef __AVX512F__
+    const int64_t C = x.dim(0), H = x.dim(1), W = x.dim(2);
+    if (weight.numel() <= kDirectConvMaxWeights)
+        return direct_conv({x.data(), C, H, W, H * W, W, 1}, weight, bias, stride, padding,
+                           then_gelu);
+#endif
+    Tensor y = chw_to_hwc(conv2d(x, weight, bias, stride, padding));
+    if (then_gelu) gelu(y);
+    return y;
+}
+
 Tensor conv2d_hwc(const Tensor& x, const Tensor& weight, const Tensor& bias, int stride,
-                  int padding) {
+                  int padding, bool then_gelu) {
     if (x.ndim() != 3 || weight.ndim() != 4 || weight.dim(1) != x.dim(2))
         throw std::invalid_argument("conv2d_hwc: x " + shape_str(x.shape()) + " vs weight " +
                                     shape_str(weight.shape()));
     const int64_t H = x.dim(0), W = x.dim(1), C = x.dim(2);
     const int64_t O = weight.dim(0), kh = weight.dim(2), kw = weight.dim(3), K = kh * kw * C;
+#ifdef __AVX512F__
+    if (weight.numel() <= kDirectConvMaxWeights)
+        return direct_conv({x.data(), C, H, W, 1, W * C, C}, weight, bias, stride, padding,
+                           then_gelu);
+#endif
     const int64_t OH = conv_out_size(H, kh, stride, padding);
     const int64_t OW = conv_out_size(W, kw, stride, padding);
     // The weight as [O, (ky, kx, c)], the order of a channels-last patch.
@@ -907,6 +1053,7 @@ Tensor conv2d_hwc(const Tensor& x, const Tensor& weight, const Tensor& bias, int
                  bias.empty() ? 0.0f : 1.0f, out, O);
         }
     }
+    if (then_gelu) gelu(y);
     return y;
 }
 
@@ -932,6 +1079,39 @@ static void depthwise_pixel(float* out, int64_t C, const float* const* in, const
 #endif
 }
 
+#ifdef __AVX512F__
+// Output pixels [x0, x1) of one row of a 3x3 depthwise convolution, padding 1, whose windows lie
+// inside the image's width; rows[ky] is input row oy * stride - 1 + ky, or null above or below
+// the image. Per 16 channels the nine taps stay in registers across a tile of pixels: per pixel,
+// depthwise_pixel loads them again beside its inputs, and the loads bounded it. Same sums, in
+// the same order.
+static void depthwise3x3_inside(const float* const rows[3], int64_t C, int64_t stride,
+                                const float* taps, const float* bias, int64_t x0, int64_t x1,
+                                float* out, bool then_gelu) {
+    constexpr int64_t kTile = 32;  // pixels: their inputs stay in L1 across the channel steps
+    for (int64_t t0 = x0; t0 < x1; t0 += kTile) {
+        const int64_t t1 = std::min(x1, t0 + kTile);
+        for (int64_t c = 0; c < C; c += 16) {
+            const __mmask16 m = C - c >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << (C - c)) - 1);
+            __m512 w[9];
+            for (int t = 0; t < 9; ++t) w[t] = _mm512_maskz_loadu_ps(m, taps + t * C + c);
+            const __m512 b = bias ? _mm512_maskz_loadu_ps(m, bias + c) : _mm512_setzero_ps();
+            for (int64_t ox = t0; ox < t1; ++ox) {
+                __m512 acc = b;
+                for (int ky = 0; ky < 3; ++ky) {
+                    if (!rows[ky]) continue;
+                    const float* in = rows[ky] + (ox * stride - 1) * C + c;
+                    for (int kx = 0; kx < 3; ++kx)
+                        acc = _mm512_fmadd_ps(w[3 * ky + kx], _mm512_maskz_loadu_ps(m, in + kx * C),
+                                              acc);
+                }
+                _mm512_mask_storeu_ps(out + ox * C + c, m, then_gelu ? gelu16(acc) : acc);
+            }
+        }
+    }
+}
+#endif
+
 Tensor depthwise_conv2d_hwc(const Tensor& x, const Tensor& weight, const Tensor& bias, int stride,
                             int padding, bool then_gelu) {
     if (x.ndim() != 3 || weight.ndim() != 4 || weight.dim(0) != x.dim(2) || weight.dim(1) != 1)
@@ -945,11 +1125,21 @@ Tensor depthwise_conv2d_hwc(const Tensor& x, const Tensor& weight, const Tensor&
     std::vector<float> taps(kh * kw * C);
     for (int64_t c = 0; c < C; ++c)
         for (int64_t t = 0; t < kh * kw; ++t) taps[t * C + c] = weight[c * kh * kw + t];
+    const float* b = bias.empty() ? nullptr : bias.data();
+    // Columns whose 3x3 window lies inside the width, for depthwise3x3_inside; the rest (and
+    // other kernels) go pixel by pixel.
+    int64_t x_lo = 0, x_hi = 0;
+#ifdef __AVX512F__
+    if (kh == 3 && kw == 3 && padding == 1) {
+        x_lo = std::min<int64_t>(1, OW);
+        x_hi = std::max(x_lo, std::min<int64_t>(OW, W >= 2 ? (W - 2) / stride + 1 : 0));
+    }
+#endif
     Tensor y({OH, OW, C});
 #pragma omp parallel for
     for (int64_t oy = 0; oy < OH; ++oy) {
         std::vector<const float*> in(kh * kw), k(kh * kw);  // the pixel's taps inside the image
-        for (int64_t ox = 0; ox < OW; ++ox) {
+        auto pixel = [&](int64_t ox) {
             int n = 0;
             for (int64_t ky = 0; ky < kh; ++ky) {
                 const int64_t iy = oy * stride - padding + ky;
@@ -961,9 +1151,21 @@ Tensor depthwise_conv2d_hwc(const Tensor& x, const Tensor& weight, const Tensor&
                     k[n++] = taps.data() + (ky * kw + kx) * C;
                 }
             }
-            depthwise_pixel(y.data() + (oy * OW + ox) * C, C, in.data(), k.data(), n,
-                            bias.empty() ? nullptr : bias.data(), then_gelu);
+            depthwise_pixel(y.data() + (oy * OW + ox) * C, C, in.data(), k.data(), n, b, then_gelu);
+        };
+        for (int64_t ox = 0; ox < x_lo; ++ox) pixel(ox);
+        for (int64_t ox = x_hi; ox < OW; ++ox) pixel(ox);
+#ifdef __AVX512F__
+        if (x_lo < x_hi) {
+            const float* rows[3];
+            for (int64_t ky = 0; ky < 3; ++ky) {
+                const int64_t iy = oy * stride - 1 + ky;
+                rows[ky] = iy >= 0 && iy < H ? x.data() + iy * W * C : nullptr;
+            }
+            depthwise3x3_inside(rows, C, stride, taps.data(), b, x_lo, x_hi, y.data() + oy * OW * C,
+                                then_gelu);
         }
+#endif
     }
     return y;
 }

@@ -178,10 +178,15 @@ void softmax_columns(float* x, int64_t rows, int64_t cols);
 Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, int stride, int padding,
               int groups = 1);
 // Convolution on a channels-last image: x [H, W, C] -> [H', W', O]; weight [O, C, kh, kw] as
-// PyTorch, bias [O] or empty. im2col + GEMM over bands of output rows, so the patch matrix stays
-// in cache and the bands run in parallel.
+// PyTorch, bias [O] or empty; GELU on the output where asked. Small weights (a stem's) run as a
+// direct convolution that sums each output pixel in registers; larger ones as im2col + GEMM over
+// bands of output rows, so the patch matrix stays in cache and the bands run in parallel.
 Tensor conv2d_hwc(const Tensor& x, const Tensor& weight, const Tensor& bias, int stride,
-                  int padding);
+                  int padding, bool then_gelu = false);
+// The same from a planar image x [C, H, W] (a model's input) to [H', W', O]: a patch embedding
+// without transposing the image first.
+Tensor conv2d_planar_to_hwc(const Tensor& x, const Tensor& weight, const Tensor& bias, int stride,
+                            int padding, bool then_gelu = false);
 // Depthwise convolution on a channels-last image: x [H, W, C] -> [H', W', C]; weight
 // [C, 1, kh, kw] as PyTorch, bias [C] or empty. Vectorises over channels. With then_gelu, GELU
 // is applied to each output pixel as it is made.

@@ -230,18 +230,20 @@ TEST(TinyVitEncoder, ResultDoesNotDependOnTheThreadCount) {
 
 // The channels-last depthwise kernel TinyViT runs on tokens against the channels-first grouped
 // convolution, with a stride and padding as in patch merging, with and without its bias and the
-// GELU that follows, over channel counts below and across the 16-lane steps.
+// GELU that follows, over channel counts below and across the 16-lane steps, and a width whose
+// inside pixels span several of the kernel's 32-pixel tiles.
 TEST(DepthwiseConv2dHwc, MatchesGroupedConv2d) {
     std::mt19937 rng(11);
-    for (int64_t C : {5, 37}) {
-        const Tensor x = random_tensor({C, 9, 7}, rng, -1.0f, 1.0f);  // [C, H, W]
+    for (auto [C, W] : {std::pair<int64_t, int64_t>{5, 7}, {37, 7}, {21, 70}}) {
+        const Tensor x = random_tensor({C, 9, W}, rng, -1.0f, 1.0f);  // [C, H, W]
         const Tensor weight = random_tensor({C, 1, 3, 3}, rng, -1.0f, 1.0f);
         const Tensor bias = random_tensor({C}, rng, -1.0f, 1.0f);
         for (int stride : {1, 2})
             for (bool with_bias : {true, false})
                 for (bool then_gelu : {false, true}) {
-                    SCOPED_TRACE("C " + std::to_string(C) + " stride " + std::to_string(stride) +
-                                 (with_bias ? " bias" : "") + (then_gelu ? " gelu" : ""));
+                    SCOPED_TRACE("C " + std::to_string(C) + " W " + std::to_string(W) + " stride " +
+                                 std::to_string(stride) + (with_bias ? " bias" : "") +
+                                 (then_gelu ? " gelu" : ""));
                     const Tensor b = with_bias ? bias : Tensor();
                     Tensor expected = conv2d(x, weight, b, stride, 1, static_cast<int>(C));
                     if (then_gelu) gelu(expected);
@@ -258,22 +260,50 @@ TEST(DepthwiseConv2dHwc, MatchesGroupedConv2d) {
                  std::invalid_argument);
 }
 
-// The channels-last convolution of the patch embedding and the neck against the channels-first
-// one, with the strides and paddings they use, with and without a bias, over several bands.
+// The channels-last convolutions (from channels-last and from planar input) against the
+// channels-first one, with the shapes of TinyViT's and Hiera's patch embeddings and of a neck:
+// the direct kernel (output channels below, at and across its 16- and 64-channel steps; 7x7
+// windows that leave the image on both sides) and the im2col path of large weights, with and
+// without a bias and the GELU that follows, over several bands of rows.
 TEST(Conv2dHwc, MatchesConv2d) {
+    struct Case {
+        int64_t C, O, k, H, W;
+        int stride, padding;
+    };
+    const Case cases[] = {{6, 10, 3, 75, 33, 1, 1}, {6, 10, 3, 75, 33, 2, 1},
+                          {3, 37, 7, 41, 30, 4, 3}, {3, 112, 7, 16, 16, 4, 3},
+                          {3, 32, 3, 23, 40, 2, 1}, {5, 64, 3, 6, 2, 1, 1},
+                          {96, 80, 3, 20, 13, 1, 1}};  // 69,120 weights: im2col + GEMM
     std::mt19937 rng(13);
-    const Tensor x = random_tensor({6, 75, 33}, rng, -1.0f, 1.0f);  // [C, H, W]
-    const Tensor weight = random_tensor({10, 6, 3, 3}, rng, -1.0f, 1.0f);
-    const Tensor bias = random_tensor({10}, rng, -1.0f, 1.0f);
-    for (int stride : {1, 2})
-        for (const Tensor& b : {bias, Tensor()}) {
-            const Tensor expected = conv2d(x, weight, b, stride, 1);
-            const Tensor actual = hwc_to_chw(conv2d_hwc(chw_to_hwc(x), weight, b, stride, 1));
-            ASSERT_EQ(actual.shape(), expected.shape()) << "stride " << stride;
-            for (int64_t i = 0; i < expected.numel(); ++i)
-                ASSERT_NEAR(actual[i], expected[i], 1e-4f) << "stride " << stride << " at " << i;
-        }
-    EXPECT_THROW(conv2d_hwc(chw_to_hwc(x), Tensor::zeros({10, 5, 3, 3}), bias, 1, 1),
+    for (const Case& c : cases) {
+        const Tensor x = random_tensor({c.C, c.H, c.W}, rng, -1.0f, 1.0f);
+        const Tensor weight = random_tensor({c.O, c.C, c.k, c.k}, rng, -1.0f, 1.0f);
+        const Tensor bias = random_tensor({c.O}, rng, -1.0f, 1.0f);
+        for (bool with_bias : {true, false})
+            for (bool then_gelu : {false, true}) {
+                SCOPED_TRACE("C " + std::to_string(c.C) + " O " + std::to_string(c.O) + " k " +
+                             std::to_string(c.k) + " stride " + std::to_string(c.stride) +
+                             (with_bias ? " bias" : "") + (then_gelu ? " gelu" : ""));
+                const Tensor b = with_bias ? bias : Tensor();
+                Tensor expected = conv2d(x, weight, b, c.stride, c.padding);
+                if (then_gelu) gelu(expected);
+                const Tensor from_hwc = hwc_to_chw(
+                    conv2d_hwc(chw_to_hwc(x), weight, b, c.stride, c.padding, then_gelu));
+                const Tensor from_planar =
+                    hwc_to_chw(conv2d_planar_to_hwc(x, weight, b, c.stride, c.padding, then_gelu));
+                ASSERT_EQ(from_hwc.shape(), expected.shape());
+                ASSERT_EQ(from_planar.shape(), expected.shape());
+                const float tolerance = 1e-5f * static_cast<float>(c.C * c.k * c.k);
+                for (int64_t i = 0; i < expected.numel(); ++i) {
+                    ASSERT_NEAR(from_hwc[i], expected[i], tolerance) << i;
+                    ASSERT_NEAR(from_planar[i], expected[i], tolerance) << i;
+                }
+            }
+    }
+    const Tensor x = random_tensor({6, 75, 33}, rng, -1.0f, 1.0f);
+    EXPECT_THROW(conv2d_hwc(chw_to_hwc(x), Tensor::zeros({10, 5, 3, 3}), Tensor(), 1, 1),
+                 std::invalid_argument);
+    EXPECT_THROW(conv2d_planar_to_hwc(x, Tensor::zeros({10, 5, 3, 3}), Tensor(), 1, 1),
                  std::invalid_argument);
 }
 

@@ -441,9 +441,9 @@ std::vector<Tensor> HieraEncoder::trunk(const Tensor& image, const Trace& trace)
         throw std::invalid_argument("SAM 2.1 Hiera encoder: image is " + shape_str(image.shape()) +
                                     ", expected [3, H, W] with H and W multiples of 32 and of " +
                                     std::to_string(tile) + " (normally [3, 1024, 1024])");
-    Tensor x = conv2d(image, patch_w_, patch_b_, kPatchStride, kPatchPadding);  // [E, H/4, W/4]
-    add_(x, positional_embedding(x.dim(1), x.dim(2)));
-    x = chw_to_hwc(x);  // [H/4, W/4, E]
+    Tensor x = conv2d_planar_to_hwc(image, patch_w_, patch_b_, kPatchStride,
+                                    kPatchPadding);  // [H/4, W/4, E]
+    add_(x, chw_to_hwc(positional_embedding(x.dim(0), x.dim(1))));
 
     std::vector<Tensor> outputs;
     size_t i = 0;

@@ -500,8 +500,7 @@ Tensor TinyVitEncoder::encode(const Tensor& image, const Trace& trace) const {
                                     ", expected " + shape_str(expected));
     // Patch embedding: two stride-2 3x3 convs, [1024, 1024, 3] -> [256, 256, C0]. Channels-last
     // from here on: a token sequence is the image's [H * W, C] view.
-    Tensor x = conv2d_hwc(chw_to_hwc(image), embed0_.weight, embed0_.bias, 2, 1);
-    gelu(x);
+    Tensor x = conv2d_planar_to_hwc(image, embed0_.weight, embed0_.bias, 2, 1, /*then_gelu=*/true);
     x = conv2d_hwc(x, embed1_.weight, embed1_.bias, 2, 1);
 
     for (size_t i = 0; i < layers_.size(); ++i) {
