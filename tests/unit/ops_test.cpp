@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cmath>
 #include <random>
+#include <string>
 #include <utility>
 #include <vector>
 
@@ -317,6 +318,58 @@ TEST(LayerNormChannels, BlockFromABf16SourceInPlaceMatchesTheF32FormOnItsWidenin
     EXPECT_THROW(layer_norm_channels_block(nullptr, C, HW, i0, n, weight.data(), bias.data(), 1e-5f,
                                            {.x_bf16 = image.data()}),
                  std::invalid_argument);
+}
+
+// attention() against softmax(q k^T / sqrt(D) + bias) v in double, in the shapes its callers
+// give it: windows' key counts (49, 196) and a prompt's few tokens, key counts across 16- and
+// 64-lane steps, head widths of 16 to 64 and one that is no multiple of 16, query counts across
+// the 128-row blocks, one head and several, with a bias on some.
+TEST(Attention, MatchesSoftmaxOfScaledScoresInEveryShape) {
+    std::mt19937 rng(31);
+    std::uniform_real_distribution<float> uniform(-1.0f, 1.0f);
+    struct Case {
+        int64_t Lq, Lk, D;
+        int heads;
+        bool biased;
+    };
+    const Case cases[] = {{1, 1, 16, 1, false},    {5, 7, 32, 3, true},    {7, 49, 32, 2, true},
+                          {13, 63, 48, 1, false},  {6, 64, 64, 2, false},  {12, 65, 16, 1, true},
+                          {130, 196, 64, 1, true}, {49, 196, 32, 5, true}, {9, 256, 32, 2, false},
+                          {9, 257, 32, 2, true},   {11, 30, 40, 2, true}};
+    for (const Case& c : cases) {
+        SCOPED_TRACE("Lq " + std::to_string(c.Lq) + " Lk " + std::to_string(c.Lk) + " D " +
+                     std::to_string(c.D) + " heads " + std::to_string(c.heads));
+        const int64_t C = c.heads * c.D;
+        std::vector<float> q(c.Lq * C), k(c.Lk * C), v(c.Lk * C), out(c.Lq * C);
+        for (auto* t : {&q, &k, &v})
+            for (float& x : *t) x = uniform(rng);
+        auto bias_of = [](int h, int64_t i, int64_t j) { return 0.1f * ((i + 2 * j + h) % 5); };
+        const ScoreBias bias = [&](int h, int64_t q0, int64_t q1, float* scores, int64_t ld) {
+            for (int64_t r = 0; r < q1 - q0; ++r)
+                for (int64_t j = 0; j < c.Lk; ++j) scores[r * ld + j] += bias_of(h, q0 + r, j);
+        };
+        attention(q.data(), C, k.data(), C, v.data(), C, out.data(), C, c.Lq, c.Lk, c.heads, c.D,
+                  c.biased ? bias : ScoreBias());
+        for (int h = 0; h < c.heads; ++h)
+            for (int64_t i = 0; i < c.Lq; ++i) {
+                std::vector<double> p(c.Lk);
+                double max = -1e300, sum = 0.0;
+                for (int64_t j = 0; j < c.Lk; ++j) {
+                    double dot = 0.0;
+                    for (int64_t d = 0; d < c.D; ++d)
+                        dot += double(q[i * C + h * c.D + d]) * k[j * C + h * c.D + d];
+                    p[j] = dot / std::sqrt(double(c.D)) + (c.biased ? bias_of(h, i, j) : 0.0);
+                    max = std::max(max, p[j]);
+                }
+                for (double& x : p) sum += x = std::exp(x - max);
+                for (int64_t d = 0; d < c.D; ++d) {
+                    double want = 0.0;
+                    for (int64_t j = 0; j < c.Lk; ++j) want += p[j] * v[j * C + h * c.D + d];
+                    ASSERT_NEAR(out[i * C + h * c.D + d], want / sum, 2e-5)
+                        << "head " << h << " query " << i << " channel " << d;
+                }
+            }
+    }
 }
 
 // parallel_for and parallel_region skip libgomp where a team would have one thread. Inside a
