@@ -70,6 +70,7 @@ struct Options {
     std::string server_precision = "f32";  // serve --precision
     int server_encode_nice = -1;           // serve --encode-nice; -1 leaves its default
     int server_decode_threads = -1;        // serve --decode-threads; -1 leaves its default
+    int server_compute_threads = -1;       // serve --compute-threads; -1 leaves its default
     // Synthetic images uploaded while the clients click, so that the server encodes meanwhile.
     int encode_during = 0;
     std::string output = "rle";
@@ -86,7 +87,7 @@ struct Options {
                  "  [--think-ms 0]\n"
                  "  [--max-clicks N] [--idle-sessions 100] [--server-threads 2]\n"
                  "  [--server-omp N] [--server-precision f32|bf16] [--server-encode-nice N]\n"
-                 "  [--server-decode-threads N]\n"
+                 "  [--server-decode-threads N] [--server-compute-threads N]\n"
                  "  [--encode-during N]\n"
                  "  [--output rle|png|polygon|none] [--seed 1]\n"
                  "  [--data-dir DIR] [--skip-missing-model]\n",
@@ -142,6 +143,8 @@ Options parse_options(int argc, char** argv) {
                 o.server_encode_nice = std::stoi(v);
             else if (flag == "--server-decode-threads")
                 o.server_decode_threads = std::stoi(v);
+            else if (flag == "--server-compute-threads")
+                o.server_compute_threads = std::stoi(v);
             else if (flag == "--encode-during")
                 o.encode_during = std::stoi(v);
             else if (flag == "--output")
@@ -200,6 +203,10 @@ class ServerProcess {
         if (o.server_decode_threads >= 0) {
             args.push_back("--decode-threads");
             args.push_back(std::to_string(o.server_decode_threads));
+        }
+        if (o.server_compute_threads >= 0) {
+            args.push_back("--compute-threads");
+            args.push_back(std::to_string(o.server_compute_threads));
         }
         pid_ = fork();
         if (pid_ < 0) throw std::runtime_error("fork failed");
@@ -747,6 +754,8 @@ int run(const Options& o) {
             {"omp_threads", o.server_omp > 0 ? json(o.server_omp) : json(nullptr)},
             {"decode_threads",
              o.server_decode_threads >= 0 ? json(o.server_decode_threads) : json(nullptr)},
+            {"compute_threads",
+             o.server_compute_threads >= 0 ? json(o.server_compute_threads) : json(nullptr)},
             {"rss_mb_started", server.memory().rss_mb}};
 
         // Upload and wait for every encode.
