@@ -238,47 +238,46 @@ int64_t windows_along(int64_t n, int window) {
     return (n + window - 1) / window;
 }
 
-// [H, W, C] -> [windows, window^2, C], windows in row-major order; the bottom/right padding up to
-// a multiple of the window is zero.
-Tensor window_partition(const Tensor& x, int window) {
+// Window w's tokens of x [H, W, C] (windows in row-major order) into out [window^2, C]; the
+// bottom/right padding up to a multiple of the window is zero.
+void window_tokens(const Tensor& x, int window, int64_t w, float* out) {
     const int64_t H = x.dim(0), W = x.dim(1), C = x.dim(2), ws = window;
-    const int64_t nh = windows_along(H, window), nw = windows_along(W, window);
-    Tensor out = Tensor::zeros({nh * nw, ws * ws, C});
-#pragma omp parallel for collapse(2)
-    for (int64_t wy = 0; wy < nh; ++wy)
-        for (int64_t wx = 0; wx < nw; ++wx)
-            for (int64_t ty = 0; ty < ws && wy * ws + ty < H; ++ty) {
-                const int64_t cols = std::min(ws, W - wx * ws);
-                std::memcpy(out.data() + ((wy * nw + wx) * ws + ty) * ws * C,
-                            x.data() + ((wy * ws + ty) * W + wx * ws) * C,
-                            cols * C * sizeof(float));
-            }
-    return out;
+    const int64_t nw = windows_along(W, window), y0 = (w / nw) * ws, x0 = (w % nw) * ws;
+    const int64_t cols = std::min(ws, W - x0);
+    for (int64_t ty = 0; ty < ws; ++ty) {
+        float* row = out + ty * ws * C;
+        const int64_t filled = y0 + ty < H ? cols * C : 0;
+        if (filled) std::memcpy(row, x.data() + ((y0 + ty) * W + x0) * C, filled * sizeof(float));
+        std::fill(row + filled, row + ws * C, 0.0f);
+    }
 }
 
-// The inverse of window_partition: [windows, window^2, C] -> [H, W, C], padding dropped.
-Tensor window_merge(const Tensor& windows, int64_t H, int64_t W, int window) {
-    const int64_t C = windows.dim(2), ws = window, nw = windows_along(W, window);
-    Tensor out({H, W, C});
-#pragma omp parallel for
-    for (int64_t y = 0; y < H; ++y)
-        for (int64_t wx = 0; wx < nw; ++wx) {
-            const int64_t cols = std::min(ws, W - wx * ws);
-            std::memcpy(out.data() + (y * W + wx * ws) * C,
-                        windows.data() + (((y / ws) * nw + wx) * ws + y % ws) * ws * C,
-                        cols * C * sizeof(float));
-        }
-    return out;
+// x += window w's rows of `update` [window^2, C], the padding dropped.
+void add_window_tokens(Tensor& x, int window, int64_t w, const float* update) {
+    const int64_t H = x.dim(0), W = x.dim(1), C = x.dim(2), ws = window;
+    const int64_t nw = windows_along(W, window), y0 = (w / nw) * ws, x0 = (w % nw) * ws;
+    const int64_t n = std::min(ws, W - x0) * C;
+    for (int64_t ty = 0; ty < ws && y0 + ty < H; ++ty) {
+        float* dst = x.data() + ((y0 + ty) * W + x0) * C;
+        const float* src = update + ty * ws * C;
+        for (int64_t i = 0; i < n; ++i) dst[i] += src[i];
+    }
 }
+
+// Tokens of windowed attention per group of windows: the group's qkv (3x wider) stays in L2
+// from its product through the attention and the projection.
+constexpr int64_t kWindowGroupTokens = 256;
 
 // x += windowed multi-head attention with learned biases, x [H, W, C]. Padding tokens are not
 // masked: as in the reference they are zeros going into the LayerNorm, so they attend and are
-// attended to with the norm's bias as their value.
+// attended to with the norm's bias as their value. Groups of windows run in parallel, each from
+// its tokens through LayerNorm, qkv, attention and the projection to its rows of x: the whole
+// image's qkv (27 MB in MobileSAM's first attention layer) is never written.
 void add_window_attention(Tensor& x, const AttentionBlock& b) {
     const int64_t C = x.dim(2), L = static_cast<int64_t>(b.window) * b.window;
-    Tensor windows = window_partition(x, b.window);  // [nwin, L, C]
-    layer_norm(windows, b.attn_norm_w, b.attn_norm_b, kLayerNormEps);
-    const Tensor qkv = b.qkv(windows);  // [nwin, L, 3C]: q | k | v
+    const int64_t nwin = windows_along(x.dim(0), b.window) * windows_along(x.dim(1), b.window);
+    const int64_t per_group = std::max<int64_t>(1, kWindowGroupTokens / L);
+    const int64_t groups = (nwin + per_group - 1) / per_group;
     const float* table = b.bias.data();
     const ScoreBias add_bias = [table, L](int head, int64_t q0, int64_t q1, float* scores,
                                           int64_t ld) {
@@ -286,15 +285,23 @@ void add_window_attention(Tensor& x, const AttentionBlock& b) {
         for (int64_t r = 0; r < q1 - q0; ++r)
             for (int64_t c = 0; c < L; ++c) scores[r * ld + c] += src[r * L + c];
     };
-    const int64_t nwin = windows.dim(0);
-#pragma omp parallel for schedule(static)
-    for (int64_t w = 0; w < nwin; ++w) {
-        const float* q = qkv.data() + w * L * 3 * C;
-        attention(q, 3 * C, q + C, 3 * C, q + 2 * C, 3 * C, windows.data() + w * L * C, C, L, L,
-                  b.heads, C / b.heads, add_bias);
+#pragma omp parallel for schedule(dynamic)
+    for (int64_t g = 0; g < groups; ++g) {
+        const int64_t w0 = g * per_group, n = std::min(per_group, nwin - w0);
+        Tensor tokens({n * L, C}), qkv({n * L, 3 * C});
+        for (int64_t i = 0; i < n; ++i)
+            window_tokens(x, b.window, w0 + i, tokens.data() + i * L * C);
+        layer_norm(tokens, b.attn_norm_w, b.attn_norm_b, kLayerNormEps);
+        b.qkv.run(tokens.data(), n * L, qkv.data());  // [n * L, 3C]: q | k | v
+        for (int64_t i = 0; i < n; ++i) {  // each window's attention into its tokens' rows
+            const float* q = qkv.data() + i * L * 3 * C;
+            attention(q, 3 * C, q + C, 3 * C, q + 2 * C, 3 * C, tokens.data() + i * L * C, C, L, L,
+                      b.heads, C / b.heads, add_bias);
+        }
+        b.proj.run(tokens.data(), n * L, qkv.data());  // the projection, padding rows included
+        for (int64_t i = 0; i < n; ++i)
+            add_window_tokens(x, b.window, w0 + i, qkv.data() + i * L * C);
     }
-    const Tensor merged = window_merge(windows, x.dim(0), x.dim(1), b.window);
-    b.proj.run(merged.data(), x.dim(0) * x.dim(1), x.data(), Epilogue::Add);
 }
 
 // x += fc2(GELU(fc1(LayerNorm(x)))), x [H, W, C]. Runs over chunks of tokens so that the 4x
