@@ -1,7 +1,9 @@
 #include "engine/linear.h"
 
 #include "engine/onednn.h"
+#include "engine/ops.h"
 
+#include <algorithm>
 #include <cstring>
 #include <map>
 #include <mutex>
@@ -178,6 +180,25 @@ int64_t Linear::in_features() const {
 }
 int64_t Linear::out_features() const {
     return impl_ ? impl_->out : 0;
+}
+
+// Floats of hidden activations per chunk (1 MiB): what stays in L2 for the second product.
+constexpr int64_t kMlpChunkFloats = int64_t{1} << 18;
+
+void add_mlp(float* x, int64_t N, int64_t C, const Tensor& norm_w, const Tensor& norm_b, float eps,
+             const Linear& fc1, const Linear& fc2) {
+    const int64_t hidden = fc1.out_features();
+    const int64_t rows = std::max<int64_t>(16, kMlpChunkFloats / hidden);
+    const int64_t chunks = (N + rows - 1) / rows;
+#pragma omp parallel for schedule(dynamic)
+    for (int64_t chunk = 0; chunk < chunks; ++chunk) {
+        const int64_t r0 = chunk * rows, n = std::min(rows, N - r0);
+        float* xc = x + r0 * C;
+        Tensor normed({n, C}), h({n, hidden});
+        layer_norm(xc, normed.data(), n, C, norm_w.data(), norm_b.data(), eps);
+        fc1.run(normed.data(), n, h.data(), Epilogue::Gelu);
+        fc2.run(h.data(), n, xc, Epilogue::Add);
+    }
 }
 
 }  // namespace splitseg

@@ -486,12 +486,8 @@ void HieraEncoder::run_block(const Block& b, Tensor& x) const {
     b.attn_proj.run(attended.data(), x.numel() / b.dim_out, x.data(), Epilogue::Add);
 
     // x += mlp(norm2(x))
-    h = x;
-    layer_norm(h, b.norm2_w, b.norm2_b, kLayerNormEps);
-    const int64_t tokens = x.numel() / b.dim_out;
-    Tensor m({tokens, b.mlp0.out_features()});  // [h' * w', 4 * dim_out]
-    b.mlp0.run(h.data(), tokens, m.data(), Epilogue::Gelu);
-    b.mlp1.run(m.data(), tokens, x.data(), Epilogue::Add);
+    add_mlp(x.data(), x.numel() / b.dim_out, b.dim_out, b.norm2_w, b.norm2_b, kLayerNormEps, b.mlp0,
+            b.mlp1);
 }
 
 // Attention within windows tiling the grid (one window covering it for global blocks), padded at

@@ -193,10 +193,9 @@ AttentionBlock Reader::attention_block(const std::string& name, int heads, int w
 
 // ---- forward pieces; activations are channels-last images [H, W, C] ----
 
-// Hidden activations per band of a bottleneck (about 4 MiB) and per chunk of an MLP (1 MiB): what
-// stays in cache while the next layer reads it.
+// Hidden activations per band of a bottleneck (about 4 MiB): what stays in cache while the next
+// layer reads it.
 constexpr int64_t kBandFloats = int64_t{1} << 20;
-constexpr int64_t kChunkFloats = int64_t{1} << 18;
 
 // 1x1 conv -> GELU -> depthwise 3x3 -> GELU -> 1x1 conv: [H, W, C] -> [H', W', C'], and for
 // MBConv (residual) then x + that -> GELU. The hidden activations are 4x wider than x, so the
@@ -304,29 +303,12 @@ void add_window_attention(Tensor& x, const AttentionBlock& b) {
     }
 }
 
-// x += fc2(GELU(fc1(LayerNorm(x)))), x [H, W, C]. Runs over chunks of tokens so that the 4x
-// wider hidden activations of a chunk stay in cache; the chunks run in parallel.
-void add_mlp(Tensor& x, const AttentionBlock& b) {
-    const int64_t N = x.dim(0) * x.dim(1), C = x.dim(2), hidden = b.fc1.out_features();
-    const int64_t rows = std::max<int64_t>(16, kChunkFloats / hidden);
-    const int64_t chunks = (N + rows - 1) / rows;
-#pragma omp parallel for schedule(dynamic)
-    for (int64_t chunk = 0; chunk < chunks; ++chunk) {
-        const int64_t r0 = chunk * rows, n = std::min(rows, N - r0);
-        float* xc = x.data() + r0 * C;
-        Tensor normed({n, C}), h({n, hidden});
-        layer_norm(xc, normed.data(), n, C, b.mlp_norm_w.data(), b.mlp_norm_b.data(),
-                   kLayerNormEps);
-        b.fc1.run(normed.data(), n, h.data(), Epilogue::Gelu);
-        b.fc2.run(h.data(), n, xc, Epilogue::Add);
-    }
-}
-
 // TinyViTBlock: x + attention, then a depthwise 3x3 conv, then x + MLP. x [H, W, C].
 Tensor attention_block(Tensor x, const AttentionBlock& b) {
     add_window_attention(x, b);
     x = depthwise_conv2d_hwc(x, b.local_conv.weight, b.local_conv.bias, 1, 1);
-    add_mlp(x, b);
+    add_mlp(x.data(), x.dim(0) * x.dim(1), x.dim(2), b.mlp_norm_w, b.mlp_norm_b, kLayerNormEps,
+            b.fc1, b.fc2);
     return x;
 }
 
