@@ -9,8 +9,10 @@
 //
 // What each side times (wall clock, after warm-up):
 //   encoder   splitseg: encode() of the synthetic 1024x1024 picture (preprocessing, which is
-//             normalisation only at that size, + image encoder); ORT: session.run of the encoder
-//             graph on the same picture, already normalised.
+//             normalisation only at that size, + image encoder), the median of 3 after a warm-up
+//             in each round's process (the first encodes of a process run 10-30 % slower while
+//             its heap grows; ORT's session lives through the rounds); ORT: session.run of the
+//             encoder graph on the same picture, already normalised.
 //   click     one foreground click in the middle, the 3 multimask masks as logits > 0 at 1024x1024
 //             (+ low-res logits and IoUs). splitseg: decode() with MaskOutput::Masks after its
 //             per-image prepare(); ORT: session.run of the multimask decoder graph (it has no
@@ -73,7 +75,7 @@ if (check.masks.dims.join('x') !== '1x3x1024x1024') throw new Error('unexpected 
 
 const ours = { encode: [], click: [], low_res: [], best: [], rss: [] }, ort = { encode: [], click: [], best: [] };
 for (let r = 0; r < rounds; ++r) {
-    const out = execFileSync(bin, ['bench', '--model', model, '--threads', String(threads), '--runs', '1',
+    const out = execFileSync(bin, ['bench', '--model', model, '--threads', String(threads), '--runs', '3',
                                    '--clicks', String(clicks), '--precision', precision, '--json'],
                              { encoding: 'utf8' });
     const j = JSON.parse(out.trim().split('\n').pop());

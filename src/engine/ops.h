@@ -178,9 +178,10 @@ void softmax_columns(float* x, int64_t rows, int64_t cols);
 Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, int stride, int padding,
               int groups = 1);
 // Convolution on a channels-last image: x [H, W, C] -> [H', W', O]; weight [O, C, kh, kw] as
-// PyTorch, bias [O] or empty; GELU on the output where asked. Small weights (a stem's) run as a
-// direct convolution that sums each output pixel in registers; larger ones as im2col + GEMM over
-// bands of output rows, so the patch matrix stays in cache and the bands run in parallel.
+// PyTorch, bias [O] or empty; GELU on the output where asked. Small weights (a stem's) run, on
+// AVX-512, as a direct convolution that sums each output pixel in registers; larger ones as
+// im2col + GEMM over bands of output rows, so the patch matrix stays in cache and the bands run
+// in parallel.
 Tensor conv2d_hwc(const Tensor& x, const Tensor& weight, const Tensor& bias, int stride,
                   int padding, bool then_gelu = false);
 // The same from a planar image x [C, H, W] (a model's input) to [H', W', O]: a patch embedding
