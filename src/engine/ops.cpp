@@ -3,15 +3,7 @@
 #include "engine/dtype.h"
 
 #ifdef __AVX512F__
-#if defined(__GNUC__) && !defined(__clang__)  // GCC 12's intrinsics trip its -Wmaybe-uninitialized
-#pragma GCC diagnostic push                   // (GCC bug 105593); clang knows no such group
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#include <immintrin.h>
-#pragma GCC diagnostic pop
-#else
-#include <immintrin.h>
-#endif
+#include "engine/x86_simd.h"
 #endif
 
 #ifdef SPLITSEG_WASM  // no oneDNN in the browser: the portable blocked GEMM

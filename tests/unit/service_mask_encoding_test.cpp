@@ -61,6 +61,24 @@ TEST(CocoRle, StringMatchesTheGroupByGroupEncoderOnValuesOfEveryWidth) {
     EXPECT_EQ(coco_rle_string({}), "");
 }
 
+// Long run sequences as masks make them (runs of 1 to a few hundred, the 16-value vector path),
+// with here and there a run whose difference needs five groups or more, or one of 2^31 pixels
+// and more (those blocks go value by value), at every offset against the 16-value steps.
+TEST(CocoRle, StringMatchesTheGroupByGroupEncoderOnLongMaskLikeRuns) {
+    std::mt19937 rng(5);
+    for (int trial = 0; trial < 100; ++trial) {
+        std::vector<uint32_t> counts(3 + rng() % 300);
+        for (uint32_t& c : counts) {
+            const uint32_t kind = rng() % 100;
+            c = kind < 90   ? 1 + rng() % 40
+                : kind < 97 ? rng() % 2000
+                : kind < 99 ? rng() % (1u << 22)
+                            : 0x80000000u + rng() % 1000;
+        }
+        EXPECT_EQ(coco_rle_string(counts), rle_string_by_groups(counts)) << trial;
+    }
+}
+
 TEST(MaskExtent, BoxAndAreaOfTheInsidePixels) {
     const uint8_t mask[] = {0, 0, 0, 0,  //
                             0, 1, 1, 0,  //
