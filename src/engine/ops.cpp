@@ -971,11 +971,11 @@ static Tensor direct_conv(const ConvInput& in, const Tensor& weight, const Tenso
     }
     return y;
 }
-#endif
 
 // Weights up to this many floats (256 KiB) stay in L2 while a direct convolution streams them
 // once per six pixels; larger ones (a neck's 256 -> 256 3x3) run faster as im2col + GEMM.
 constexpr int64_t kDirectConvMaxWeights = 65536;
+#endif
 
 Tensor conv2d_planar_to_hwc(const Tensor& x, const Tensor& weight, const Tensor& bias, int stride,
                             int padding, bool then_gelu) {
