@@ -75,14 +75,15 @@ static std::vector<uint32_t> runs_of_bits(const uint8_t* bits, size_t n) {
             for (int k = 4; k < 8; ++k) out[k] = next_end();
         out += count;
     };
+    auto word_ends = [&](size_t at) {  // the 8 bytes from `at`
+        uint64_t word;
+        std::memcpy(&word, bits + at, 8);
+        ends_in(word, at);
+    };
     size_t i = 0;
 #ifdef __AVX512VBMI2__
     if (n >= 128) {  // the first 64 bytes by words (no byte before them to load), then vectors
-        for (; i < 64; i += 8) {
-            uint64_t word;
-            std::memcpy(&word, bits + i, 8);
-            ends_in(word, i);
-        }
+        for (; i < 64; i += 8) word_ends(i);
         for (; i + 64 <= n; i += 64) out = ends_in64(bits, i, out);
         last = static_cast<uint64_t>(bits[i - 1]) << 56;
     }
@@ -95,11 +96,7 @@ static std::vector<uint32_t> runs_of_bits(const uint8_t* bits, size_t n) {
         if (!changed) continue;
         for (int k = 0; k < 8; ++k) ends_in(words[k], i + 8 * k);
     }
-    for (; i + 8 <= n; i += 8) {
-        uint64_t word;
-        std::memcpy(&word, bits + i, 8);
-        ends_in(word, i);
-    }
+    for (; i + 8 <= n; i += 8) word_ends(i);
     if (i < n) {
         uint64_t word = 0;  // the tail's bytes, then copies of its last one: no run ends there
         std::memcpy(&word, bits + i, n - i);
@@ -271,6 +268,7 @@ std::string coco_rle_string(const std::vector<uint32_t>& counts) {
     // Runs after the third are stored as the difference to the run two before (i > 2 is
     // pycocotools' own condition, kept for byte-identical strings).
     size_t i = 0;
+    auto difference = [&](size_t k) { return int64_t{counts[k]} - counts[k - 2]; };
     for (; i < n && i < 3; ++i) p = rle_value(counts[i], p);
 #ifdef __AVX512VBMI2__
     for (; i + 16 <= n; i += 16) {
@@ -278,10 +276,10 @@ std::string coco_rle_string(const std::vector<uint32_t>& counts) {
             p = end;
             continue;
         }
-        for (size_t k = i; k < i + 16; ++k) p = rle_value(int64_t{counts[k]} - counts[k - 2], p);
+        for (size_t k = i; k < i + 16; ++k) p = rle_value(difference(k), p);
     }
 #endif
-    for (; i < n; ++i) p = rle_value(int64_t{counts[i]} - counts[i - 2], p);
+    for (; i < n; ++i) p = rle_value(difference(i), p);
     out.resize(static_cast<size_t>(p - out.data()));
     return out;
 }
