@@ -237,29 +237,40 @@ int64_t windows_along(int64_t n, int window) {
     return (n + window - 1) / window;
 }
 
-// Window w's tokens of x [H, W, C] (windows in row-major order) into out [window^2, C]; the
-// bottom/right padding up to a multiple of the window is zero.
+// Where window w (windows in row-major order) lies in x [H, W, C]: its top-left pixel and how many
+// of its rows and columns are inside the image (the rest is padding).
+struct WindowInImage {
+    int64_t y0, x0, rows, cols;
+};
+WindowInImage window_in_image(const Tensor& x, int window, int64_t w) {
+    const int64_t nw = windows_along(x.dim(1), window), y0 = (w / nw) * window,
+                  x0 = (w % nw) * window;
+    return {y0, x0, std::min<int64_t>(window, x.dim(0) - y0),
+            std::min<int64_t>(window, x.dim(1) - x0)};
+}
+
+// Window w's tokens of x [H, W, C] into out [window^2, C]; the bottom/right padding up to a
+// multiple of the window is zero.
 void window_tokens(const Tensor& x, int window, int64_t w, float* out) {
-    const int64_t H = x.dim(0), W = x.dim(1), C = x.dim(2), ws = window;
-    const int64_t nw = windows_along(W, window), y0 = (w / nw) * ws, x0 = (w % nw) * ws;
-    const int64_t cols = std::min(ws, W - x0);
+    const int64_t W = x.dim(1), C = x.dim(2), ws = window;
+    const WindowInImage r = window_in_image(x, window, w);
     for (int64_t ty = 0; ty < ws; ++ty) {
         float* row = out + ty * ws * C;
-        const int64_t filled = y0 + ty < H ? cols * C : 0;
-        if (filled) std::memcpy(row, x.data() + ((y0 + ty) * W + x0) * C, filled * sizeof(float));
+        const int64_t filled = ty < r.rows ? r.cols * C : 0;
+        if (filled)
+            std::memcpy(row, x.data() + ((r.y0 + ty) * W + r.x0) * C, filled * sizeof(float));
         std::fill(row + filled, row + ws * C, 0.0f);
     }
 }
 
 // x += window w's rows of `update` [window^2, C], the padding dropped.
 void add_window_tokens(Tensor& x, int window, int64_t w, const float* update) {
-    const int64_t H = x.dim(0), W = x.dim(1), C = x.dim(2), ws = window;
-    const int64_t nw = windows_along(W, window), y0 = (w / nw) * ws, x0 = (w % nw) * ws;
-    const int64_t n = std::min(ws, W - x0) * C;
-    for (int64_t ty = 0; ty < ws && y0 + ty < H; ++ty) {
-        float* dst = x.data() + ((y0 + ty) * W + x0) * C;
+    const int64_t W = x.dim(1), C = x.dim(2), ws = window;
+    const WindowInImage r = window_in_image(x, window, w);
+    for (int64_t ty = 0; ty < r.rows; ++ty) {
+        float* dst = x.data() + ((r.y0 + ty) * W + r.x0) * C;
         const float* src = update + ty * ws * C;
-        for (int64_t i = 0; i < n; ++i) dst[i] += src[i];
+        for (int64_t i = 0; i < r.cols * C; ++i) dst[i] += src[i];
     }
 }
 
