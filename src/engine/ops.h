@@ -140,8 +140,8 @@ void layer_norm_channels(Tensor& x, const Tensor& weight, const Tensor& bias, fl
                          const ChannelNormExtras& extras = {});
 // The same over the pixels [i0, i0 + n) of x [C, HW] only (n <= 1024), on the calling thread: for
 // callers that produce x block by block and normalise each block while it is in L2. x_pe must
-// have x's size already. x may be null when only the bf16 roundings are wanted (x_bf16 and
-// x_pe_bf16; the f32 result is then not stored).
+// have x's size already. x may be null when src or src_bf16 is given: the f32 result is then not
+// stored, only what extras ask for (x_bf16, x_pe, x_pe_bf16).
 void layer_norm_channels_block(float* x, int64_t C, int64_t HW, int64_t i0, int64_t n,
                                const float* weight, const float* bias, float eps,
                                const ChannelNormExtras& extras);

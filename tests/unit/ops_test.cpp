@@ -320,6 +320,56 @@ TEST(LayerNormChannels, BlockFromABf16SourceInPlaceMatchesTheF32FormOnItsWidenin
                  std::invalid_argument);
 }
 
+// Without x (the upscaling's normalisation with bf16 compute): GELU and every other output from
+// registers, the same values as the form that writes x, over a width that leaves a partial
+// 16-lane step, and the source untouched.
+TEST(LayerNormChannels, BlockWithoutXWritesWhatTheFormWithXWrites) {
+    std::mt19937 rng(9);
+    std::normal_distribution<float> normal(0.3f, 1.5f);
+    const int64_t C = 40, HW = 300, i0 = 17, n = 250;
+    Tensor src({C, HW}), weight({C}), bias({C}), pe({C, HW});
+    for (int64_t i = 0; i < src.numel(); ++i) {
+        src[i] = normal(rng);
+        pe[i] = normal(rng);
+    }
+    for (int64_t c = 0; c < C; ++c) {
+        weight[c] = 1.1f - 0.01f * c;
+        bias[c] = 0.05f * c - 0.5f;
+    }
+    Tensor want({C, HW}), want_pe({C, HW}), got_pe = Tensor::filled({C, HW}, -3.0f);
+    std::vector<uint16_t> want_bf16(C * HW), got_bf16(C * HW, 0);
+    layer_norm_channels_block(
+        want.data(), C, HW, i0, n, weight.data(), bias.data(), 1e-6f,
+        {.src = src.data(), .gelu = true, .pe = &pe, .x_pe = &want_pe, .x_bf16 = want_bf16.data()});
+    const Tensor before = src;
+    layer_norm_channels_block(
+        nullptr, C, HW, i0, n, weight.data(), bias.data(), 1e-6f,
+        {.src = src.data(), .gelu = true, .pe = &pe, .x_pe = &got_pe, .x_bf16 = got_bf16.data()});
+    for (int64_t c = 0; c < C; ++c)
+        for (int64_t i = 0; i < HW; ++i) {
+            const int64_t at = c * HW + i;
+            ASSERT_EQ(src[at], before[at]) << "channel " << c << " pixel " << i;
+            if (i < i0 || i >= i0 + n) {
+                ASSERT_EQ(got_pe[at], -3.0f) << "channel " << c << " pixel " << i;
+                ASSERT_EQ(got_bf16[at], 0) << "channel " << c << " pixel " << i;
+                continue;
+            }
+            ASSERT_EQ(got_pe[at], want_pe[at]) << "channel " << c << " pixel " << i;
+            ASSERT_EQ(got_bf16[at], want_bf16[at]) << "channel " << c << " pixel " << i;
+        }
+    for (int64_t i = i0; i < i0 + n; ++i) {  // and what it writes is LayerNorm then GELU
+        double mean = 0, var = 0;
+        for (int64_t c = 0; c < C; ++c) mean += src[c * HW + i] / C;
+        for (int64_t c = 0; c < C; ++c)
+            var += (src[c * HW + i] - mean) * (src[c * HW + i] - mean) / C;
+        for (int64_t c = 0; c < C; ++c) {
+            const double y = (src[c * HW + i] - mean) / std::sqrt(var + 1e-6) * weight[c] + bias[c];
+            const double gelu = 0.5 * y * (1.0 + std::erf(y / std::sqrt(2.0)));
+            ASSERT_NEAR(want[c * HW + i], gelu, 1e-5) << "channel " << c << " pixel " << i;
+        }
+    }
+}
+
 // attention() against softmax(q k^T / sqrt(D) + bias) v in double, in the shapes its callers
 // give it: windows' key counts (49, 196) and a prompt's few tokens, key counts across 16- and
 // 64-lane steps, head widths of 16 to 64 and one that is no multiple of 16, query counts across

@@ -561,7 +561,21 @@ ImageTokens::Update update_image(const Attention& a, const Tensor& v, int heads,
         gemm(false, true, T, C, d, 1.0f, v.data() + h * d, D, a.out.w.data() + h * d, D, 0.0f,
              u.vo.data() + h * T * C, C);
     // vo^T [C, heads*T] row-major: oneDNN would re-pack a transposed left operand in every call.
-    const Bf16 vo_t_bf16 = image.bf16() ? rounded(transposed(u.vo)) : Bf16();
+    // With bf16 compute a mask prompt's M [C, Cm] joins it, [vo^T | M], and its features the
+    // probabilities below them: one product of depth heads*T + Cm instead of a second of depth Cm.
+    const int64_t Cm = mask ? mask->f.dim(0) : 0, K = image.bf16() ? HT + Cm : HT;
+    Bf16 vo_t_bf16;
+    if (image.bf16()) {
+        Tensor left({C, K});
+        const Tensor vo_t = transposed(u.vo);
+        for (int64_t c = 0; c < C; ++c) {
+            std::memcpy(left.data() + c * K, vo_t.data() + c * HT, HT * sizeof(float));
+            if (mask)
+                std::memcpy(left.data() + c * K + HT, mask->conv.w.data() + c * Cm,
+                            Cm * sizeof(float));
+        }
+        vo_t_bf16 = rounded(left);
+    }
     ChannelNormExtras extras{.pe = &dense_pe, .mean = u.mean.data(), .inv_std = u.inv_std.data()};
     if (image.bf16()) {  // the products read the bf16 copies only
         extras.x_bf16 = image.keys_bf16.data();
@@ -582,7 +596,7 @@ ImageTokens::Update update_image(const Attention& a, const Tensor& v, int heads,
     const int64_t blocks = (HW + kBlock - 1) / kBlock;
     parallel_region(true, [&] {
         Tensor p({HT, kBlock}), update({C, kBlock});
-        Bf16 p_bf16(image.bf16() ? p.numel() : 0);
+        Bf16 p_bf16(image.bf16() ? K * kBlock : 0);
         ChannelNormExtras block = extras;
         block.add = update.data();
 #pragma omp for schedule(static)
@@ -599,16 +613,16 @@ ImageTokens::Update update_image(const Attention& a, const Tensor& v, int heads,
                 std::memcpy(u.p.data() + r * HW + p0, p.data() + r * n, n * sizeof(float));
             if (image.bf16()) {
                 to_bf16(p.data(), HT * n, p_bf16.data());
-                gemm_bf16(false, false, C, n, HT, vo_t_bf16.data(), HT, p_bf16.data(), n, 0.0f,
+                for (int64_t j = 0; j < Cm; ++j)
+                    to_bf16(mask->f.data() + j * HW + p0, n, p_bf16.data() + (HT + j) * n);
+                gemm_bf16(false, false, C, n, K, vo_t_bf16.data(), K, p_bf16.data(), n, 0.0f,
                           update.data(), n);
             } else {
                 gemm(true, false, C, n, HT, 1.0f, u.vo.data(), C, p.data(), n, 0.0f, update.data(),
                      n);
-            }
-            if (mask) {
-                const int64_t Cm = mask->f.dim(0);
-                gemm(false, false, C, n, Cm, 1.0f, mask->conv.w.data(), Cm, mask->f.data() + p0, HW,
-                     1.0f, update.data(), n);
+                if (mask)
+                    gemm(false, false, C, n, Cm, 1.0f, mask->conv.w.data(), Cm, mask->f.data() + p0,
+                         HW, 1.0f, update.data(), n);
             }
             block.add_ld = n;
             layer_norm_channels_block(x, C, HW, p0, n, norm.w.data(), norm.b.data(), kLayerNormEps,
@@ -897,6 +911,7 @@ Tensor upscale_to_masks(const SamDecoderWeights& w, const ImageTokens& image, co
     const int64_t Kp = static_cast<int64_t>(first.weights_bf16.size()) / first.weights.dim(0);
     const int64_t O1 = w.upscale1.w.dim(1), O2 = w.upscale2.w.dim(1);
     const int64_t nb = upscale_block(n0), blocks = n0 / nb;
+    constexpr int64_t kNormBlock = 1024;  // layer_norm_channels_block's most pixels
     Tensor masks({M, 4 * g, 4 * g});
     parallel_region(true, [&] {
         Tensor y1({O1, 4 * nb});   // [o1][k1][token]
@@ -918,8 +933,15 @@ Tensor upscale_to_masks(const SamDecoderWeights& w, const ImageTokens& image, co
                 gemm_bf16(false, false, O1 * 4, nb, Kp, first.weights_bf16.data(), Kp,
                           first.factors_bf16.data() + b * Kp * nb, nb, 1.0f, y1.data(), nb);
             add_block_terms(y1, 4, nb, terms_1, p0, n0, w.upscale1.b);
-            layer_norm_channels(y1, w.upscale_norm.w, w.upscale_norm.b, kLayerNorm2dEps,
-                                {.gelu = true, .x_bf16 = image.bf16() ? y1_bf16.data() : nullptr});
+            // With bf16 compute only the rounding is read: y1 is not written back.
+            for (int64_t i0 = 0; i0 < 4 * nb; i0 += kNormBlock)
+                layer_norm_channels_block(image.bf16() ? nullptr : y1.data(), O1, 4 * nb, i0,
+                                          std::min(kNormBlock, 4 * nb - i0),
+                                          w.upscale_norm.w.data(), w.upscale_norm.b.data(),
+                                          kLayerNorm2dEps,
+                                          {.src = y1.data(),
+                                           .gelu = true,
+                                           .x_bf16 = image.bf16() ? y1_bf16.data() : nullptr});
             if (image.bf16()) {
                 gemm_bf16(false, false, O2 * 4, 4 * nb, O1, w.upscale2_bf16.data(), O1,
                           y1_bf16.data(), 4 * nb, 0.0f, y2.data(), 4 * nb);
