@@ -104,13 +104,14 @@ TEST(Gelu, MatchesErfGeluInEveryLength) {
 }
 
 // gelu_mix against the sums in double of w[m][c] * erf-GELU(x[c][i] + bias[c] or add[c][i]), with
-// strided rows, lengths around the 16-lane steps and 1 to 6 outputs (past the 4 a pass keeps).
+// strided rows, lengths around the 16-lane steps (and the 32-pixel steps of two vectors) and 1 to
+// 6 outputs (past the 4 a pass keeps).
 TEST(GeluMix, MatchesTheWeightedSumsOfGelu) {
     std::mt19937 rng(11);
     std::normal_distribution<float> normal(0.0f, 1.5f);
-    const int64_t C = 5, ldx = 40, ld_add = 37, ld_out = 41;
+    const int64_t C = 5, ldx = 70, ld_add = 67, ld_out = 71;
     auto ref = [](double v) { return 0.5 * v * (1.0 + std::erf(v / std::sqrt(2.0))); };
-    for (int64_t n : {1, 15, 16, 17, 33}) {
+    for (int64_t n : {1, 15, 16, 17, 31, 32, 33, 48, 63}) {
         for (int64_t M : {1, 4, 6}) {
             for (bool with_add : {false, true}) {
                 SCOPED_TRACE(std::to_string(n) + " pixels, " + std::to_string(M) + " outputs" +
