@@ -140,6 +140,42 @@ TEST(GeluMix, MatchesTheWeightedSumsOfGelu) {
     }
 }
 
+// scaled_plus_product against the sums in double, over row counts around its 4-row groups, pixel
+// counts around its 64-pixel steps (and their 16-lane vectors), with the bias or the added
+// matrix, and nothing written past the pixels.
+TEST(ScaledPlusProduct, MatchesTheSumsInDouble) {
+    std::mt19937 rng(12);
+    std::normal_distribution<float> normal(0.0f, 1.0f);
+    const int64_t K = 7, lda = 150, ldf = 140, ld_add = 145, ldy = 141;
+    for (int64_t R : {1, 4, 6}) {
+        for (int64_t n : {1, 16, 63, 64, 65, 130}) {
+            for (bool with_add : {false, true}) {
+                SCOPED_TRACE(std::to_string(R) + " rows, " + std::to_string(n) + " pixels" +
+                             (with_add ? ", add" : ", bias"));
+                std::vector<float> a(R * lda), s(n), w(R * K), f(K * ldf), bias(R), add(R * ld_add);
+                for (std::vector<float>* v : {&a, &s, &w, &f, &bias, &add})
+                    for (float& value : *v) value = normal(rng);
+                std::vector<float> y(R * ldy, -99.0f);
+                scaled_plus_product(R, n, a.data(), lda, s.data(), w.data(), K, f.data(), ldf,
+                                    bias.data(), with_add ? add.data() : nullptr, ld_add, y.data(),
+                                    ldy);
+                for (int64_t r = 0; r < R; ++r)
+                    for (int64_t i = 0; i < ldy; ++i) {
+                        if (i >= n) {
+                            ASSERT_EQ(y[r * ldy + i], -99.0f);
+                            continue;
+                        }
+                        double want = double(a[r * lda + i]) * s[i] +
+                                      (with_add ? add[r * ld_add + i] : bias[r]);
+                        for (int64_t j = 0; j < K; ++j)
+                            want += double(w[r * K + j]) * f[j * ldf + i];
+                        ASSERT_NEAR(y[r * ldy + i], want, 1e-5 * std::max(1.0, std::fabs(want)));
+                    }
+            }
+        }
+    }
+}
+
 // layer_norm_channels hands out each pixel's mean (of x + add_first) and 1 / std: the decoder's
 // folded upscaling convolution rescales with them.
 TEST(LayerNormChannels, ReportsThePixelStatistics) {

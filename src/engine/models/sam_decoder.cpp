@@ -884,23 +884,6 @@ Tensor to_upscaled_order(const Tensor& features, const std::vector<int32_t>& ord
     return y;
 }
 
-// y [O, S * nb]: S sub-pixel segments of the nb image tokens from p0 on (of n0), per channel.
-// Adds SAM 2's high-resolution term (upscaling order, [O, S * n0], bias included) or the bias.
-void add_block_terms(Tensor& y, int64_t S, int64_t nb, const Tensor& terms, int64_t p0, int64_t n0,
-                     const Tensor& bias) {
-    const int64_t O = y.dim(0);
-    for (int64_t o = 0; o < O; ++o)
-        for (int64_t s = 0; s < S; ++s) {
-            float* row = y.data() + (o * S + s) * nb;
-            if (terms.empty()) {
-                for (int64_t j = 0; j < nb; ++j) row[j] += bias[o];
-            } else {
-                const float* t = terms.data() + (o * S + s) * n0 + p0;
-                for (int64_t j = 0; j < nb; ++j) row[j] += t[j];
-            }
-        }
-}
-
 // The image tokens [C, g*g] and the mask weights hyper [M, C/8] -> masks [M, 4g, 4g]. terms_1,
 // terms_2: SAM 2's high-resolution terms in the upscaling order (DecoderImage), or empty. With
 // bf16 compute the second transposed convolution takes bf16 inputs.
@@ -912,6 +895,8 @@ Tensor upscale_to_masks(const SamDecoderWeights& w, const ImageTokens& image, co
     const int64_t O1 = w.upscale1.w.dim(1), O2 = w.upscale2.w.dim(1);
     const int64_t nb = upscale_block(n0), blocks = n0 / nb;
     constexpr int64_t kNormBlock = 1024;  // layer_norm_channels_block's most pixels
+    std::vector<float> row_bias(O1 * 4);  // y1's rows are [o1][k1]
+    for (int64_t r = 0; r < O1 * 4; ++r) row_bias[r] = w.upscale1.b[r / 4];
     Tensor masks({M, 4 * g, 4 * g});
     parallel_region(true, [&] {
         Tensor y1({O1, 4 * nb});   // [o1][k1][token]
@@ -921,18 +906,14 @@ Tensor upscale_to_masks(const SamDecoderWeights& w, const ImageTokens& image, co
 #pragma omp for schedule(static)
         for (int64_t b = 0; b < blocks; ++b) {
             const int64_t p0 = b * nb;
-            for (int64_t r = 0; r < O1 * 4; ++r) {  // S_0 G_0 x_0, then the folded rest
-                const float* b0 = base.data() + r * n0 + p0;
-                float* row = y1.data() + r * nb;
-#pragma omp simd
-                for (int64_t j = 0; j < nb; ++j) row[j] = b0[j] * first.image_scale[p0 + j];
-            }
-            gemm(false, false, O1 * 4, nb, K, 1.0f, first.weights.data(), K,
-                 first.factors.data() + p0, n0, 1.0f, y1.data(), nb);
+            // S_0 G_0 x_0 + the folded f32 rest + the bias (or SAM 2's terms), then the bf16 rest.
+            scaled_plus_product(O1 * 4, nb, base.data() + p0, n0, first.image_scale.data() + p0,
+                                first.weights.data(), K, first.factors.data() + p0, n0,
+                                row_bias.data(), terms_1.empty() ? nullptr : terms_1.data() + p0,
+                                n0, y1.data(), nb);
             if (Kp)
                 gemm_bf16(false, false, O1 * 4, nb, Kp, first.weights_bf16.data(), Kp,
                           first.factors_bf16.data() + b * Kp * nb, nb, 1.0f, y1.data(), nb);
-            add_block_terms(y1, 4, nb, terms_1, p0, n0, w.upscale1.b);
             // With bf16 compute only the rounding is read: y1 is not written back.
             for (int64_t i0 = 0; i0 < 4 * nb; i0 += kNormBlock)
                 layer_norm_channels_block(image.bf16() ? nullptr : y1.data(), O1, 4 * nb, i0,
