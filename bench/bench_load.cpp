@@ -7,6 +7,10 @@
 //
 // All clients share one io_context on this thread, as in Beast's async client examples: the
 // load generator itself takes little CPU from the server it measures.
+//
+// This VM's speed moves with the minute (the same server binary's CPU a message by 30-40 %), so
+// the report also times a fixed decode on one thread while nothing else runs, before the server
+// starts and after it stops ("machine_probe"): runs are comparable where their probes agree.
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
@@ -37,6 +41,10 @@
 #include <thread>
 #include <vector>
 
+#include "bench_util.h"
+#include "engine/models/sam_decoder.h"
+#include "engine/ops.h"
+#include "engine/weights/weight_file.h"
 #include "runtime/image.h"
 
 namespace beast = boost::beast;
@@ -722,6 +730,37 @@ json run_clicks(const Options& o, uint16_t port, const std::vector<std::string>&
          ticks > 0 ? std::round((steal_after - steal_before) / ticks * 1000) / 10 : 0.0}};
 }
 
+// Milliseconds of the model's prompt decoder on one thread for a session's fifth click (five
+// points and the previous mask, one mask), the median of 15 after a warm-up, on a random
+// embedding: the machine's speed this minute. Null when the model has no SAM decoder.
+json probe_decode_ms(const Options& o) {
+    using namespace splitseg;
+    try {
+        const Precision precision = o.server_precision == "bf16" ? Precision::BF16 : Precision::F32;
+        const SamDecoder decoder = SamDecoder::load(WeightFile::open(o.model), precision);
+        const SamDecoderConfig& c = decoder.config();
+        if (c.variant != DecoderVariant::Sam) return nullptr;  // SAM 2 wants its high-res maps
+        std::mt19937 rng(1);
+        std::normal_distribution<float> normal(0.0f, 1.0f);
+        Tensor embed({c.embed_dim, c.grid, c.grid});
+        Tensor mask({1, c.mask_size(), c.mask_size()});
+        for (int64_t i = 0; i < embed.numel(); ++i) embed[i] = normal(rng);
+        for (int64_t i = 0; i < mask.numel(); ++i) mask[i] = 4.0f * normal(rng);
+        const DecoderImage image = decoder.prepare(std::move(embed));
+        Prompt prompt;
+        for (int i = 0; i < 5; ++i)
+            prompt.points.push_back({100.0f + 150.0f * i, 900.0f - 140.0f * i, i % 2});
+        prompt.mask_input = &mask;
+        const ThreadCap one(1);
+        const double seconds =
+            bench::median_seconds(15, [&] { decoder.decode(image, prompt, MaskChoice::Single); });
+        return std::round(seconds * 1e5) / 100;
+    } catch (const std::exception& e) {
+        std::fprintf(stderr, "bench_load: no decode probe: %s\n", e.what());
+        return nullptr;
+    }
+}
+
 std::string session_body(const std::string& image_id) {
     return json{{"image_id", image_id}}.dump();
 }
@@ -745,6 +784,7 @@ int run(const Options& o) {
         }
     } cleanup{own_dir ? data_dir : ""};
     json report;
+    report["machine_probe"]["decode_ms_before"] = probe_decode_ms(o);
     {
         ServerProcess server(o, data_dir);
         HttpClient http(server.port());
@@ -880,6 +920,7 @@ int run(const Options& o) {
         report["server"]["rss_mb_end"] = std::round(end.rss_mb * 10) / 10;
         report["server"]["hwm_mb"] = std::round(end.hwm_mb * 10) / 10;
     }
+    report["machine_probe"]["decode_ms_after"] = probe_decode_ms(o);
 
     const json& load = report["load"];
     const double p99 = load["click_latency_ms"].value("p99", 1e9);
