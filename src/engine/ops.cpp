@@ -602,7 +602,7 @@ void layer_norm_channels_block(float* x, int64_t C, int64_t HW, int64_t i0, int6
         throw std::invalid_argument("layer_norm_channels_block: no x to normalise");
     const float* base = extras.src ? extras.src : x;  // null with src_bf16 and no x
     const float* src = base ? base + i0 : nullptr;
-    float widened[kMaxBlock];  // a row of src_bf16 (then of pe_bf16) in f32
+    float widened[kMaxBlock];  // a row of src_bf16 in f32
     auto widen = [&](const uint16_t* b) {
 #pragma omp simd
         for (int64_t i = 0; i < n; ++i) widened[i] = bf16_to_f32(b[i]);

@@ -574,12 +574,12 @@ using BlockScores = std::function<void(int64_t p0, int64_t n, float* scores)>;
 // (with bf16 compute both rounded; bias: the output bias, and whatever else keys_in lacks). keys_in
 // is layer 0's input [C, HW] (with bf16 compute keys_in_bf16, its rounding), or null (and empty)
 // after layer 0: the image tokens themselves (with bf16 compute their rounding, normalised in
-// place). Wo is folded into the values (vo = v_h Wo_h^T,
-// [heads*T, C]), and the pixels go in blocks: each block's scores stay in cache, and its update
-// stays in L2 from the product that makes it to the normalisation that adds it: the image is read
-// once and written once. The scores come per block from `scores`, or when it is empty, are in p_all
-// [heads*T, HW]. A mask prompt (layer 0) adds M f to the update, its bias being in `bias`.
-// Returns what the folded first upscaling reads: vo, P [heads*T, HW] and the pixel statistics.
+// place). Wo is folded into the values (vo = v_h Wo_h^T, [heads*T, C]), and the pixels go in
+// blocks: each block's scores stay in cache, and its update stays in L2 from the product that
+// makes it to the normalisation that adds it: the image is read once and written once. The scores
+// come per block from `scores`, or when it is empty, are in p_all [heads*T, HW]. A mask prompt
+// (layer 0) adds M f to the update, its bias being in `bias`. Returns what the folded first
+// upscaling reads: vo, P [heads*T, HW] and the pixel statistics.
 ImageTokens::Update update_image(const Attention& a, const Tensor& v, int heads, Tensor p_all,
                                  const BlockScores& scores, const float* keys_in,
                                  const std::vector<uint16_t>& keys_in_bf16, const Tensor& bias,
