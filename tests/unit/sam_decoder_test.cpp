@@ -266,39 +266,6 @@ TEST_P(SamDecoderVariants, RejectsBadPromptsAndImages) {
     }
 }
 
-// With bf16 compute, prepare() keeps layer 0's projections and the embedding rounded only (the
-// f32 projections would be 3 MB more per image, unread): each precision decodes only the images it
-// prepared.
-TEST_P(SamDecoderVariants, Bf16PreparesRoundedProjectionsOnly) {
-    const SmallDecoder s = small_decoder(GetParam());
-    const SamDecoderConfig c = small_config(GetParam());
-    const SamDecoder bf16 = SamDecoder::load(
-        write_weights(sam_decoder_tensor_shapes(c), GetParam() == DecoderVariant::Sam
-                                                        ? "sam_decoder_small.safetensors"
-                                                        : "sam2_decoder_small.safetensors"),
-        Precision::BF16);
-    const DecoderImage& f32_image = s.image;
-    const DecoderImage image =
-        GetParam() == DecoderVariant::Sam
-            ? bf16.prepare(f32_image.image_embed)
-            : bf16.prepare(f32_image.image_embed,
-                           Tensor::zeros({c.embed_dim / 8, 4 * c.grid, 4 * c.grid}),
-                           Tensor::zeros({c.embed_dim / 4, 2 * c.grid, 2 * c.grid}));
-    EXPECT_TRUE(image.layer0_keys.empty() && image.layer0_values.empty() &&
-                image.layer0_queries.empty());
-    EXPECT_EQ(image.layer0_keys_bf16.size(), f32_image.layer0_keys.numel());
-    EXPECT_EQ(image.layer0_queries_bf16.size(), f32_image.layer0_queries.numel());
-    EXPECT_EQ(image.image_embed_bf16.size(), f32_image.image_embed.numel());
-    EXPECT_TRUE(f32_image.layer0_keys_bf16.empty() && f32_image.image_embed_bf16.empty());
-    EXPECT_THROW(bf16.decode(f32_image, one_click(), MaskChoice::Multimask), std::invalid_argument);
-    EXPECT_THROW(s.decoder.decode(image, one_click(), MaskChoice::Multimask),
-                 std::invalid_argument);
-    Prompt refine = one_click();
-    const Tensor mask = Tensor::filled({1, 256, 256}, 2.0f);
-    refine.mask_input = &mask;
-    EXPECT_TRUE(all_finite(bf16.decode(image, refine, MaskChoice::Multimask).low_res_logits));
-}
-
 TEST(SamDecoder, DetectsAndRejectsCheckpoints) {
     const WeightFile unrelated =
         write_weights({{"image_encoder.pos_embed", {1, 4}}}, "sam_decoder_unrelated.safetensors");

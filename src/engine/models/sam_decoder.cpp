@@ -400,9 +400,9 @@ Tensor transposed(const Tensor& x) {
 
 // The image side of the two-way transformer: the image tokens [C, HW], the same plus the dense
 // positional encoding, and with bf16 compute both rounded for the products that read them. With
-// bf16 compute there are no f32 tokens: each layer normalises the rounding of its input (layer 0:
-// the prepared embedding's) plus its update into the rounded copies (the products read nothing
-// else, and the LayerNorm statistics over 256 channels hardly see the rounding).
+// bf16 compute there are no f32 tokens: layer 0 normalises the prepared embedding plus its update
+// into the rounded copies, and a later layer normalises the rounding of its input (the products
+// read nothing else, and the LayerNorm statistics over 256 channels hardly see the rounding).
 struct ImageTokens {
     int64_t C = 0, HW = 0;
     Tensor keys, keys_pe;
@@ -457,46 +457,23 @@ struct MaskTerm {
     const decltype(SamDecoderWeights::mask_layer0)& fold;
 };
 
-// Per head h, scale * x_h (x [T, D]) against head h's rows of a prepared projection [D, HW] (its
-// rounding with bf16 compute, the f32 one being empty): [heads*T, HW].
-Tensor prepared_scores(const Tensor& x, float scale, int heads, const Tensor& projection,
-                       const std::vector<uint16_t>& projection_bf16) {
-    const bool bf16 = !projection_bf16.empty();
-    const int64_t T = x.dim(0), D = x.dim(1), d = D / heads;
-    const int64_t HW = static_cast<int64_t>(bf16 ? projection_bf16.size() : projection.numel()) / D;
-    Tensor scaled = x;
-    for (int64_t i = 0; i < x.numel(); ++i) scaled[i] *= scale;
-    const Bf16 scaled_bf16 = bf16 ? rounded(scaled) : Bf16();
-    Tensor scores({heads * T, HW});
-    parallel_for(heads, true, [&](int64_t h) {
-        float* sh = scores.data() + h * T * HW;
-        if (bf16)
-            gemm_bf16(false, false, T, HW, d, scaled_bf16.data() + h * d, D,
-                      projection_bf16.data() + h * d * HW, HW, 0.0f, sh, HW);
-        else
-            gemm(false, false, T, HW, d, 1.0f, scaled.data() + h * d, D,
-                 projection.data() + h * d * HW, HW, 0.0f, sh, HW);
-    });
-    return scores;
-}
-
 // Tokens attend to the image's projected keys and values [D, HW]. queries [T, C] -> [T, C]. With
 // a mask prompt, per head h the keys gain (Wk M)_h f (q_h times it added to the scores) and the
 // values (Wv M)_h f + shift_h (P_h f^T (Wv M)_h^T + shift_h added to the output, as the rows of
 // P_h sum to 1).
-Tensor tokens_to_projected_image(const Attention& a, const Tensor& queries,
-                                 const DecoderImage& prepared, int heads, const MaskTerm* mask) {
+Tensor tokens_to_projected_image(const Attention& a, const Tensor& queries, const Tensor& keys,
+                                 const Tensor& values, int heads, const MaskTerm* mask) {
     const Tensor q = a.q(queries);  // [T, D]
-    const bool bf16 = !prepared.layer0_keys_bf16.empty();
-    const int64_t T = q.dim(0), D = q.dim(1), d = D / heads,
-                  HW = prepared.image_embed.numel() / prepared.image_embed.dim(0);
+    const int64_t T = q.dim(0), D = q.dim(1), d = D / heads, HW = keys.dim(1);
     const int64_t Cm = mask ? mask->f.dim(0) : 0;
     const float scale = attention_scale(a, heads);
-    Tensor p = prepared_scores(q, scale, heads, prepared.layer0_keys, prepared.layer0_keys_bf16);
+    Tensor p({heads * T, HW});
     Tensor o({T, D});
     parallel_for(heads, true, [&](int64_t h) {
         float* ph = p.data() + h * T * HW;
         float* oh = o.data() + h * d;
+        gemm(false, false, T, HW, d, scale, q.data() + h * d, D, keys.data() + h * d * HW, HW, 0.0f,
+             ph, HW);
         std::vector<float> small(T * Cm);  // scale q_h (Wk M)_h, then P_h f^T
         if (mask) {
             gemm(false, false, T, Cm, d, scale, q.data() + h * d, D,
@@ -504,15 +481,7 @@ Tensor tokens_to_projected_image(const Attention& a, const Tensor& queries,
             gemm(false, false, T, HW, Cm, 1.0f, small.data(), Cm, mask->f.data(), HW, 1.0f, ph, HW);
         }
         softmax_rows(ph, T, HW);
-        if (bf16) {
-            Bf16 p_bf16(T * HW);
-            to_bf16(ph, T * HW, p_bf16.data());
-            gemm_bf16(false, true, T, d, HW, p_bf16.data(), HW,
-                      prepared.layer0_values_bf16.data() + h * d * HW, HW, 0.0f, oh, D);
-        } else {
-            gemm(false, true, T, d, HW, 1.0f, ph, HW, prepared.layer0_values.data() + h * d * HW,
-                 HW, 0.0f, oh, D);
-        }
+        gemm(false, true, T, d, HW, 1.0f, ph, HW, values.data() + h * d * HW, HW, 0.0f, oh, D);
         if (mask) {
             gemm(false, true, T, Cm, HW, 1.0f, ph, HW, mask->f.data(), HW, 0.0f, small.data(), Cm);
             gemm(false, true, T, d, Cm, 1.0f, small.data(), Cm,
@@ -572,19 +541,17 @@ using BlockScores = std::function<void(int64_t p0, int64_t n, float* scores)>;
 // v [T, D] the token values,
 //   keys = LayerNorm(keys_in + sum_h (Wo_h v_h^T) P_h + bias),  keys_pe = keys + dense_pe
 // (with bf16 compute both rounded; bias: the output bias, and whatever else keys_in lacks). keys_in
-// is layer 0's input [C, HW] (with bf16 compute keys_in_bf16, its rounding), or null (and empty)
-// after layer 0: the image tokens themselves (with bf16 compute their rounding, normalised in
-// place). Wo is folded into the values (vo = v_h Wo_h^T, [heads*T, C]), and the pixels go in
-// blocks: each block's scores stay in cache, and its update stays in L2 from the product that
-// makes it to the normalisation that adds it: the image is read once and written once. The scores
-// come per block from `scores`, or when it is empty, are in p_all [heads*T, HW]. A mask prompt
-// (layer 0) adds M f to the update, its bias being in `bias`. Returns what the folded first
-// upscaling reads: vo, P [heads*T, HW] and the pixel statistics.
+// is layer 0's input [C, HW], or null after layer 0: the image tokens themselves (with bf16
+// compute their rounding, normalised in place). Wo is folded into the values (vo = v_h Wo_h^T,
+// [heads*T, C]), and the pixels go in blocks: each block's scores stay in cache, and its update
+// stays in L2 from the product that makes it to the normalisation that adds it: the image is read
+// once and written once. The scores come per block from `scores`, or when it is empty, are in p_all
+// [heads*T, HW]. A mask prompt (layer 0) adds M f to the update, its bias being in `bias`.
+// Returns what the folded first upscaling reads: vo, P [heads*T, HW] and the pixel statistics.
 ImageTokens::Update update_image(const Attention& a, const Tensor& v, int heads, Tensor p_all,
                                  const BlockScores& scores, const float* keys_in,
-                                 const std::vector<uint16_t>& keys_in_bf16, const Tensor& bias,
-                                 const Norm& norm, const Tensor& dense_pe, const MaskTerm* mask,
-                                 ImageTokens& image) {
+                                 const Tensor& bias, const Norm& norm, const Tensor& dense_pe,
+                                 const MaskTerm* mask, ImageTokens& image) {
     const int64_t T = v.dim(0), D = v.dim(1), d = D / heads, HT = heads * T;
     const int64_t C = image.C, HW = image.HW;
     if (scores) p_all = Tensor({HT, HW});
@@ -618,11 +585,8 @@ ImageTokens::Update update_image(const Attention& a, const Tensor& v, int heads,
         if (image.keys_pe.numel() != image.keys.numel()) image.keys_pe = Tensor(image.keys.shape());
         extras.x_pe = &image.keys_pe;
     }
-    if (image.bf16()) {  // layer 0: the rounded embedding, later: the rounded tokens
-        extras.src_bf16 = keys_in_bf16.empty() ? image.keys_bf16.data() : keys_in_bf16.data();
-    } else {
-        extras.src = keys_in;
-    }
+    extras.src = keys_in;
+    if (!keys_in && image.bf16()) extras.src_bf16 = image.keys_bf16.data();
     float* const x = image.bf16() ? nullptr : image.keys.data();
     extras.add_first = bias.data();
     // Blocks of 256 pixels: the update [C, 256] f32 (256 KB, C = 256) stays in L2 for the
@@ -673,17 +637,17 @@ ImageTokens::Update update_image(const Attention& a, const Tensor& v, int heads,
 // calls of a size where each call's overhead counts).
 // With a mask prompt the queries gain (Wq M) f + shift: per head, scale k_h (Wq M)_h times f,
 // and each token's scale k_h shift_h (the softmax runs over the tokens: it does not cancel).
-Tensor projected_image_scores(const Attention& a, const DecoderImage& prepared, const Tensor& k,
-                              int heads, const MaskTerm* mask) {
-    const int64_t T = k.dim(0), D = k.dim(1), d = D / heads;
-    const int64_t HW = prepared.image_embed.numel() / prepared.image_embed.dim(0);
+Tensor projected_image_scores(const Attention& a, const Tensor& queries, const Tensor& k, int heads,
+                              const MaskTerm* mask) {
+    const int64_t T = k.dim(0), D = k.dim(1), d = D / heads, HW = queries.dim(1);
     const int64_t Cm = mask ? mask->f.dim(0) : 0;
     const float scale = attention_scale(a, heads);
-    Tensor scores =
-        prepared_scores(k, scale, heads, prepared.layer0_queries, prepared.layer0_queries_bf16);
-    if (!mask) return scores;
+    Tensor scores({heads * T, HW});
     parallel_for(heads, true, [&](int64_t h) {
         float* sh = scores.data() + h * T * HW;
+        gemm(false, false, T, HW, d, scale, k.data() + h * d, D, queries.data() + h * d * HW, HW,
+             0.0f, sh, HW);
+        if (!mask) return;
         std::vector<float> kq(T * Cm);  // scale k_h (Wq M)_h
         gemm(false, false, T, Cm, d, scale, k.data() + h * d, D,
              mask->fold.queries.data() + h * d * Cm, Cm, 0.0f, kq.data(), Cm);
@@ -768,10 +732,11 @@ Tensor two_way_transformer(const SamDecoderWeights& w, int heads, const Tensor& 
             add_(queries, self_attention(l.self_attn, plus(queries, tokens), queries, heads));
         }
         layer_norm(queries, l.norm1.w, l.norm1.b, kLayerNormEps);
-        add_(queries, i == 0
-                          ? tokens_to_projected_image(l.token_to_image, plus(queries, tokens),
-                                                      prepared, heads, m)
-                          : tokens_to_image(l.token_to_image, plus(queries, tokens), image, heads));
+        add_(queries,
+             i == 0
+                 ? tokens_to_projected_image(l.token_to_image, plus(queries, tokens),
+                                             prepared.layer0_keys, prepared.layer0_values, heads, m)
+                 : tokens_to_image(l.token_to_image, plus(queries, tokens), image, heads));
         layer_norm(queries, l.norm2.w, l.norm2.b, kLayerNormEps);
         add_(queries, l.mlp(queries));
         layer_norm(queries, l.norm3.w, l.norm3.b, kLayerNormEps);
@@ -783,13 +748,12 @@ Tensor two_way_transformer(const SamDecoderWeights& w, int heads, const Tensor& 
         if (i == 0) {
             Tensor bias = a.out.b;
             add_(bias, mask ? w.mask_conv3.b : w.no_mask);
-            image.updates.push_back(
-                update_image(a, v, heads, projected_image_scores(a, prepared, k, heads, m), nullptr,
-                             prepared.image_embed.data(), prepared.image_embed_bf16, bias, l.norm4,
-                             dense_pe, m, image));
+            image.updates.push_back(update_image(
+                a, v, heads, projected_image_scores(a, prepared.layer0_queries, k, heads, m),
+                nullptr, prepared.image_embed.data(), bias, l.norm4, dense_pe, m, image));
         } else {
             image.updates.push_back(update_image(a, v, heads, Tensor(),
-                                                 raw_image_scores(a, k, heads, image), nullptr, {},
+                                                 raw_image_scores(a, k, heads, image), nullptr,
                                                  a.out.b, l.norm4, dense_pe, nullptr, image));
         }
     }
@@ -1173,21 +1137,9 @@ DecoderImage SamDecoder::prepare(Tensor image_embed, Tensor high_res_0, Tensor h
     Tensor keys = d.image_embed;  // layer 0's image tokens without a mask
     add_channel_bias(keys, w.no_mask.data());
     Layer0Projections p = project_layer0(w.layers.front(), keys, plus(keys, dense_pe_));
-    if (precision_ == Precision::BF16) {
-        auto round = [](const Tensor& t) {
-            std::vector<uint16_t> r(t.numel());
-            to_bf16(t.data(), t.numel(), r.data());
-            return r;
-        };
-        d.layer0_keys_bf16 = round(p.keys);
-        d.layer0_values_bf16 = round(p.values);
-        d.layer0_queries_bf16 = round(p.queries);
-        d.image_embed_bf16 = round(d.image_embed);
-    } else {
-        d.layer0_keys = std::move(p.keys);
-        d.layer0_values = std::move(p.values);
-        d.layer0_queries = std::move(p.queries);
-    }
+    d.layer0_keys = std::move(p.keys);
+    d.layer0_values = std::move(p.values);
+    d.layer0_queries = std::move(p.queries);
     return d;
 }
 
@@ -1252,9 +1204,7 @@ DecoderOutput SamDecoder::decode(const DecoderImage& image, const Prompt& prompt
     const bool sam2 = cfg_.variant == DecoderVariant::Sam2;
     const int64_t C = cfg_.embed_dim, g = cfg_.grid, M = cfg_.num_mask_tokens;
     const int heads = cfg_.num_heads;
-    const bool prepared_here = precision_ == Precision::BF16 ? !image.layer0_keys_bf16.empty()
-                                                             : !image.layer0_keys.empty();
-    if (image.image_embed.shape() != Shape{C, g, g} || !prepared_here ||
+    if (image.image_embed.shape() != Shape{C, g, g} || image.layer0_keys.empty() ||
         sam2 != !image.upscale_add_1.empty())
         throw std::invalid_argument("decode: the image was not prepared by this decoder");
 

@@ -85,10 +85,6 @@ struct DecoderImage {
     // term of low rank): token->image keys and values, image->token queries. [attn_dim, g*g]
     // each.
     Tensor layer0_keys, layer0_values, layer0_queries;
-    // With bf16 compute, the same rounded (the f32 ones are then left empty) and the embedding
-    // rounded, which layer 0's LayerNorm reads: half the bytes a click streams from them.
-    std::vector<uint16_t> layer0_keys_bf16, layer0_values_bf16, layer0_queries_bf16;
-    std::vector<uint16_t> image_embed_bf16;  // [C, g*g]
     // SAM 2: high_res_1 [C/4, 2g, 2g] and high_res_0 [C/8, 4g, 4g] plus the output upscaling's
     // biases, in the upscaling's pixel order: [C/4, 4g*g], [C/8, 16g*g].
     Tensor upscale_add_1, upscale_add_2;
@@ -106,9 +102,8 @@ class SamDecoder {
     static bool detect(const WeightFile& w);
     // The variant follows from the key prefixes, the sizes from the tensors. Throws FormatError.
     // With Precision::BF16 the attention products over the 64x64 image tokens and the second
-    // upscaling convolution take bf16 inputs (f32 accumulation; prepare() keeps layer 0's
-    // projections and the embedding rounded); the token side, the norms, the softmax and the
-    // first upscaling convolution's statistics terms stay f32.
+    // upscaling convolution take bf16 inputs (f32 accumulation); the token side, the norms, the
+    // softmax and the first upscaling convolution stay f32.
     static SamDecoder load(const WeightFile& w, Precision precision = Precision::F32);
 
     DecoderVariant variant() const { return cfg_.variant; }
