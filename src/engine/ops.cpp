@@ -293,6 +293,11 @@ static inline float gelu_erf(float v) {
 #endif
 
 #ifdef __AVX512F__
+// The lanes of a 16-lane step with `left` values still to go: all 16, the first `left`, or none.
+static inline __mmask16 lanes_left(int64_t left) {
+    return left >= 16 ? __mmask16(0xFFFF) : left <= 0 ? __mmask16(0) : __mmask16((1u << left) - 1);
+}
+
 // 16 floats rounded to bf16 (to nearest even, as f32_to_bf16_finite).
 static inline __m256i bf16x16(__m512 v) {
 #ifdef __AVX512BF16__
@@ -314,7 +319,7 @@ static inline __m512 widen_bf16x16(__m256i b) {
 // 10-20 % less time than the compiler's vectorisation of f32_to_bf16_finite (a 56 x 256 block).
 static void round_to_bf16(const float* x, const float* add, int64_t n, uint16_t* out) {
     for (int64_t i = 0; i < n; i += 16) {
-        const __mmask16 k = n - i >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << (n - i)) - 1);
+        const __mmask16 k = lanes_left(n - i);
         __m512 v = _mm512_maskz_loadu_ps(k, x + i);
         if (add) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(k, add + i));
         _mm256_mask_storeu_epi16(out + i, k, bf16x16(v));
@@ -384,7 +389,7 @@ void add_gelu(float* x, int64_t n, float bias, const float* add) {
 #ifdef __AVX512F__
     const __m512 b = _mm512_set1_ps(bias);
     for (int64_t i = 0; i < n; i += 16) {
-        const __mmask16 k = n - i >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << (n - i)) - 1);
+        const __mmask16 k = lanes_left(n - i);
         __m512 v = _mm512_add_ps(_mm512_maskz_loadu_ps(k, x + i), b);
         if (add) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(k, add + i));
         _mm512_mask_storeu_ps(x + i, k, gelu16(v));
@@ -409,13 +414,8 @@ void gelu_mix(const float* x, int64_t ldx, int64_t C, int64_t n, const float* bi
         const float* wm = w + m0 * C;
 #ifdef __AVX512F__
         // 32 pixels a step, two vectors: the GELUs' long dependency chains interleave.
-        auto lanes = [n](int64_t i) {
-            return i >= n        ? __mmask16(0)
-                   : n - i >= 16 ? __mmask16(0xFFFF)
-                                 : __mmask16((1u << (n - i)) - 1);
-        };
         for (int64_t i = 0; i < n; i += 32) {
-            const __mmask16 k0 = lanes(i), k1 = lanes(i + 16);
+            const __mmask16 k0 = lanes_left(n - i), k1 = lanes_left(n - i - 16);
             __m512 acc[2][kOutputs];
             for (auto& half : acc)
                 for (__m512& a : half) a = _mm512_setzero_ps();
@@ -463,12 +463,7 @@ static void scaled_plus_product_rows(int64_t r0, int64_t n, const float* a, int6
     constexpr int kVectors = 4;
     for (int64_t i0 = 0; i0 < n; i0 += 16 * kVectors) {
         __mmask16 k[kVectors];
-        for (int v = 0; v < kVectors; ++v) {
-            const int64_t left = n - i0 - 16 * v;
-            k[v] = left <= 0    ? __mmask16(0)
-                   : left >= 16 ? __mmask16(0xFFFF)
-                                : __mmask16((1u << left) - 1);
-        }
+        for (int v = 0; v < kVectors; ++v) k[v] = lanes_left(n - i0 - 16 * v);
         __m512 acc[Rows][kVectors];
         for (int r = 0; r < Rows; ++r)
             for (int v = 0; v < kVectors; ++v) {
@@ -557,7 +552,7 @@ static void write_normalised_row(const float* v, float a, const float* mean, con
 #ifdef __AVX512F__
     const __m512 av = _mm512_set1_ps(a), wv = _mm512_set1_ps(w), bv = _mm512_set1_ps(b);
     for (int64_t i = 0; i < n; i += 16) {
-        const __mmask16 k = n - i >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << (n - i)) - 1);
+        const __mmask16 k = lanes_left(n - i);
         __m512 y = _mm512_add_ps(_mm512_maskz_loadu_ps(k, v + i), av);
         y = _mm512_mul_ps(_mm512_sub_ps(y, _mm512_maskz_loadu_ps(k, mean + i)),
                           _mm512_maskz_loadu_ps(k, inv_std + i));
@@ -1014,8 +1009,7 @@ static void direct_conv_pixels(const float* origin, int64_t pixel_step, const in
     for (int j = 0; j < P; ++j)
         for (int v = 0; v < NV; ++v) {
             const int64_t o = o0 + 16 * v;
-            const __mmask16 m = O - o >= 16 ? __mmask16(0xFFFF)
-                                            : __mmask16((1u << std::max<int64_t>(0, O - o)) - 1);
+            const __mmask16 m = lanes_left(O - o);
             _mm512_mask_storeu_ps(out + j * O + o, m, then_gelu ? gelu16(acc[j][v]) : acc[j][v]);
         }
 }
@@ -1184,7 +1178,7 @@ static void depthwise_pixel(float* out, int64_t C, const float* const* in, const
                             int n, const float* bias, bool then_gelu) {
 #ifdef __AVX512F__
     for (int64_t c = 0; c < C; c += 16) {
-        const __mmask16 m = C - c >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << (C - c)) - 1);
+        const __mmask16 m = lanes_left(C - c);
         __m512 acc = bias ? _mm512_maskz_loadu_ps(m, bias + c) : _mm512_setzero_ps();
         for (int t = 0; t < n; ++t)
             acc = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, k[t] + c),
@@ -1212,7 +1206,7 @@ static void depthwise3x3_inside(const float* const rows[3], int64_t C, int64_t s
     for (int64_t t0 = x0; t0 < x1; t0 += kTile) {
         const int64_t t1 = std::min(x1, t0 + kTile);
         for (int64_t c = 0; c < C; c += 16) {
-            const __mmask16 m = C - c >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << (C - c)) - 1);
+            const __mmask16 m = lanes_left(C - c);
             __m512 w[9];
             for (int t = 0; t < 9; ++t) w[t] = _mm512_maskz_loadu_ps(m, taps + t * C + c);
             const __m512 b = bias ? _mm512_maskz_loadu_ps(m, bias + c) : _mm512_setzero_ps();
@@ -1381,7 +1375,7 @@ static void lerp_row(const float* src, int64_t W, const RowTaps& t, int64_t n, f
         const int32_t lo = t.i0[o];
         if (t.i1[o + 15] - lo >= 16) break;  // a downscaling: the scalar loop
         const int64_t left = W - lo;
-        const __mmask16 k = left >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << left) - 1);
+        const __mmask16 k = lanes_left(left);
         const __m512 v = _mm512_maskz_loadu_ps(k, src + lo);
         const __m512i base = _mm512_set1_epi32(lo);
         const __m512 a =
