@@ -593,7 +593,7 @@ void layer_norm_channels_block(float* x, int64_t C, int64_t HW, int64_t i0, int6
     // pass recomputes it from x rather than storing it (one write pass less). The statistics take
     // one pass: sums of (v - v[0]) and its square, shifted by the pixel's first channel so that
     // the variance does not cancel when the mean is large next to the spread.
-    if (!x && !extras.src && !extras.src_bf16)
+    if ((!x || extras.out_ld) && !extras.src && !extras.src_bf16)
         throw std::invalid_argument("layer_norm_channels_block: no x to normalise");
     const float* base = extras.src ? extras.src : x;  // null with src_bf16 and no x
     const float* src = base ? base + i0 : nullptr;
@@ -653,11 +653,11 @@ void layer_norm_channels_block(float* x, int64_t C, int64_t HW, int64_t i0, int6
     if (extras.mean) std::memcpy(extras.mean + i0, mean, n * sizeof(float));
     if (extras.inv_std) std::memcpy(extras.inv_std + i0, inv_std, n * sizeof(float));
     for (int64_t c = 0; c < C; ++c) {
-        const int64_t at = c * HW + i0;
-        NormalisedRow row{.x = x ? x + at : nullptr,
-                          .x_bf16 = extras.x_bf16 ? extras.x_bf16 + at : nullptr,
-                          .x_pe = extras.x_pe ? extras.x_pe->data() + at : nullptr,
-                          .x_pe_bf16 = extras.x_pe_bf16 ? extras.x_pe_bf16 + at : nullptr,
+        const int64_t at = c * HW + i0, out = extras.out_ld ? c * extras.out_ld : at;
+        NormalisedRow row{.x = x ? x + out : nullptr,
+                          .x_bf16 = extras.x_bf16 ? extras.x_bf16 + out : nullptr,
+                          .x_pe = extras.x_pe ? extras.x_pe->data() + out : nullptr,
+                          .x_pe_bf16 = extras.x_pe_bf16 ? extras.x_pe_bf16 + out : nullptr,
                           .gelu = extras.gelu};
         if (extras.pe_bf16 && extras.x_pe_bf16) {
             row.pe_bf16 = extras.pe_bf16 + at;
@@ -746,13 +746,15 @@ static inline __m512 exp_to_bf16_precision(__m512 x, __m512 m_log2e) {
 // One row of softmax_numerators in 16-lane steps, the tail masked. The attention of the ViT
 // encoders spends ~20 % of its time here: the compiler's vectorisation of the scalar loop below
 // took 1.3 ns an element on ViT-B's scores.
-static void softmax_numerators_row(float* row, int64_t cols, float* inv_sum, uint16_t* out) {
+static void softmax_numerators_row(float* row, int64_t cols, float* inv_sum, uint16_t* out,
+                                   float* row_max) {
     __m512 mx = _mm512_set1_ps(-INFINITY);
     int64_t c = 0;
     for (; c + 16 <= cols; c += 16) mx = _mm512_max_ps(mx, _mm512_loadu_ps(row + c));
     const __mmask16 tail = static_cast<__mmask16>((1u << (cols - c)) - 1);
     mx = _mm512_mask_max_ps(mx, tail, mx, _mm512_maskz_loadu_ps(tail, row + c));
     const float m = lanes_max(mx);
+    if (row_max) *row_max = m;
     __m512 sum = _mm512_setzero_ps();
     if (out) {
         const __m512 m_log2e = _mm512_set1_ps(m * kLog2e);
@@ -802,16 +804,19 @@ static void softmax_numerators_grid_avx512(const float* row, int64_t S, const fl
 }
 #endif
 
-void softmax_numerators(float* x, int64_t rows, int64_t cols, float* inv_sum, uint16_t* bf16) {
+void softmax_numerators(float* x, int64_t rows, int64_t cols, float* inv_sum, uint16_t* bf16,
+                        float* row_max) {
 #ifdef __AVX512F__
     for (int64_t r = 0; r < rows; ++r)
-        softmax_numerators_row(x + r * cols, cols, inv_sum + r, bf16 ? bf16 + r * cols : nullptr);
+        softmax_numerators_row(x + r * cols, cols, inv_sum + r, bf16 ? bf16 + r * cols : nullptr,
+                               row_max ? row_max + r : nullptr);
 #else
     for (int64_t r = 0; r < rows; ++r) {
         float* row = x + r * cols;
         float mx = row[0];
 #pragma omp simd reduction(max : mx)
         for (int64_t c = 1; c < cols; ++c) mx = row[c] > mx ? row[c] : mx;  // std::max: scalar
+        if (row_max) row_max[r] = mx;
         float sum = 0.0f;
         if (bf16) {
             uint16_t* out = bf16 + r * cols;

@@ -134,6 +134,11 @@ struct ChannelNormExtras {
     uint16_t* x_pe_bf16 = nullptr;  // x + pe rounded to bfloat16 (x_pe need not be asked for)
     float* mean = nullptr;          // [H*W]: each pixel's mean (of the input)
     float* inv_std = nullptr;       // [H*W]: 1 / its standard deviation (eps included)
+    // layer_norm_channels_block: when set, the results (x, x_bf16, x_pe, x_pe_bf16) are a block
+    // of their own, channel c's row at c * out_ld from the block's first pixel (a caller that
+    // reads the block while it is in cache and never stores the image); src or src_bf16 must
+    // then be given.
+    int64_t out_ld = 0;
 };
 // LayerNorm2d: in place over channels of x [C, H, W] (per pixel).
 void layer_norm_channels(Tensor& x, const Tensor& weight, const Tensor& bias, float eps,
@@ -172,8 +177,9 @@ void softmax_rows(float* x, int64_t rows, int64_t cols);  // in place, numerical
 // softmax before the normalising scale, which attention applies to its narrower output instead.
 // With bf16 given, the numerators go there instead, rounded to bfloat16 (x keeps its scores),
 // and the AVX-512 path computes them (and inv_sum) only to that precision (1e-4 relative).
+// row_max, when given, gets each row's max (what the numerators are relative to).
 void softmax_numerators(float* x, int64_t rows, int64_t cols, float* inv_sum,
-                        uint16_t* bf16 = nullptr);
+                        uint16_t* bf16 = nullptr, float* row_max = nullptr);
 // softmax_numerators, bf16 out, of one row of scores over an S x S grid of keys with a separable
 // bias added: row[y * S + x] + by_row[y] + by_col[x] (decomposed relative positions), without
 // writing the sum back to row.

@@ -14,7 +14,7 @@
 namespace splitseg {
 namespace {
 
-// softmax_numerators leaves exp(x - max) per row (in place, or rounded to bf16) and 1 / sum;
+// softmax_numerators leaves exp(x - max) per row (in place, or rounded to bf16), 1 / sum and max;
 // numerators under e^-60 are 0 (they would turn denormal downstream). The bf16 path works to
 // bf16's precision: its 1 / sum within 1.2e-4. Row lengths around the
 // 16-lane steps and the sizes the encoders use; scores spread wide enough to reach that floor.
@@ -26,14 +26,18 @@ TEST(Softmax, NumeratorsMatchExpInEveryRowLength) {
         const int64_t rows = 3;
         std::vector<float> x(rows * cols);
         for (float& v : x) v = normal(rng);
-        std::vector<float> in_place = x, inv_sum(rows), inv_sum_bf16(rows);
+        std::vector<float> in_place = x, inv_sum(rows), inv_sum_bf16(rows), max(rows, 0.0f),
+                           max_bf16(rows, 0.0f);
         std::vector<uint16_t> rounded(rows * cols);
         std::vector<float> scores = x;
-        softmax_numerators(in_place.data(), rows, cols, inv_sum.data());
-        softmax_numerators(scores.data(), rows, cols, inv_sum_bf16.data(), rounded.data());
+        softmax_numerators(in_place.data(), rows, cols, inv_sum.data(), nullptr, max.data());
+        softmax_numerators(scores.data(), rows, cols, inv_sum_bf16.data(), rounded.data(),
+                           max_bf16.data());
         for (int64_t r = 0; r < rows; ++r) {
             const float* row = x.data() + r * cols;
             const double mx = *std::max_element(row, row + cols);
+            EXPECT_EQ(max[r], mx);
+            EXPECT_EQ(max_bf16[r], mx);
             double sum = 0;
             for (int64_t c = 0; c < cols; ++c) {
                 const double want = row[c] - mx < -60.0 ? 0.0 : std::exp(row[c] - mx);
@@ -354,6 +358,65 @@ TEST(LayerNormChannels, BlockFromABf16SourceInPlaceMatchesTheF32FormOnItsWidenin
         }
     EXPECT_THROW(layer_norm_channels_block(nullptr, C, HW, i0, n, weight.data(), bias.data(), 1e-5f,
                                            {.x_bf16 = image.data()}),
+                 std::invalid_argument);
+}
+
+// The decoder's last layer (its blocks go to the final attention): with out_ld, every result is
+// a dense block of its own, the same values as the form that writes the image; the image, the
+// source, is not written, and without a source the call is refused (x would be both).
+TEST(LayerNormChannels, BlockIntoABufferOfItsOwnWritesWhatTheImageFormWrites) {
+    std::mt19937 rng(10);
+    std::normal_distribution<float> normal(-0.2f, 1.7f);
+    const int64_t C = 36, HW = 700, i0 = 300, n = 190, ld = 200;
+    Tensor src({C, HW}), update({C, n}), weight({C}), bias({C}), pe({C, HW});
+    for (int64_t i = 0; i < src.numel(); ++i) {
+        src[i] = normal(rng);
+        pe[i] = normal(rng);
+    }
+    for (int64_t i = 0; i < update.numel(); ++i) update[i] = normal(rng);
+    for (int64_t c = 0; c < C; ++c) {
+        weight[c] = 0.8f + 0.02f * c;
+        bias[c] = 0.1f - 0.01f * c;
+    }
+    auto normalise = [&](float* x, Tensor& update_block, Tensor& x_pe, uint16_t* x_bf16,
+                         uint16_t* x_pe_bf16, int64_t out_ld) {
+        layer_norm_channels_block(x, C, HW, i0, n, weight.data(), bias.data(), 1e-6f,
+                                  {.src = src.data(),
+                                   .add = update_block.data(),
+                                   .add_ld = n,
+                                   .pe = &pe,
+                                   .x_pe = &x_pe,
+                                   .x_bf16 = x_bf16,
+                                   .x_pe_bf16 = x_pe_bf16,
+                                   .out_ld = out_ld});
+    };
+    Tensor want({C, HW}), want_pe({C, HW}), want_update = update;
+    std::vector<uint16_t> want_bf16(C * HW), want_pe_bf16(C * HW);
+    normalise(want.data(), want_update, want_pe, want_bf16.data(), want_pe_bf16.data(), 0);
+    const Tensor before = src;
+    Tensor x = Tensor::filled({C, ld}, -5.0f), x_pe = Tensor::filled({C, ld}, -5.0f);
+    std::vector<uint16_t> x_bf16(C * ld, 0), x_pe_bf16(C * ld, 0);
+    normalise(x.data(), update, x_pe, x_bf16.data(), x_pe_bf16.data(), ld);
+    for (int64_t c = 0; c < C; ++c) {
+        for (int64_t i = 0; i < HW; ++i)
+            ASSERT_EQ(src[c * HW + i], before[c * HW + i]) << "channel " << c << " pixel " << i;
+        for (int64_t j = 0; j < ld; ++j) {
+            const int64_t at = c * HW + i0 + j, out = c * ld + j;
+            if (j >= n) {  // past the block: untouched
+                ASSERT_EQ(x[out], -5.0f) << "channel " << c << " column " << j;
+                ASSERT_EQ(x_pe[out], -5.0f) << "channel " << c << " column " << j;
+                ASSERT_EQ(x_bf16[out], 0) << "channel " << c << " column " << j;
+                ASSERT_EQ(x_pe_bf16[out], 0) << "channel " << c << " column " << j;
+                continue;
+            }
+            ASSERT_EQ(x[out], want[at]) << "channel " << c << " pixel " << i0 + j;
+            ASSERT_EQ(x_pe[out], want_pe[at]) << "channel " << c << " pixel " << i0 + j;
+            ASSERT_EQ(x_bf16[out], want_bf16[at]) << "channel " << c << " pixel " << i0 + j;
+            ASSERT_EQ(x_pe_bf16[out], want_pe_bf16[at]) << "channel " << c << " pixel " << i0 + j;
+        }
+    }
+    EXPECT_THROW(layer_norm_channels_block(x.data(), C, HW, i0, n, weight.data(), bias.data(),
+                                           1e-6f, {.out_ld = ld}),
                  std::invalid_argument);
 }
 

@@ -18,7 +18,9 @@
 #include <cstring>
 #include <functional>
 #include <numbers>
+#include <optional>
 #include <stdexcept>
+#include <type_traits>
 
 #include <omp.h>
 
@@ -493,21 +495,37 @@ Tensor tokens_to_projected_image(const Attention& a, const Tensor& queries, cons
     return a.out(o);
 }
 
-// Tokens attend to the raw image. queries [T, C] (positional encoding added), the image's
-// keys_pe [C, HW] as keys and keys as values -> [T, C]. Per head h, x the image:
-//   scores_h = q_h (Wk_h x + bk_h) = (q_h Wk_h) x + const, and the constant cancels in softmax;
+// Tokens attend to the raw image x [C, HW] (keys x + dense_pe, values x). Per head h:
+//   scores_h = q_h (Wk_h (x + pe) + bk_h) = (q_h Wk_h) (x + pe) + const, and the constant cancels
+//   in softmax, so the image is read at depth C by qk = scale * q_h Wk_h [heads*T, C];
 //   out_h = P_h (Wv_h x + bv_h)^T = (P_h x^T) Wv_h^T + bv_h, as the rows of P_h sum to 1.
-Tensor tokens_to_image(const Attention& a, const Tensor& queries, const ImageTokens& image,
-                       int heads) {
-    const Tensor q = a.q(queries);  // [T, D]
-    const int64_t T = q.dim(0), D = q.dim(1), d = D / heads, HT = heads * T;
-    const int64_t C = image.C, HW = image.HW;
-    Tensor qk({HT, C});  // scale * q_h Wk_h, heads stacked
+Tensor image_key_queries(const Attention& a, const Tensor& q, int heads) {
+    const int64_t T = q.dim(0), D = q.dim(1), d = D / heads, C = a.k.w.dim(1);
+    Tensor qk({heads * T, C});
     for (int h = 0; h < heads; ++h)
         gemm(false, false, T, C, d, attention_scale(a, heads), q.data() + h * d, D,
              a.k.w.data() + h * d * C, C, 0.0f, qk.data() + h * T * C, C);
+    return qk;
+}
+
+// The attention's output [T, C] from px = P_h x^T [heads*T, C].
+Tensor output_from_image_sums(const Attention& a, const Tensor& px, int heads) {
+    const int64_t D = a.v.w.dim(0), d = D / heads, C = px.dim(1), T = px.dim(0) / heads;
+    Tensor o({T, D});
+    fill_rows(o.data(), T, D, a.v.b.data());
+    for (int h = 0; h < heads; ++h)
+        gemm(false, true, T, d, C, 1.0f, px.data() + h * T * C, C, a.v.w.data() + h * d * C, C,
+             1.0f, o.data() + h * d, D);
+    return a.out(o);
+}
+
+// queries [T, C] (positional encoding added) attend to the image tokens -> [T, C].
+Tensor tokens_to_image(const Attention& a, const Tensor& queries, const ImageTokens& image,
+                       int heads) {
+    const Tensor qk = image_key_queries(a, a.q(queries), heads);
+    const int64_t HT = qk.dim(0), C = image.C, HW = image.HW;
     Tensor p({HT, HW});
-    Tensor px({HT, C});  // P_h x^T
+    Tensor px({HT, C});
     if (image.bf16()) {  // softmax numerators in bf16 into the second product, then 1 / sum
         gemm_wide_bf16(false, false, HT, HW, C, rounded(qk).data(), C, image.keys_pe_bf16.data(),
                        HW, 0.0f, p.data(), HW);
@@ -525,13 +543,91 @@ Tensor tokens_to_image(const Attention& a, const Tensor& queries, const ImageTok
         gemm_wide(false, true, HT, C, HW, 1.0f, p.data(), HW, image.keys.data(), HW, 0.0f,
                   px.data(), C);
     }
-    Tensor o({T, D});
-    fill_rows(o.data(), T, D, a.v.b.data());
-    for (int h = 0; h < heads; ++h)
-        gemm(false, true, T, d, C, 1.0f, px.data() + h * T * C, C, a.v.w.data() + h * d * C, C,
-             1.0f, o.data() + h * d, D);
-    return a.out(o);
+    return output_from_image_sums(a, px, heads);
 }
+
+// Pixels per block of the image updates: the update [C, 256] f32 (256 KB, C = 256) stays in L2
+// for the normalisation.
+constexpr int64_t kImageBlock = 256;
+
+// A dense product of a block, C [M, N] = A [M, K] op(B), op(B) = B [K, N] or B^T for B [N, K].
+void block_product(bool trans_b, int64_t M, int64_t N, int64_t K, const float* A, const float* B,
+                   float* C) {
+    gemm(false, trans_b, M, N, K, 1.0f, A, K, B, trans_b ? K : N, 0.0f, C, N);
+}
+void block_product(bool trans_b, int64_t M, int64_t N, int64_t K, const uint16_t* A,
+                   const uint16_t* B, float* C) {
+    gemm_bf16(false, trans_b, M, N, K, A, K, B, trans_b ? K : N, 0.0f, C, N);
+}
+
+// tokens_to_image one block of pixels at a time, as an image update makes the blocks: the final
+// attention reads the last layer's image tokens only, so that layer's update hands it each
+// normalised block while it is in cache and the tokens are never stored (8 MB a click less to
+// write and read back in bf16). Each block's softmax runs against the block's own maximum, and
+// finish() rescales the blocks' sums to the overall one (flash attention's order). The blocks
+// may come in any order, from any thread.
+class TokensToImageBlocks {
+  public:
+    TokensToImageBlocks(const Attention& a, const Tensor& queries, int heads,
+                        const ImageTokens& image)
+        : a_(a),
+          heads_(heads),
+          qk_(image_key_queries(a, a.q(queries), heads)),
+          qk_bf16_(image.bf16() ? rounded(qk_) : Bf16()),
+          HT_(qk_.dim(0)),
+          C_(image.C),
+          max_({(image.HW + kImageBlock - 1) / kImageBlock, HT_}),
+          inv_sum_(max_.shape()),
+          px_({max_.dim(0), HT_, C_}) {}
+
+    // Block b of n pixels: the image tokens x and x + pe, [C, n] each, in bf16 when the image is.
+    template <class T>
+    void add(int64_t b, int64_t n, const T* x, const T* x_pe) {
+        static thread_local std::vector<float> scores;
+        static thread_local Bf16 p_bf16;
+        scores.resize(HT_ * n);
+        float* const px = px_.data() + b * HT_ * C_;
+        float *const mx = max_.data() + b * HT_, *const inv_sum = inv_sum_.data() + b * HT_;
+        if constexpr (std::is_same_v<T, uint16_t>) {
+            block_product(false, HT_, n, C_, qk_bf16_.data(), x_pe, scores.data());
+            p_bf16.resize(HT_ * n);
+            softmax_numerators(scores.data(), HT_, n, inv_sum, p_bf16.data(), mx);
+            block_product(true, HT_, C_, n, p_bf16.data(), x, px);
+        } else {
+            block_product(false, HT_, n, C_, qk_.data(), x_pe, scores.data());
+            softmax_numerators(scores.data(), HT_, n, inv_sum, nullptr, mx);
+            block_product(true, HT_, C_, n, scores.data(), x, px);
+        }
+    }
+
+    // The attention's output [T, C], once every block was added.
+    Tensor finish() const {
+        const int64_t blocks = max_.dim(0);
+        Tensor px = Tensor::zeros({HT_, C_});
+        for (int64_t r = 0; r < HT_; ++r) {
+            float top = -INFINITY, sum = 0.0f;
+            for (int64_t b = 0; b < blocks; ++b) top = std::max(top, max_[b * HT_ + r]);
+            float* const row = px.data() + r * C_;
+            for (int64_t b = 0; b < blocks; ++b) {
+                const float scale = std::exp(max_[b * HT_ + r] - top);
+                sum += scale / inv_sum_[b * HT_ + r];
+                const float* block = px_.data() + (b * HT_ + r) * C_;
+                for (int64_t c = 0; c < C_; ++c) row[c] += scale * block[c];
+            }
+            for (int64_t c = 0; c < C_; ++c) row[c] /= sum;
+        }
+        return output_from_image_sums(a_, px, heads_);
+    }
+
+  private:
+    const Attention& a_;
+    int heads_;
+    Tensor qk_;  // scale * q_h Wk_h [heads*T, C]
+    Bf16 qk_bf16_;
+    int64_t HT_, C_;
+    Tensor max_, inv_sum_;  // per block and row: the scores' max, 1 / the numerators' sum
+    Tensor px_;             // per block: the numerators times the block's x^T [heads*T, C]
+};
 
 // Scores of the image's attention to the tokens for the pixels [p0, p0 + n): [heads*T, n] (row
 // stride n), before the softmax over each head's T tokens.
@@ -547,11 +643,14 @@ using BlockScores = std::function<void(int64_t p0, int64_t n, float* scores)>;
 // stays in L2 from the product that makes it to the normalisation that adds it: the image is read
 // once and written once. The scores come per block from `scores`, or when it is empty, are in p_all
 // [heads*T, HW]. A mask prompt (layer 0) adds M f to the update, its bias being in `bias`.
+// With `next` (the last layer: the final attention), the image is not written: each normalised
+// block goes to next instead.
 // Returns what the folded first upscaling reads: vo, P [heads*T, HW] and the pixel statistics.
 ImageTokens::Update update_image(const Attention& a, const Tensor& v, int heads, Tensor p_all,
                                  const BlockScores& scores, const float* keys_in,
                                  const Tensor& bias, const Norm& norm, const Tensor& dense_pe,
-                                 const MaskTerm* mask, ImageTokens& image) {
+                                 const MaskTerm* mask, ImageTokens& image,
+                                 TokensToImageBlocks* next) {
     const int64_t T = v.dim(0), D = v.dim(1), d = D / heads, HT = heads * T;
     const int64_t C = image.C, HW = image.HW;
     if (scores) p_all = Tensor({HT, HW});
@@ -581,24 +680,37 @@ ImageTokens::Update update_image(const Attention& a, const Tensor& v, int heads,
         extras.x_bf16 = image.keys_bf16.data();
         extras.x_pe_bf16 = image.keys_pe_bf16.data();
         extras.pe_bf16 = image.dense_pe_bf16;
-    } else {
+    } else if (!next) {
         if (image.keys_pe.numel() != image.keys.numel()) image.keys_pe = Tensor(image.keys.shape());
         extras.x_pe = &image.keys_pe;
     }
     extras.src = keys_in;
     if (!keys_in && image.bf16()) extras.src_bf16 = image.keys_bf16.data();
+    if (!keys_in && !image.bf16() && next) extras.src = image.keys.data();
     float* const x = image.bf16() ? nullptr : image.keys.data();
     extras.add_first = bias.data();
-    // Blocks of 256 pixels: the update [C, 256] f32 (256 KB, C = 256) stays in L2 for the
-    // normalisation, and the products write dense blocks, for which oneDNN takes its AMX kernels
-    // (for a block of the [C, HW] image, ldc = HW, it took a kernel 2-3 times slower).
-    constexpr int64_t kBlock = 256;
+    // Blocks of kImageBlock pixels, and the products write dense blocks, for which oneDNN takes
+    // its AMX kernels (for a block of the [C, HW] image, ldc = HW, it took a kernel 2-3 times
+    // slower).
+    constexpr int64_t kBlock = kImageBlock;
     const int64_t blocks = (HW + kBlock - 1) / kBlock;
     parallel_region(true, [&] {
         Tensor p({HT, kBlock}), update({C, kBlock});
         Bf16 p_bf16(image.bf16() ? K * kBlock : 0);
         ChannelNormExtras block = extras;
         block.add = update.data();
+        // With next: the block's normalised tokens and the same plus pe, [C, n] each.
+        Tensor next_x, next_x_pe;
+        Bf16 next_bf16;
+        if (next && image.bf16()) {
+            next_bf16.resize(2 * C * kBlock);
+            block.x_bf16 = next_bf16.data();
+            block.x_pe_bf16 = next_bf16.data() + C * kBlock;
+        } else if (next) {
+            next_x = Tensor({C, kBlock});
+            next_x_pe = Tensor({C, kBlock});
+            block.x_pe = &next_x_pe;
+        }
 #pragma omp for schedule(static)
         for (int64_t b = 0; b < blocks; ++b) {
             const int64_t p0 = b * kBlock, n = std::min(kBlock, HW - p0);
@@ -625,8 +737,18 @@ ImageTokens::Update update_image(const Attention& a, const Tensor& v, int heads,
                          HW, 1.0f, update.data(), n);
             }
             block.add_ld = n;
-            layer_norm_channels_block(x, C, HW, p0, n, norm.w.data(), norm.b.data(), kLayerNormEps,
-                                      block);
+            if (!next) {
+                layer_norm_channels_block(x, C, HW, p0, n, norm.w.data(), norm.b.data(),
+                                          kLayerNormEps, block);
+                continue;
+            }
+            block.out_ld = n;
+            layer_norm_channels_block(image.bf16() ? nullptr : next_x.data(), C, HW, p0, n,
+                                      norm.w.data(), norm.b.data(), kLayerNormEps, block);
+            if (image.bf16())
+                next->add(b, n, block.x_bf16, block.x_pe_bf16);
+            else
+                next->add(b, n, next_x.data(), next_x_pe.data());
         }
     });
     return u;
@@ -724,6 +846,11 @@ Tensor two_way_transformer(const SamDecoderWeights& w, int heads, const Tensor& 
         mask ? std::optional<MaskTerm>({*mask, w.mask_conv3, w.mask_layer0}) : std::nullopt;
     const MaskTerm* const m = mask_term ? &*mask_term : nullptr;
     Tensor queries = tokens;
+    // The final attention is the tokens' only: each token attends to the image on its own, so
+    // the tokens nobody reads (the prompts', the unused masks') are left out. A 5-point click
+    // asking for one mask attends with 2 of its 11 tokens. It reads the last layer's image
+    // tokens as that layer's update makes them.
+    std::optional<TokensToImageBlocks> final_attn;
     for (size_t i = 0; i < w.layers.size(); ++i) {
         const TwoWayLayer& l = w.layers[i];
         if (i == 0) {  // the first layer replaces the tokens: no positional encoding, no residual
@@ -745,23 +872,25 @@ Tensor two_way_transformer(const SamDecoderWeights& w, int heads, const Tensor& 
         // here.
         const Attention& a = l.image_to_token;
         const Tensor k = a.k(plus(queries, tokens)), v = a.v(queries);  // [T, D]
+        if (i + 1 == w.layers.size())
+            final_attn.emplace(w.final_attn,
+                               plus(gather_rows(queries, read), gather_rows(tokens, read)), heads,
+                               image);
+        TokensToImageBlocks* const next = final_attn ? &*final_attn : nullptr;
         if (i == 0) {
             Tensor bias = a.out.b;
             add_(bias, mask ? w.mask_conv3.b : w.no_mask);
             image.updates.push_back(update_image(
                 a, v, heads, projected_image_scores(a, prepared.layer0_queries, k, heads, m),
-                nullptr, prepared.image_embed.data(), bias, l.norm4, dense_pe, m, image));
+                nullptr, prepared.image_embed.data(), bias, l.norm4, dense_pe, m, image, next));
         } else {
             image.updates.push_back(update_image(a, v, heads, Tensor(),
                                                  raw_image_scores(a, k, heads, image), nullptr,
-                                                 a.out.b, l.norm4, dense_pe, nullptr, image));
+                                                 a.out.b, l.norm4, dense_pe, nullptr, image, next));
         }
     }
-    // The final attention is the tokens' only: each token attends to the image on its own, so
-    // the tokens nobody reads (the prompts', the unused masks') are left out. A 5-point click
-    // asking for one mask attends with 2 of its 11 tokens.
     Tensor out = gather_rows(queries, read);
-    add_(out, tokens_to_image(w.final_attn, plus(out, gather_rows(tokens, read)), image, heads));
+    add_(out, final_attn->finish());
     layer_norm(out, w.final_norm.w, w.final_norm.b, kLayerNormEps);
     return out;
 }
