@@ -17,6 +17,7 @@
 #include "service/mask_frame.h"
 #include "service/mask_polygon.h"
 #include "service/multipart.h"
+#include "service/spliced_json.h"
 #include "store/crypto.h"
 
 namespace splitseg {
@@ -194,8 +195,9 @@ double ms_since(std::chrono::steady_clock::time_point start) {
 }
 
 // "binary": each mask's frame is appended to `frames` (sequence 0, stamped when sent) and the
-// mask's JSON names its index there.
-json masks_json(const Masks& masks, const OutputOptions& out, std::vector<std::string>* frames) {
+// mask's JSON names its index there. "rle": the counts are held by `strings`.
+json masks_json(const Masks& masks, const OutputOptions& out, std::vector<std::string>* frames,
+                SplicedJson& strings) {
     json list = json::array();
     const size_t plane = static_cast<size_t>(masks.width) * masks.height;
     for (int i = 0; i < masks.count(); ++i) {
@@ -205,7 +207,8 @@ json masks_json(const Masks& masks, const OutputOptions& out, std::vector<std::s
         if (out.format == "rle") {
             m["rle"] = {
                 {"size", {masks.height, masks.width}},
-                {"counts", coco_rle_string(coco_rle_counts(mask, masks.width, masks.height))}};
+                {"counts",
+                 strings.hold(coco_rle_string(coco_rle_counts(mask, masks.width, masks.height)))}};
         } else if (out.format == "polygon") {
             // COCO-style outer outlines, and per outline the rings of its holes.
             json outers = json::array(), holes = json::array();
@@ -252,7 +255,7 @@ struct RunningCount {
 json decode_masks(const Segmenter& model, const DecoderImage& decoder, const ImageGeometry& geom,
                   const Prompts& prompts, const OutputOptions& out, RequestMetrics& metrics,
                   std::atomic<int>& decodes_running, int lone_threads, Masks* masks,
-                  std::vector<std::string>* frames) {
+                  std::vector<std::string>* frames, SplicedJson& strings) {
     {
         const RunningCount running(decodes_running);
         const ThreadCap cap(running.others > 0 ? 1
@@ -263,15 +266,17 @@ json decode_masks(const Segmenter& model, const DecoderImage& decoder, const Ima
     metrics.observe_stage("decoder", masks->decoder_ms);
     metrics.observe_stage("upscale", masks->upscale_ms);
     const auto start = std::chrono::steady_clock::now();
-    json result = masks_json(*masks, out, frames);
+    json result = masks_json(*masks, out, frames, strings);
     metrics.observe_stage("mask_encoding", ms_since(start));
     return result;
 }
 
 // The response for a decode, with its total latency; its serialisation is a stage of its own.
-Response timed_json_response(const json& body, RequestMetrics& metrics) {
+Response timed_json_response(const json& body, const SplicedJson& strings,
+                             RequestMetrics& metrics) {
     const auto start = std::chrono::steady_clock::now();
-    Response r = json_response(200, body);
+    Response r = json_response(200, json());
+    r.body = strings.dump(body);
     metrics.observe_stage("json", ms_since(start));
     return r;
 }
@@ -933,10 +938,11 @@ Response Api::infer(Context& c) {
     const OutputOptions out = parse_output(body, false);
     auto image = prepared(c.tenant, id);
     Masks masks;
+    SplicedJson strings;
     json result = decode_masks(require_model(), image->decoder, image->geom, prompts, out, metrics_,
-                               decodes_running_, options_.decode_threads, &masks, nullptr);
+                               decodes_running_, options_.decode_threads, &masks, nullptr, strings);
     result["latency_ms"] = ms_since(start);
-    return timed_json_response(result, metrics_);
+    return timed_json_response(result, strings, metrics_);
 }
 
 std::shared_ptr<Session> Api::session_for(Context& c) {
@@ -1028,14 +1034,16 @@ Response Api::add_prompts(Context& c) {
     }
     auto image = prepared(c.tenant, session->image_id);
     Masks masks;
-    json result = decode_masks(require_model(), image->decoder, image->geom, prompts, out, metrics_,
-                               decodes_running_, options_.decode_threads, &masks, &step.frames);
+    SplicedJson strings;
+    json result =
+        decode_masks(require_model(), image->decoder, image->geom, prompts, out, metrics_,
+                     decodes_running_, options_.decode_threads, &masks, &step.frames, strings);
     const int64_t plane = 256 * 256;
     step.best_low_res =
         Tensor::from({1, 256, 256}, masks.low_res_logits.data() + plane * masks.best());
     result["steps"] = session->steps.size() + 1;
     result["latency_ms"] = ms_since(start);
-    Response response = timed_json_response(result, metrics_);
+    Response response = timed_json_response(result, strings, metrics_);
     step.result = response.body;
     if (c.frames) *c.frames = step.frames;
     session->steps.push_back(std::move(step));
@@ -1057,7 +1065,9 @@ Response Api::undo(Context& c) {
         // part, which names the frames).
         const SessionStep& restored = session->steps.back();
         r.body.pop_back();  // the closing brace
-        r.body += ",\"result\":" + restored.result + "}";
+        r.body += ",\"result\":";
+        r.body += restored.result;
+        r.body += '}';
         if (c.frames) *c.frames = restored.frames;
     }
     return r;
@@ -1120,7 +1130,9 @@ Api::SocketReply Api::session_message(const Request& upgrade, const std::string&
     // and re-serialise a body that holds the masks.
     out.text = reply.dump();
     out.text.pop_back();  // the closing brace
-    out.text += ",\"body\":" + (r.body.empty() ? std::string("null") : r.body) + "}";
+    out.text += ",\"body\":";
+    out.text += r.body.empty() ? std::string_view("null") : std::string_view(r.body);
+    out.text += '}';
     return out;
 }
 
