@@ -8,8 +8,8 @@
 # The figure compared is CPU a message under two servers' contention, not the load test's own
 # latency (run build/bench_load for that).
 set -euo pipefail
+a=$(realpath "$1") b=$(realpath "$2") model=$(realpath "$3") rounds=${4:-6} clients=${5:-16}
 cd "$(dirname "$0")/../.."
-a=$1 b=$2 model=$3 rounds=${4:-6} clients=${5:-16}
 out=$(mktemp -d "${TMPDIR:-/tmp}/splitseg-twin.XXXXXX")
 trap 'rm -rf "$out"' EXIT
 run() {  # label binary
