@@ -585,19 +585,22 @@ class TokensToImageBlocks {
     void add(int64_t b, int64_t n, const T* x, const T* x_pe) {
         static thread_local std::vector<float> scores;
         static thread_local Bf16 p_bf16;
+        constexpr bool bf16 = std::is_same_v<T, uint16_t>;
         scores.resize(HT_ * n);
-        float* const px = px_.data() + b * HT_ * C_;
-        float *const mx = max_.data() + b * HT_, *const inv_sum = inv_sum_.data() + b * HT_;
-        if constexpr (std::is_same_v<T, uint16_t>) {
-            block_product(false, HT_, n, C_, qk_bf16_.data(), x_pe, scores.data());
-            p_bf16.resize(HT_ * n);
-            softmax_numerators(scores.data(), HT_, n, inv_sum, p_bf16.data(), mx);
-            block_product(true, HT_, C_, n, p_bf16.data(), x, px);
+        p_bf16.resize(bf16 ? HT_ * n : 0);
+        const T* qk;
+        const T* p;  // the numerators: in place in f32, rounded into p_bf16 in bf16
+        if constexpr (bf16) {
+            qk = qk_bf16_.data();
+            p = p_bf16.data();
         } else {
-            block_product(false, HT_, n, C_, qk_.data(), x_pe, scores.data());
-            softmax_numerators(scores.data(), HT_, n, inv_sum, nullptr, mx);
-            block_product(true, HT_, C_, n, scores.data(), x, px);
+            qk = qk_.data();
+            p = scores.data();
         }
+        block_product(false, HT_, n, C_, qk, x_pe, scores.data());
+        softmax_numerators(scores.data(), HT_, n, inv_sum_.data() + b * HT_,
+                           bf16 ? p_bf16.data() : nullptr, max_.data() + b * HT_);
+        block_product(true, HT_, C_, n, p, x, px_.data() + b * HT_ * C_);
     }
 
     // The attention's output [T, C], once every block was added.
@@ -711,6 +714,7 @@ ImageTokens::Update update_image(const Attention& a, const Tensor& v, int heads,
             next_x_pe = Tensor({C, kBlock});
             block.x_pe = &next_x_pe;
         }
+        float* const out_x = next ? (image.bf16() ? nullptr : next_x.data()) : x;
 #pragma omp for schedule(static)
         for (int64_t b = 0; b < blocks; ++b) {
             const int64_t p0 = b * kBlock, n = std::min(kBlock, HW - p0);
@@ -737,18 +741,11 @@ ImageTokens::Update update_image(const Attention& a, const Tensor& v, int heads,
                          HW, 1.0f, update.data(), n);
             }
             block.add_ld = n;
-            if (!next) {
-                layer_norm_channels_block(x, C, HW, p0, n, norm.w.data(), norm.b.data(),
-                                          kLayerNormEps, block);
-                continue;
-            }
-            block.out_ld = n;
-            layer_norm_channels_block(image.bf16() ? nullptr : next_x.data(), C, HW, p0, n,
-                                      norm.w.data(), norm.b.data(), kLayerNormEps, block);
-            if (image.bf16())
-                next->add(b, n, block.x_bf16, block.x_pe_bf16);
-            else
-                next->add(b, n, next_x.data(), next_x_pe.data());
+            block.out_ld = next ? n : 0;
+            layer_norm_channels_block(out_x, C, HW, p0, n, norm.w.data(), norm.b.data(),
+                                      kLayerNormEps, block);
+            if (next && image.bf16()) next->add(b, n, block.x_bf16, block.x_pe_bf16);
+            if (next && !image.bf16()) next->add(b, n, next_x.data(), next_x_pe.data());
         }
     });
     return u;
