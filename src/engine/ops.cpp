@@ -753,7 +753,7 @@ static void softmax_numerators_row(float* row, int64_t cols, float* inv_sum, uin
     for (; c + 16 <= cols; c += 16) mx = _mm512_max_ps(mx, _mm512_loadu_ps(row + c));
     const __mmask16 tail = static_cast<__mmask16>((1u << (cols - c)) - 1);
     mx = _mm512_mask_max_ps(mx, tail, mx, _mm512_maskz_loadu_ps(tail, row + c));
-    const float m = lanes_max(mx);
+    const float m = row_max ? std::max(*row_max, lanes_max(mx)) : lanes_max(mx);
     if (row_max) *row_max = m;
     __m512 sum = _mm512_setzero_ps();
     if (out) {
@@ -816,7 +816,7 @@ void softmax_numerators(float* x, int64_t rows, int64_t cols, float* inv_sum, ui
         float mx = row[0];
 #pragma omp simd reduction(max : mx)
         for (int64_t c = 1; c < cols; ++c) mx = row[c] > mx ? row[c] : mx;  // std::max: scalar
-        if (row_max) row_max[r] = mx;
+        if (row_max) row_max[r] = mx = std::max(row_max[r], mx);
         float sum = 0.0f;
         if (bf16) {
             uint16_t* out = bf16 + r * cols;

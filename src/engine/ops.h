@@ -177,7 +177,9 @@ void softmax_rows(float* x, int64_t rows, int64_t cols);  // in place, numerical
 // softmax before the normalising scale, which attention applies to its narrower output instead.
 // With bf16 given, the numerators go there instead, rounded to bfloat16 (x keeps its scores),
 // and the AVX-512 path computes them (and inv_sum) only to that precision (1e-4 relative).
-// row_max, when given, gets each row's max (what the numerators are relative to).
+// row_max, when given, holds a floor for each row's max (-inf for none) and gets the max the
+// numerators are relative to: the floor or the row's max, the larger (flash attention's running
+// max). Numerators under e^-60 of it are 0, so with a floor a row's may all be (inv_sum is inf).
 void softmax_numerators(float* x, int64_t rows, int64_t cols, float* inv_sum,
                         uint16_t* bf16 = nullptr, float* row_max = nullptr);
 // softmax_numerators, bf16 out, of one row of scores over an S x S grid of keys with a separable

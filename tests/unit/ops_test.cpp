@@ -26,8 +26,8 @@ TEST(Softmax, NumeratorsMatchExpInEveryRowLength) {
         const int64_t rows = 3;
         std::vector<float> x(rows * cols);
         for (float& v : x) v = normal(rng);
-        std::vector<float> in_place = x, inv_sum(rows), inv_sum_bf16(rows), max(rows, 0.0f),
-                           max_bf16(rows, 0.0f);
+        std::vector<float> in_place = x, inv_sum(rows), inv_sum_bf16(rows), max(rows, -INFINITY),
+                           max_bf16(rows, -INFINITY);
         std::vector<uint16_t> rounded(rows * cols);
         std::vector<float> scores = x;
         softmax_numerators(in_place.data(), rows, cols, inv_sum.data(), nullptr, max.data());
@@ -48,6 +48,41 @@ TEST(Softmax, NumeratorsMatchExpInEveryRowLength) {
             }
             EXPECT_NEAR(inv_sum[r], 1.0 / sum, 2e-6 / sum);
             EXPECT_NEAR(inv_sum_bf16[r], 1.0 / sum, 1.2e-4 / sum);
+        }
+    }
+}
+
+// With a floor for the max (flash attention's running max): a row whose max is below it gets
+// numerators relative to the floor and reports the floor; a row above it is as without one; a row
+// far below it underflows to zeros (inv_sum inf). f32 and bf16 out alike.
+TEST(Softmax, NumeratorsAgainstAFloorForTheMax) {
+    const int64_t cols = 40;
+    std::vector<float> x(3 * cols);
+    for (int64_t c = 0; c < cols; ++c) {
+        x[c] = 0.1f * static_cast<float>(c % 7);             // max 0.6, floor 2
+        x[cols + c] = 3.0f - 0.05f * static_cast<float>(c);  // max 3, floor 1
+        x[2 * cols + c] = -100.0f;                           // floor 0
+    }
+    const std::vector<float> floor = {2.0f, 1.0f, 0.0f}, want_max = {2.0f, 3.0f, 0.0f};
+    for (bool bf16 : {false, true}) {
+        SCOPED_TRACE(bf16 ? "bf16" : "f32");
+        std::vector<float> scores = x, max = floor, inv_sum(3);
+        std::vector<uint16_t> rounded(x.size());
+        softmax_numerators(scores.data(), 3, cols, inv_sum.data(), bf16 ? rounded.data() : nullptr,
+                           max.data());
+        for (int64_t r = 0; r < 3; ++r) {
+            EXPECT_EQ(max[r], want_max[r]);
+            double sum = 0;
+            for (int64_t c = 0; c < cols; ++c) {
+                const double want = r == 2 ? 0.0 : std::exp(x[r * cols + c] - want_max[r]);
+                const float got = bf16 ? bf16_to_f32(rounded[r * cols + c]) : scores[r * cols + c];
+                EXPECT_NEAR(got, want, 4e-3 * want + 1e-30) << "row " << r << " column " << c;
+                sum += want;
+            }
+            if (r == 2)
+                EXPECT_TRUE(std::isinf(inv_sum[r]));
+            else
+                EXPECT_NEAR(inv_sum[r], 1.0 / sum, 1.2e-4 / sum);
         }
     }
 }

@@ -307,9 +307,9 @@ void fill_rows(float* x, int64_t rows, int64_t cols, const float* row) {
     for (int64_t r = 0; r < rows; ++r) std::memcpy(x + r * cols, row, cols * sizeof(float));
 }
 
-// The short, wide products of the image side (M ~ 50-250 rows and N = 4096 columns, or N = 256
-// over K = 4096) with the columns split across the threads: the libraries parallelise these
-// shapes poorly. product(n0, n) computes columns [n0, n0 + n).
+// The short, wide products of the image side (M ~ 100-250 rows, N = 4096 columns: the per-image
+// projections) with the columns split across the threads: the libraries parallelise these shapes
+// poorly. product(n0, n) computes columns [n0, n0 + n).
 template <class Product>
 void split_columns(int64_t N, const Product& product) {
     parallel_region(true, [&] {
@@ -326,15 +326,6 @@ void gemm_wide(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, floa
     split_columns(N, [&](int64_t n0, int64_t n) {
         gemm(trans_a, trans_b, M, n, K, alpha, A, lda, B + (trans_b ? n0 * ldb : n0), ldb, beta,
              C + n0, ldc);
-    });
-}
-
-void gemm_wide_bf16(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const uint16_t* A,
-                    int64_t lda, const uint16_t* B, int64_t ldb, float beta, float* C,
-                    int64_t ldc) {
-    split_columns(N, [&](int64_t n0, int64_t n) {
-        gemm_bf16(trans_a, trans_b, M, n, K, A, lda, B + (trans_b ? n0 * ldb : n0), ldb, beta,
-                  C + n0, ldc);
     });
 }
 
@@ -519,53 +510,28 @@ Tensor output_from_image_sums(const Attention& a, const Tensor& px, int heads) {
     return a.out(o);
 }
 
-// queries [T, C] (positional encoding added) attend to the image tokens -> [T, C].
-Tensor tokens_to_image(const Attention& a, const Tensor& queries, const ImageTokens& image,
-                       int heads) {
-    const Tensor qk = image_key_queries(a, a.q(queries), heads);
-    const int64_t HT = qk.dim(0), C = image.C, HW = image.HW;
-    Tensor p({HT, HW});
-    Tensor px({HT, C});
-    if (image.bf16()) {  // softmax numerators in bf16 into the second product, then 1 / sum
-        gemm_wide_bf16(false, false, HT, HW, C, rounded(qk).data(), C, image.keys_pe_bf16.data(),
-                       HW, 0.0f, p.data(), HW);
-        std::vector<float> inv_sum(HT);
-        Bf16 p_bf16(p.numel());
-        softmax_numerators(p.data(), HT, HW, inv_sum.data(), p_bf16.data());
-        gemm_wide_bf16(false, true, HT, C, HW, p_bf16.data(), HW, image.keys_bf16.data(), HW, 0.0f,
-                       px.data(), C);
-        for (int64_t r = 0; r < HT; ++r)
-            for (int64_t c = 0; c < C; ++c) px[r * C + c] *= inv_sum[r];
-    } else {
-        gemm_wide(false, false, HT, HW, C, 1.0f, qk.data(), C, image.keys_pe.data(), HW, 0.0f,
-                  p.data(), HW);
-        softmax_rows(p.data(), HT, HW);
-        gemm_wide(false, true, HT, C, HW, 1.0f, p.data(), HW, image.keys.data(), HW, 0.0f,
-                  px.data(), C);
-    }
-    return output_from_image_sums(a, px, heads);
-}
-
 // Pixels per block of the image updates: the update [C, 256] f32 (256 KB, C = 256) stays in L2
 // for the normalisation.
 constexpr int64_t kImageBlock = 256;
 
 // A dense product of a block, C [M, N] = A [M, K] op(B), op(B) = B [K, N] or B^T for B [N, K].
 void block_product(bool trans_b, int64_t M, int64_t N, int64_t K, const float* A, const float* B,
-                   float* C) {
-    gemm(false, trans_b, M, N, K, 1.0f, A, K, B, trans_b ? K : N, 0.0f, C, N);
+                   float* C, float beta = 0.0f) {
+    gemm(false, trans_b, M, N, K, 1.0f, A, K, B, trans_b ? K : N, beta, C, N);
 }
 void block_product(bool trans_b, int64_t M, int64_t N, int64_t K, const uint16_t* A,
-                   const uint16_t* B, float* C) {
-    gemm_bf16(false, trans_b, M, N, K, A, K, B, trans_b ? K : N, 0.0f, C, N);
+                   const uint16_t* B, float* C, float beta = 0.0f) {
+    gemm_bf16(false, trans_b, M, N, K, A, K, B, trans_b ? K : N, beta, C, N);
 }
 
-// tokens_to_image one block of pixels at a time, as an image update makes the blocks: the final
-// attention reads the last layer's image tokens only, so that layer's update hands it each
-// normalised block while it is in cache and the tokens are never stored (8 MB a click less to
-// write and read back in bf16). Each block's softmax runs against the block's own maximum, and
-// finish() rescales the blocks' sums to the overall one (flash attention's order). The blocks
-// may come in any order, from any thread.
+// Tokens (queries [T, C], positional encoding added) attend to the image tokens, one block of
+// pixels at a time as an image update makes the blocks: the update hands over each normalised
+// block while it is in cache, so the attention reads no stored image, and after the last layer
+// the tokens are never stored (8 MB a click less to write and read back in bf16). Flash
+// attention's order: each thread keeps the numerators times x^T [heads*T, C] and their sums
+// against a running max per row, rescaled when a block raises it, and finish() brings the
+// threads' sums to the overall max. A thread's blocks come in the order of a static schedule, so
+// a decode's result depends on its thread count only.
 class TokensToImageBlocks {
   public:
     TokensToImageBlocks(const Attention& a, const Tensor& queries, int heads,
@@ -576,46 +542,60 @@ class TokensToImageBlocks {
           qk_bf16_(image.bf16() ? rounded(qk_) : Bf16()),
           HT_(qk_.dim(0)),
           C_(image.C),
-          max_({(image.HW + kImageBlock - 1) / kImageBlock, HT_}),
-          inv_sum_(max_.shape()),
-          px_({max_.dim(0), HT_, C_}) {}
+          sums_(std::max(1, omp_get_max_threads())) {}
 
-    // Block b of n pixels: the image tokens x and x + pe, [C, n] each, in bf16 when the image is.
+    // A block of n pixels: the image tokens x and x + pe, [C, n] each, in bf16 when the image is.
     template <class T>
-    void add(int64_t b, int64_t n, const T* x, const T* x_pe) {
-        static thread_local std::vector<float> scores;
-        static thread_local Bf16 p_bf16;
+    void add(int64_t n, const T* x, const T* x_pe) {
+        Sums& s = sums_[omp_get_thread_num()];
+        if (s.px.numel() == 0) {
+            s.px = Tensor::zeros({HT_, C_});
+            s.max.assign(HT_, -INFINITY);
+            s.sum.assign(HT_, 0.0f);
+        }
         constexpr bool bf16 = std::is_same_v<T, uint16_t>;
-        scores.resize(HT_ * n);
-        p_bf16.resize(bf16 ? HT_ * n : 0);
+        s.scores.resize(HT_ * n);
+        s.p_bf16.resize(bf16 ? HT_ * n : 0);
         const T* qk;
         const T* p;  // the numerators: in place in f32, rounded into p_bf16 in bf16
         if constexpr (bf16) {
             qk = qk_bf16_.data();
-            p = p_bf16.data();
+            p = s.p_bf16.data();
         } else {
             qk = qk_.data();
-            p = scores.data();
+            p = s.scores.data();
         }
-        block_product(false, HT_, n, C_, qk, x_pe, scores.data());
-        softmax_numerators(scores.data(), HT_, n, inv_sum_.data() + b * HT_,
-                           bf16 ? p_bf16.data() : nullptr, max_.data() + b * HT_);
-        block_product(true, HT_, C_, n, p, x, px_.data() + b * HT_ * C_);
+        block_product(false, HT_, n, C_, qk, x_pe, s.scores.data());
+        s.previous_max = s.max;
+        s.inv_sum.resize(HT_);
+        softmax_numerators(s.scores.data(), HT_, n, s.inv_sum.data(),
+                           bf16 ? s.p_bf16.data() : nullptr, s.max.data());
+        for (int64_t r = 0; r < HT_; ++r) {
+            if (s.max[r] > s.previous_max[r]) {  // the sums so far, to the raised max
+                const float k = std::exp(s.previous_max[r] - s.max[r]);
+                float* row = s.px.data() + r * C_;
+                for (int64_t c = 0; c < C_; ++c) row[c] *= k;
+                s.sum[r] *= k;
+            }
+            s.sum[r] += 1.0f / s.inv_sum[r];  // 1 / inf = 0 when every numerator underflowed
+        }
+        block_product(true, HT_, C_, n, p, x, s.px.data(), 1.0f);
     }
 
     // The attention's output [T, C], once every block was added.
     Tensor finish() const {
-        const int64_t blocks = max_.dim(0);
         Tensor px = Tensor::zeros({HT_, C_});
         for (int64_t r = 0; r < HT_; ++r) {
             float top = -INFINITY, sum = 0.0f;
-            for (int64_t b = 0; b < blocks; ++b) top = std::max(top, max_[b * HT_ + r]);
+            for (const Sums& s : sums_)
+                if (!s.max.empty()) top = std::max(top, s.max[r]);
             float* const row = px.data() + r * C_;
-            for (int64_t b = 0; b < blocks; ++b) {
-                const float scale = std::exp(max_[b * HT_ + r] - top);
-                sum += scale / inv_sum_[b * HT_ + r];
-                const float* block = px_.data() + (b * HT_ + r) * C_;
-                for (int64_t c = 0; c < C_; ++c) row[c] += scale * block[c];
+            for (const Sums& s : sums_) {
+                if (s.max.empty()) continue;
+                const float k = std::exp(s.max[r] - top);
+                sum += k * s.sum[r];
+                const float* part = s.px.data() + r * C_;
+                for (int64_t c = 0; c < C_; ++c) row[c] += k * part[c];
             }
             for (int64_t c = 0; c < C_; ++c) row[c] /= sum;
         }
@@ -623,14 +603,26 @@ class TokensToImageBlocks {
     }
 
   private:
+    // One thread's sums, and its scratch for a block.
+    struct Sums {
+        Tensor px;                    // the numerators times x^T [heads*T, C]
+        std::vector<float> max, sum;  // per row: the running max, the numerators' sum
+        std::vector<float> previous_max, inv_sum, scores;
+        Bf16 p_bf16;
+    };
     const Attention& a_;
     int heads_;
     Tensor qk_;  // scale * q_h Wk_h [heads*T, C]
     Bf16 qk_bf16_;
     int64_t HT_, C_;
-    Tensor max_, inv_sum_;  // per block and row: the scores' max, 1 / the numerators' sum
-    Tensor px_;             // per block: the numerators times the block's x^T [heads*T, C]
+    std::vector<Sums> sums_;  // per OpenMP thread
 };
+
+// A dense block [C, n] into the image [C, HW] from the block's first pixel on.
+template <class T>
+void store_block(const T* block, int64_t C, int64_t n, T* image, int64_t HW) {
+    for (int64_t c = 0; c < C; ++c) std::memcpy(image + c * HW, block + c * n, n * sizeof(T));
+}
 
 // Scores of the image's attention to the tokens for the pixels [p0, p0 + n): [heads*T, n] (row
 // stride n), before the softmax over each head's T tokens.
@@ -646,14 +638,15 @@ using BlockScores = std::function<void(int64_t p0, int64_t n, float* scores)>;
 // stays in L2 from the product that makes it to the normalisation that adds it: the image is read
 // once and written once. The scores come per block from `scores`, or when it is empty, are in p_all
 // [heads*T, HW]. A mask prompt (layer 0) adds M f to the update, its bias being in `bias`.
-// With `next` (the last layer: the final attention), the image is not written: each normalised
-// block goes to next instead.
+// Each normalised block goes to `next` (the next layer's token->image attention, or the final
+// attention) while it is in cache, and into the image tokens when `keep` (the next layer's
+// image->token attention reads them; after the last layer nothing does).
 // Returns what the folded first upscaling reads: vo, P [heads*T, HW] and the pixel statistics.
 ImageTokens::Update update_image(const Attention& a, const Tensor& v, int heads, Tensor p_all,
                                  const BlockScores& scores, const float* keys_in,
                                  const Tensor& bias, const Norm& norm, const Tensor& dense_pe,
                                  const MaskTerm* mask, ImageTokens& image,
-                                 TokensToImageBlocks* next) {
+                                 TokensToImageBlocks& next, bool keep) {
     const int64_t T = v.dim(0), D = v.dim(1), d = D / heads, HT = heads * T;
     const int64_t C = image.C, HW = image.HW;
     if (scores) p_all = Tensor({HT, HW});
@@ -679,18 +672,12 @@ ImageTokens::Update update_image(const Attention& a, const Tensor& v, int heads,
         vo_t_bf16 = rounded(left);
     }
     ChannelNormExtras extras{.pe = &dense_pe, .mean = u.mean.data(), .inv_std = u.inv_std.data()};
-    if (image.bf16()) {  // the products read the bf16 copies only
-        extras.x_bf16 = image.keys_bf16.data();
-        extras.x_pe_bf16 = image.keys_pe_bf16.data();
-        extras.pe_bf16 = image.dense_pe_bf16;
-    } else if (!next) {
-        if (image.keys_pe.numel() != image.keys.numel()) image.keys_pe = Tensor(image.keys.shape());
-        extras.x_pe = &image.keys_pe;
-    }
+    if (image.bf16()) extras.pe_bf16 = image.dense_pe_bf16;  // the products read bf16 only
     extras.src = keys_in;
     if (!keys_in && image.bf16()) extras.src_bf16 = image.keys_bf16.data();
-    if (!keys_in && !image.bf16() && next) extras.src = image.keys.data();
-    float* const x = image.bf16() ? nullptr : image.keys.data();
+    if (!keys_in && !image.bf16()) extras.src = image.keys.data();
+    if (keep && !image.bf16() && image.keys_pe.numel() != image.keys.numel())
+        image.keys_pe = Tensor(image.keys.shape());
     extras.add_first = bias.data();
     // Blocks of kImageBlock pixels, and the products write dense blocks, for which oneDNN takes
     // its AMX kernels (for a block of the [C, HW] image, ldc = HW, it took a kernel 2-3 times
@@ -702,19 +689,18 @@ ImageTokens::Update update_image(const Attention& a, const Tensor& v, int heads,
         Bf16 p_bf16(image.bf16() ? K * kBlock : 0);
         ChannelNormExtras block = extras;
         block.add = update.data();
-        // With next: the block's normalised tokens and the same plus pe, [C, n] each.
-        Tensor next_x, next_x_pe;
-        Bf16 next_bf16;
-        if (next && image.bf16()) {
-            next_bf16.resize(2 * C * kBlock);
-            block.x_bf16 = next_bf16.data();
-            block.x_pe_bf16 = next_bf16.data() + C * kBlock;
-        } else if (next) {
-            next_x = Tensor({C, kBlock});
-            next_x_pe = Tensor({C, kBlock});
-            block.x_pe = &next_x_pe;
+        // The block's normalised tokens and the same plus pe, [C, n] each (bf16: both in out_bf16).
+        Tensor out_x, out_x_pe;
+        Bf16 out_bf16;
+        if (image.bf16()) {
+            out_bf16.resize(2 * C * kBlock);
+            block.x_bf16 = out_bf16.data();
+            block.x_pe_bf16 = out_bf16.data() + C * kBlock;
+        } else {
+            out_x = Tensor({C, kBlock});
+            out_x_pe = Tensor({C, kBlock});
+            block.x_pe = &out_x_pe;
         }
-        float* const out_x = next ? (image.bf16() ? nullptr : next_x.data()) : x;
 #pragma omp for schedule(static)
         for (int64_t b = 0; b < blocks; ++b) {
             const int64_t p0 = b * kBlock, n = std::min(kBlock, HW - p0);
@@ -741,11 +727,22 @@ ImageTokens::Update update_image(const Attention& a, const Tensor& v, int heads,
                          HW, 1.0f, update.data(), n);
             }
             block.add_ld = n;
-            block.out_ld = next ? n : 0;
-            layer_norm_channels_block(out_x, C, HW, p0, n, norm.w.data(), norm.b.data(),
-                                      kLayerNormEps, block);
-            if (next && image.bf16()) next->add(b, n, block.x_bf16, block.x_pe_bf16);
-            if (next && !image.bf16()) next->add(b, n, next_x.data(), next_x_pe.data());
+            block.out_ld = n;
+            layer_norm_channels_block(image.bf16() ? nullptr : out_x.data(), C, HW, p0, n,
+                                      norm.w.data(), norm.b.data(), kLayerNormEps, block);
+            if (image.bf16()) {
+                next.add(n, block.x_bf16, block.x_pe_bf16);
+                if (keep) {
+                    store_block(block.x_bf16, C, n, image.keys_bf16.data() + p0, HW);
+                    store_block(block.x_pe_bf16, C, n, image.keys_pe_bf16.data() + p0, HW);
+                }
+            } else {
+                next.add(n, out_x.data(), out_x_pe.data());
+                if (keep) {
+                    store_block(out_x.data(), C, n, image.keys.data() + p0, HW);
+                    store_block(out_x_pe.data(), C, n, image.keys_pe.data() + p0, HW);
+                }
+            }
         }
     });
     return u;
@@ -836,58 +833,71 @@ Layer0Projections project_layer0(const TwoWayLayer& l, const Tensor& keys, const
 // output tokens that decode reads); image is updated. Layer 0 reads the image's prepared
 // projections (prepared), with a mask prompt's features [Cm, HW] (or null) as a term of their
 // rank; the later layers read the image tokens.
+// A layer's update of the image hands each normalised block, while it is in cache, to what reads
+// the image next: the next layer's token->image attention (its queries depend on the tokens only,
+// so that layer's self-attention runs before the update), or after the last layer the final
+// attention. The image tokens are stored only for the next layer's image->token attention.
 Tensor two_way_transformer(const SamDecoderWeights& w, int heads, const Tensor& tokens,
                            const std::vector<int64_t>& read, const DecoderImage& prepared,
                            const Tensor* mask, const Tensor& dense_pe, ImageTokens& image) {
     const std::optional<MaskTerm> mask_term =
         mask ? std::optional<MaskTerm>({*mask, w.mask_conv3, w.mask_layer0}) : std::nullopt;
     const MaskTerm* const m = mask_term ? &*mask_term : nullptr;
-    Tensor queries = tokens;
-    // The final attention is the tokens' only: each token attends to the image on its own, so
-    // the tokens nobody reads (the prompts', the unused masks') are left out. A 5-point click
-    // asking for one mask attends with 2 of its 11 tokens. It reads the last layer's image
-    // tokens as that layer's update makes them.
-    std::optional<TokensToImageBlocks> final_attn;
+    // Layer 0's self-attention replaces the tokens (no positional encoding, no residual), and its
+    // token->image attention reads the prepared projections.
+    const TwoWayLayer& l0 = w.layers.front();
+    Tensor queries = self_attention(l0.self_attn, tokens, tokens, heads);
+    layer_norm(queries, l0.norm1.w, l0.norm1.b, kLayerNormEps);
+    add_(queries,
+         tokens_to_projected_image(l0.token_to_image, plus(queries, tokens), prepared.layer0_keys,
+                                   prepared.layer0_values, heads, m));
+    Tensor out;
     for (size_t i = 0; i < w.layers.size(); ++i) {
         const TwoWayLayer& l = w.layers[i];
-        if (i == 0) {  // the first layer replaces the tokens: no positional encoding, no residual
-            queries = self_attention(l.self_attn, queries, queries, heads);
-        } else {
-            add_(queries, self_attention(l.self_attn, plus(queries, tokens), queries, heads));
-        }
-        layer_norm(queries, l.norm1.w, l.norm1.b, kLayerNormEps);
-        add_(queries,
-             i == 0
-                 ? tokens_to_projected_image(l.token_to_image, plus(queries, tokens),
-                                             prepared.layer0_keys, prepared.layer0_values, heads, m)
-                 : tokens_to_image(l.token_to_image, plus(queries, tokens), image, heads));
+        const bool last = i + 1 == w.layers.size();
         layer_norm(queries, l.norm2.w, l.norm2.b, kLayerNormEps);
         add_(queries, l.mlp(queries));
         layer_norm(queries, l.norm3.w, l.norm3.b, kLayerNormEps);
-        // The image attends to the tokens. Layer 0 reads the prepared queries, and its image
-        // tokens are the embedding plus the dense prompt (M f + its bias, or no_mask), added
-        // here.
+        // The image attends to the tokens.
         const Attention& a = l.image_to_token;
         const Tensor k = a.k(plus(queries, tokens)), v = a.v(queries);  // [T, D]
-        if (i + 1 == w.layers.size())
-            final_attn.emplace(w.final_attn,
-                               plus(gather_rows(queries, read), gather_rows(tokens, read)), heads,
-                               image);
-        TokensToImageBlocks* const next = final_attn ? &*final_attn : nullptr;
+        // What reads the updated image. The final attention is the tokens' only: each token
+        // attends to the image on its own, so the tokens nobody reads (the prompts', the unused
+        // masks') are left out: a 5-point click asking for one mask attends with 2 of its 11.
+        std::optional<TokensToImageBlocks> next;
+        Tensor next_queries;
+        if (last) {
+            next.emplace(w.final_attn, plus(gather_rows(queries, read), gather_rows(tokens, read)),
+                         heads, image);
+        } else {
+            const TwoWayLayer& n = w.layers[i + 1];
+            next_queries = queries;
+            add_(next_queries, self_attention(n.self_attn, plus(queries, tokens), queries, heads));
+            layer_norm(next_queries, n.norm1.w, n.norm1.b, kLayerNormEps);
+            next.emplace(n.token_to_image, plus(next_queries, tokens), heads, image);
+        }
+        // Layer 0's image tokens are the embedding plus the dense prompt (M f + its bias, or
+        // no_mask), added here, and its image queries are prepared.
         if (i == 0) {
             Tensor bias = a.out.b;
             add_(bias, mask ? w.mask_conv3.b : w.no_mask);
             image.updates.push_back(update_image(
                 a, v, heads, projected_image_scores(a, prepared.layer0_queries, k, heads, m),
-                nullptr, prepared.image_embed.data(), bias, l.norm4, dense_pe, m, image, next));
+                nullptr, prepared.image_embed.data(), bias, l.norm4, dense_pe, m, image, *next,
+                !last));
         } else {
-            image.updates.push_back(update_image(a, v, heads, Tensor(),
-                                                 raw_image_scores(a, k, heads, image), nullptr,
-                                                 a.out.b, l.norm4, dense_pe, nullptr, image, next));
+            image.updates.push_back(
+                update_image(a, v, heads, Tensor(), raw_image_scores(a, k, heads, image), nullptr,
+                             a.out.b, l.norm4, dense_pe, nullptr, image, *next, !last));
+        }
+        if (last) {
+            out = gather_rows(queries, read);
+            add_(out, next->finish());
+        } else {  // the next layer's token->image attention, as in the references
+            queries = std::move(next_queries);
+            add_(queries, next->finish());
         }
     }
-    Tensor out = gather_rows(queries, read);
-    add_(out, final_attn->finish());
     layer_norm(out, w.final_norm.w, w.final_norm.b, kLayerNormEps);
     return out;
 }
