@@ -595,8 +595,12 @@ void layer_norm_channels_block(float* x, int64_t C, int64_t HW, int64_t i0, int6
     // the variance does not cancel when the mean is large next to the spread.
     if ((!x || extras.out_ld) && !extras.src && !extras.src_bf16)
         throw std::invalid_argument("layer_norm_channels_block: no x to normalise");
+    if (extras.src_ld && !extras.src && !extras.src_bf16)
+        throw std::invalid_argument("layer_norm_channels_block: src_ld without src");
     const float* base = extras.src ? extras.src : x;  // null with src_bf16 and no x
-    const float* src = base ? base + i0 : nullptr;
+    // The source's rows: [C, H*W] from pixel i0, or the block's own (src_ld).
+    const int64_t src_at = extras.src_ld ? 0 : i0, src_ld = extras.src_ld ? extras.src_ld : HW;
+    const float* src = base ? base + src_at : nullptr;
     float widened[kMaxBlock];  // a row of src_bf16 in f32
     auto widen = [&](const uint16_t* b) {
 #pragma omp simd
@@ -607,11 +611,11 @@ void layer_norm_channels_block(float* x, int64_t C, int64_t HW, int64_t i0, int6
     auto src_row = [&](int64_t c) -> const float* {
         if (c + kAhead < C) {
             if (extras.src_bf16)
-                prefetch(extras.src_bf16 + (c + kAhead) * HW + i0, n * 2);
+                prefetch(extras.src_bf16 + (c + kAhead) * src_ld + src_at, n * 2);
             else
-                prefetch(src + (c + kAhead) * HW, n * 4);
+                prefetch(src + (c + kAhead) * src_ld, n * 4);
         }
-        return extras.src_bf16 ? widen(extras.src_bf16 + c * HW + i0) : src + c * HW;
+        return extras.src_bf16 ? widen(extras.src_bf16 + c * src_ld + src_at) : src + c * src_ld;
     };
     auto add_row = [&](int64_t c) { return extras.add + c * extras.add_ld; };
     auto first = [&](int64_t c) { return extras.add_first ? extras.add_first[c] : 0.0f; };

@@ -120,6 +120,9 @@ struct ChannelNormExtras {
     // layer_norm_channels_block: the source in bfloat16 instead [C, H*W]; it may be x_bf16 itself
     // (each block's rows are read before they are written).
     const uint16_t* src_bf16 = nullptr;
+    // layer_norm_channels_block: when set, src or src_bf16 is the block's own [C, n] instead, row
+    // stride src_ld from the block's first pixel (an image stored in blocks of pixels).
+    int64_t src_ld = 0;
     // layer_norm_channels_block: [C, n] (row stride add_ld) added to the block's pixels before
     // normalising; left holding the block's input (src + add_first + add).
     float* add = nullptr;

@@ -396,6 +396,67 @@ TEST(LayerNormChannels, BlockFromABf16SourceInPlaceMatchesTheF32FormOnItsWidenin
                  std::invalid_argument);
 }
 
+// An image stored in blocks of pixels (the decoder's, after layer 0): with src_ld the source is the
+// block's own [C, n], normalised in place into it (out_ld), the same values as the [C, HW] form;
+// the blocks beside it are not touched, and src_ld without a source is refused.
+TEST(LayerNormChannels, BlockOfAnImageStoredInBlocksMatchesTheImageForm) {
+    std::mt19937 rng(12);
+    std::normal_distribution<float> normal(-0.4f, 1.7f);
+    const int64_t C = 36, n = 96, blocks = 3, HW = n * blocks, b = 1, i0 = b * n;
+    Tensor update({C, n}), weight({C}), bias({C}), pe({C, HW});
+    std::vector<uint16_t> image(C * HW), stored(C * HW), pe_bf16(C * HW);
+    for (int64_t i = 0; i < C * HW; ++i) {
+        image[i] = f32_to_bf16_finite(normal(rng));
+        pe_bf16[i] = f32_to_bf16_finite(normal(rng));
+        pe[i] = bf16_to_f32(pe_bf16[i]);
+    }
+    for (int64_t k = 0; k < blocks; ++k)  // block k: [C, n] from element k * n * C on
+        for (int64_t c = 0; c < C; ++c)
+            for (int64_t j = 0; j < n; ++j)
+                stored[k * n * C + c * n + j] = image[c * HW + k * n + j];
+    for (int64_t i = 0; i < update.numel(); ++i) update[i] = normal(rng);
+    for (int64_t c = 0; c < C; ++c) {
+        weight[c] = 1.2f - 0.02f * c;
+        bias[c] = 0.01f * c;
+    }
+    Tensor update_copy = update;
+    std::vector<uint16_t> want_bf16(C * HW), want_pe_bf16(C * HW);
+    layer_norm_channels_block(nullptr, C, HW, i0, n, weight.data(), bias.data(), 1e-5f,
+                              {.src_bf16 = image.data(),
+                               .add = update_copy.data(),
+                               .add_ld = n,
+                               .pe_bf16 = pe_bf16.data(),
+                               .x_bf16 = want_bf16.data(),
+                               .x_pe_bf16 = want_pe_bf16.data()});
+    const std::vector<uint16_t> before = stored;
+    std::vector<uint16_t> x_pe_bf16(C * n);
+    uint16_t* const block = stored.data() + i0 * C;
+    layer_norm_channels_block(nullptr, C, HW, i0, n, weight.data(), bias.data(), 1e-5f,
+                              {.src_bf16 = block,
+                               .src_ld = n,
+                               .add = update.data(),
+                               .add_ld = n,
+                               .pe_bf16 = pe_bf16.data(),
+                               .x_bf16 = block,
+                               .x_pe_bf16 = x_pe_bf16.data(),
+                               .out_ld = n});
+    for (int64_t k = 0; k < blocks; ++k)
+        for (int64_t c = 0; c < C; ++c)
+            for (int64_t j = 0; j < n; ++j) {
+                const int64_t at = k * n * C + c * n + j, in_image = c * HW + k * n + j;
+                if (k != b) {
+                    ASSERT_EQ(stored[at], before[at]) << "block " << k << " channel " << c;
+                    continue;
+                }
+                ASSERT_EQ(stored[at], want_bf16[in_image]) << "channel " << c << " pixel " << j;
+                ASSERT_EQ(x_pe_bf16[c * n + j], want_pe_bf16[in_image])
+                    << "channel " << c << " pixel " << j;
+            }
+    EXPECT_THROW(layer_norm_channels_block(nullptr, C, HW, i0, n, weight.data(), bias.data(), 1e-5f,
+                                           {.src_ld = n, .x_bf16 = block, .out_ld = n}),
+                 std::invalid_argument);
+}
+
 // The decoder's last layer (its blocks go to the final attention): with out_ld, every result is
 // a dense block of its own, the same values as the form that writes the image; the image, the
 // source, is not written, and without a source the call is refused (x would be both).

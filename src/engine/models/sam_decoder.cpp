@@ -396,6 +396,8 @@ Tensor transposed(const Tensor& x) {
 // bf16 compute there are no f32 tokens: layer 0 normalises the prepared embedding plus its update
 // into the rounded copies, and a later layer normalises the rounding of its input (the products
 // read nothing else, and the LayerNorm statistics over 256 channels hardly see the rounding).
+// The tokens are stored in blocks of kImageBlock pixels, as the updates make them: block b, [C, n]
+// for its n pixels, from element b * kImageBlock * C on (the products read it dense, in place).
 struct ImageTokens {
     int64_t C = 0, HW = 0;
     Tensor keys, keys_pe;
@@ -618,12 +620,6 @@ class TokensToImageBlocks {
     std::vector<Sums> sums_;  // per OpenMP thread
 };
 
-// A dense block [C, n] into the image [C, HW] from the block's first pixel on.
-template <class T>
-void store_block(const T* block, int64_t C, int64_t n, T* image, int64_t HW) {
-    for (int64_t c = 0; c < C; ++c) std::memcpy(image + c * HW, block + c * n, n * sizeof(T));
-}
-
 // Scores of the image's attention to the tokens for the pixels [p0, p0 + n): [heads*T, n] (row
 // stride n), before the softmax over each head's T tokens.
 using BlockScores = std::function<void(int64_t p0, int64_t n, float* scores)>;
@@ -674,8 +670,6 @@ ImageTokens::Update update_image(const Attention& a, const Tensor& v, int heads,
     ChannelNormExtras extras{.pe = &dense_pe, .mean = u.mean.data(), .inv_std = u.inv_std.data()};
     if (image.bf16()) extras.pe_bf16 = image.dense_pe_bf16;  // the products read bf16 only
     extras.src = keys_in;
-    if (!keys_in && image.bf16()) extras.src_bf16 = image.keys_bf16.data();
-    if (!keys_in && !image.bf16()) extras.src = image.keys.data();
     if (keep && !image.bf16() && image.keys_pe.numel() != image.keys.numel())
         image.keys_pe = Tensor(image.keys.shape());
     extras.add_first = bias.data();
@@ -689,15 +683,13 @@ ImageTokens::Update update_image(const Attention& a, const Tensor& v, int heads,
         Bf16 p_bf16(image.bf16() ? K * kBlock : 0);
         ChannelNormExtras block = extras;
         block.add = update.data();
-        // The block's normalised tokens and the same plus pe, [C, n] each (bf16: both in out_bf16).
+        // Where the block's normalised tokens and the same plus pe go, [C, n] each, when the
+        // image is not kept (in f32 the latter always: the image takes a copy).
         Tensor out_x, out_x_pe;
         Bf16 out_bf16;
-        if (image.bf16()) {
-            out_bf16.resize(2 * C * kBlock);
-            block.x_bf16 = out_bf16.data();
-            block.x_pe_bf16 = out_bf16.data() + C * kBlock;
-        } else {
-            out_x = Tensor({C, kBlock});
+        if (image.bf16() && !keep) out_bf16.resize(2 * C * kBlock);
+        if (!image.bf16() && !keep) out_x = Tensor({C, kBlock});
+        if (!image.bf16()) {
             out_x_pe = Tensor({C, kBlock});
             block.x_pe = &out_x_pe;
         }
@@ -728,20 +720,26 @@ ImageTokens::Update update_image(const Attention& a, const Tensor& v, int heads,
             }
             block.add_ld = n;
             block.out_ld = n;
-            layer_norm_channels_block(image.bf16() ? nullptr : out_x.data(), C, HW, p0, n,
-                                      norm.w.data(), norm.b.data(), kLayerNormEps, block);
+            // After layer 0 the source is the image's block, and a kept result replaces it.
+            const int64_t at = p0 * C;
+            if (!keys_in) {
+                block.src_ld = n;
+                if (image.bf16()) block.src_bf16 = image.keys_bf16.data() + at;
+                if (!image.bf16()) block.src = image.keys.data() + at;
+            }
+            if (image.bf16()) {
+                block.x_bf16 = keep ? image.keys_bf16.data() + at : out_bf16.data();
+                block.x_pe_bf16 = keep ? image.keys_pe_bf16.data() + at : out_bf16.data() + C * n;
+            }
+            float* const x = image.bf16() ? nullptr : keep ? image.keys.data() + at : out_x.data();
+            layer_norm_channels_block(x, C, HW, p0, n, norm.w.data(), norm.b.data(), kLayerNormEps,
+                                      block);
             if (image.bf16()) {
                 next.add(n, block.x_bf16, block.x_pe_bf16);
-                if (keep) {
-                    store_block(block.x_bf16, C, n, image.keys_bf16.data() + p0, HW);
-                    store_block(block.x_pe_bf16, C, n, image.keys_pe_bf16.data() + p0, HW);
-                }
             } else {
-                next.add(n, out_x.data(), out_x_pe.data());
-                if (keep) {
-                    store_block(out_x.data(), C, n, image.keys.data() + p0, HW);
-                    store_block(out_x_pe.data(), C, n, image.keys_pe.data() + p0, HW);
-                }
+                next.add(n, x, out_x_pe.data());
+                if (keep)
+                    std::memcpy(image.keys_pe.data() + at, out_x_pe.data(), C * n * sizeof(float));
             }
         }
     });
@@ -779,13 +777,13 @@ Tensor projected_image_scores(const Attention& a, const Tensor& queries, const T
     return scores;
 }
 
-// Scores of the raw image, image.keys_pe as its queries, against the token keys k [T, D]. Per
-// head h, x the image: scores_h = k_h (Wq_h x + bq_h) = (k_h Wq_h) x + k_h bq_h, so the image is
-// read at depth C by kq = scale * k_h Wq_h [heads*T, C] (kept by the returned function).
+// Scores of the raw image, image.keys_pe (its blocks) as its queries, against the token keys k
+// [T, D], per block of pixels p0 on (a multiple of kImageBlock). Per head h, x the image:
+// scores_h = k_h (Wq_h x + bq_h) = (k_h Wq_h) x + k_h bq_h, so the image is read at depth C by
+// kq = scale * k_h Wq_h [heads*T, C] (kept by the returned function).
 BlockScores raw_image_scores(const Attention& a, const Tensor& k, int heads,
                              const ImageTokens& image) {
-    const int64_t T = k.dim(0), D = k.dim(1), d = D / heads, HT = heads * T;
-    const int64_t C = image.C, HW = image.HW;
+    const int64_t T = k.dim(0), D = k.dim(1), d = D / heads, HT = heads * T, C = image.C;
     const float scale = attention_scale(a, heads);
     Tensor kq({HT, C});
     std::vector<float> kq_bias(HT);  // scale * k_h bq_h
@@ -799,19 +797,15 @@ BlockScores raw_image_scores(const Attention& a, const Tensor& k, int heads,
         }
     }
     Bf16 kq_bf16 = image.bf16() ? rounded(kq) : Bf16();
-    return [&image, HT, C, HW, kq = std::move(kq), kq_bias = std::move(kq_bias),
+    return [&image, HT, C, kq = std::move(kq), kq_bias = std::move(kq_bias),
             kq_bf16 = std::move(kq_bf16)](int64_t p0, int64_t n, float* scores) {
         for (int64_t r = 0; r < HT; ++r)
             std::fill(scores + r * n, scores + (r + 1) * n, kq_bias[r]);
-        if (image.bf16()) {  // the block copied dense: oneDNN then takes its AMX kernel
-            static thread_local Bf16 block;
-            block.resize(C * n);
-            for (int64_t c = 0; c < C; ++c)
-                std::memcpy(block.data() + c * n, image.keys_pe_bf16.data() + c * HW + p0,
-                            n * sizeof(uint16_t));
-            gemm_bf16(false, false, HT, n, C, kq_bf16.data(), C, block.data(), n, 1.0f, scores, n);
+        if (image.bf16()) {
+            gemm_bf16(false, false, HT, n, C, kq_bf16.data(), C, image.keys_pe_bf16.data() + p0 * C,
+                      n, 1.0f, scores, n);
         } else {
-            gemm(false, false, HT, n, C, 1.0f, kq.data(), C, image.keys_pe.data() + p0, HW, 1.0f,
+            gemm(false, false, HT, n, C, 1.0f, kq.data(), C, image.keys_pe.data() + p0 * C, n, 1.0f,
                  scores, n);
         }
     };
