@@ -664,8 +664,9 @@ void layer_norm_channels_block(float* x, int64_t C, int64_t HW, int64_t i0, int6
                           .x_pe_bf16 = extras.x_pe_bf16 ? extras.x_pe_bf16 + out : nullptr,
                           .gelu = extras.gelu};
         if (extras.pe_bf16 && extras.x_pe_bf16) {
-            row.pe_bf16 = extras.pe_bf16 + at;
-            if (c + kAhead < C) prefetch(row.pe_bf16 + kAhead * HW, n * 2);
+            const int64_t pe_ld = extras.pe_ld ? extras.pe_ld : HW;
+            row.pe_bf16 = extras.pe_bf16 + (extras.pe_ld ? c * pe_ld : at);
+            if (c + kAhead < C) prefetch(row.pe_bf16 + kAhead * pe_ld, n * 2);
         } else if (extras.pe) {
             row.pe = extras.pe->data() + at;
             if (c + kAhead < C) prefetch(row.pe + kAhead * HW, n * 4);

@@ -130,8 +130,10 @@ struct ChannelNormExtras {
     bool gelu = false;           // GELU after the affine (the result is then x's)
     const Tensor* pe = nullptr;  // with x_pe or x_pe_bf16: x + pe after normalising
     // layer_norm_channels_block: pe rounded to bfloat16 [C, H*W], read instead of pe for x_pe_bf16
-    // (half the bytes of a pass that memory bounds).
+    // (half the bytes of a pass that memory bounds); with pe_ld, the block's own [C, n] instead,
+    // row stride pe_ld from the block's first pixel.
     const uint16_t* pe_bf16 = nullptr;
+    int64_t pe_ld = 0;
     Tensor* x_pe = nullptr;
     uint16_t* x_bf16 = nullptr;     // the result rounded to bfloat16
     uint16_t* x_pe_bf16 = nullptr;  // x + pe rounded to bfloat16 (x_pe need not be asked for)

@@ -397,14 +397,15 @@ TEST(LayerNormChannels, BlockFromABf16SourceInPlaceMatchesTheF32FormOnItsWidenin
 }
 
 // An image stored in blocks of pixels (the decoder's, after layer 0): with src_ld the source is the
-// block's own [C, n], normalised in place into it (out_ld), the same values as the [C, HW] form;
-// the blocks beside it are not touched, and src_ld without a source is refused.
+// block's own [C, n], normalised in place into it (out_ld), and with pe_ld the positions are in
+// blocks too: the same values as the [C, HW] form; the blocks beside it are not touched, and
+// src_ld without a source is refused.
 TEST(LayerNormChannels, BlockOfAnImageStoredInBlocksMatchesTheImageForm) {
     std::mt19937 rng(12);
     std::normal_distribution<float> normal(-0.4f, 1.7f);
     const int64_t C = 36, n = 96, blocks = 3, HW = n * blocks, b = 1, i0 = b * n;
     Tensor update({C, n}), weight({C}), bias({C}), pe({C, HW});
-    std::vector<uint16_t> image(C * HW), stored(C * HW), pe_bf16(C * HW);
+    std::vector<uint16_t> image(C * HW), stored(C * HW), pe_bf16(C * HW), pe_stored(C * HW);
     for (int64_t i = 0; i < C * HW; ++i) {
         image[i] = f32_to_bf16_finite(normal(rng));
         pe_bf16[i] = f32_to_bf16_finite(normal(rng));
@@ -412,8 +413,10 @@ TEST(LayerNormChannels, BlockOfAnImageStoredInBlocksMatchesTheImageForm) {
     }
     for (int64_t k = 0; k < blocks; ++k)  // block k: [C, n] from element k * n * C on
         for (int64_t c = 0; c < C; ++c)
-            for (int64_t j = 0; j < n; ++j)
+            for (int64_t j = 0; j < n; ++j) {
                 stored[k * n * C + c * n + j] = image[c * HW + k * n + j];
+                pe_stored[k * n * C + c * n + j] = pe_bf16[c * HW + k * n + j];
+            }
     for (int64_t i = 0; i < update.numel(); ++i) update[i] = normal(rng);
     for (int64_t c = 0; c < C; ++c) {
         weight[c] = 1.2f - 0.02f * c;
@@ -436,7 +439,8 @@ TEST(LayerNormChannels, BlockOfAnImageStoredInBlocksMatchesTheImageForm) {
                                .src_ld = n,
                                .add = update.data(),
                                .add_ld = n,
-                               .pe_bf16 = pe_bf16.data(),
+                               .pe_bf16 = pe_stored.data() + i0 * C,
+                               .pe_ld = n,
                                .x_bf16 = block,
                                .x_pe_bf16 = x_pe_bf16.data(),
                                .out_ld = n});

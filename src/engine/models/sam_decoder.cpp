@@ -391,6 +391,10 @@ Tensor transposed(const Tensor& x) {
     return t;
 }
 
+// Pixels per block of the image updates: the update [C, 256] f32 (256 KB, C = 256) stays in L2
+// for the normalisation.
+constexpr int64_t kImageBlock = 256;
+
 // The image side of the two-way transformer: the image tokens [C, HW], the same plus the dense
 // positional encoding, and with bf16 compute both rounded for the products that read them. With
 // bf16 compute there are no f32 tokens: layer 0 normalises the prepared embedding plus its update
@@ -402,7 +406,7 @@ struct ImageTokens {
     int64_t C = 0, HW = 0;
     Tensor keys, keys_pe;
     Bf16 keys_bf16, keys_pe_bf16;             // empty in f32
-    const uint16_t* dense_pe_bf16 = nullptr;  // bf16: the positions added to keys_pe_bf16
+    const uint16_t* dense_pe_bf16 = nullptr;  // bf16: the positions added, in the same blocks
     bool bf16() const { return !keys_bf16.empty(); }
     // Per layer, how the image tokens changed: keys += vo^T p, then keys = LayerNorm(keys + bias)
     // with these per-token statistics. The folded first upscaling convolution reads them.
@@ -412,6 +416,18 @@ struct ImageTokens {
     };
     std::vector<Update> updates;
 };
+
+// x [C, HW] in ImageTokens' layout: blocks of kImageBlock pixels, block b [C, n] from element
+// b * kImageBlock * C on.
+std::vector<uint16_t> in_pixel_blocks(const uint16_t* x, int64_t C, int64_t HW) {
+    std::vector<uint16_t> blocks(C * HW);
+    for (int64_t p0 = 0; p0 < HW; p0 += kImageBlock) {
+        const int64_t n = std::min(kImageBlock, HW - p0);
+        for (int64_t c = 0; c < C; ++c)
+            std::memcpy(blocks.data() + p0 * C + c * n, x + c * HW + p0, n * sizeof(uint16_t));
+    }
+    return blocks;
+}
 
 // ---------------------------------------------------------------------------------------------
 // Attention between T tokens (output tokens + prompts, ~10) and the HW = 4096 image tokens.
@@ -511,10 +527,6 @@ Tensor output_from_image_sums(const Attention& a, const Tensor& px, int heads) {
              1.0f, o.data() + h * d, D);
     return a.out(o);
 }
-
-// Pixels per block of the image updates: the update [C, 256] f32 (256 KB, C = 256) stays in L2
-// for the normalisation.
-constexpr int64_t kImageBlock = 256;
 
 // A dense product of a block, C [M, N] = A [M, K] op(B), op(B) = B [K, N] or B^T for B [N, K].
 void block_product(bool trans_b, int64_t M, int64_t N, int64_t K, const float* A, const float* B,
@@ -668,7 +680,6 @@ ImageTokens::Update update_image(const Attention& a, const Tensor& v, int heads,
         vo_t_bf16 = rounded(left);
     }
     ChannelNormExtras extras{.pe = &dense_pe, .mean = u.mean.data(), .inv_std = u.inv_std.data()};
-    if (image.bf16()) extras.pe_bf16 = image.dense_pe_bf16;  // the products read bf16 only
     extras.src = keys_in;
     if (keep && !image.bf16() && image.keys_pe.numel() != image.keys.numel())
         image.keys_pe = Tensor(image.keys.shape());
@@ -722,6 +733,10 @@ ImageTokens::Update update_image(const Attention& a, const Tensor& v, int heads,
             block.out_ld = n;
             // After layer 0 the source is the image's block, and a kept result replaces it.
             const int64_t at = p0 * C;
+            if (image.bf16()) {  // the products read bf16 only
+                block.pe_bf16 = image.dense_pe_bf16 + at;
+                block.pe_ld = n;
+            }
             if (!keys_in) {
                 block.src_ld = n;
                 if (image.bf16()) block.src_bf16 = image.keys_bf16.data() + at;
@@ -1238,7 +1253,7 @@ SamDecoder SamDecoder::load(const WeightFile& w, Precision precision) {
                              d.dense_pe_.data() + i * g + j, g * g);
     if (precision == Precision::BF16) {
         const auto pe = rounded(d.dense_pe_);
-        d.dense_pe_bf16_.assign(pe.begin(), pe.end());
+        d.dense_pe_bf16_ = in_pixel_blocks(pe.data(), d.cfg_.embed_dim, g * g);
     }
     d.upscale_order_1_ = upscaled_pixel_order(g, 1);
     d.upscale_order_2_ = upscaled_pixel_order(g, 2);

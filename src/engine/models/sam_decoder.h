@@ -135,7 +135,7 @@ class SamDecoder {
     Precision precision_ = Precision::F32;
     std::unique_ptr<SamDecoderWeights> w_;
     Tensor dense_pe_;                      // [C, g, g] positional encoding of the embedding grid
-    std::vector<uint16_t> dense_pe_bf16_;  // bf16 compute: the same rounded
+    std::vector<uint16_t> dense_pe_bf16_;  // bf16 compute: the same rounded, in pixel blocks
     // Image index of each pixel of the output upscaling's order, after one and two steps.
     std::vector<int32_t> upscale_order_1_, upscale_order_2_;
 };
