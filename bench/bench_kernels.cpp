@@ -12,8 +12,9 @@
 //    rounds, the median of each).
 //  - the COCO RLE counts of a 1024 x 768 mask: a disc with a hole (a real object's mask) and a
 //    texture of diagonal stripes (a random-weight model's masks are textures: ~10^5 runs), in us;
-//  - a click's 256 x 256 logits to its 1024 x 768 mask (the bilinear resize), in ms, and the
-//    masks' GELU-and-mix over 32 channels of 8192 pixels (gelu_mix), in us.
+//  - a click's 256 x 256 logits to its 1024 x 768 mask (the bilinear resize), and to the masks
+//    of a 640 x 480 image and a 4032 x 3024 photo (two resizes), in ms, and the masks'
+//    GELU-and-mix over 32 channels of 8192 pixels (gelu_mix), in us.
 //   bench_kernels [--threads N] [--runs N]
 #include <algorithm>
 #include <chrono>
@@ -29,6 +30,7 @@
 #include "engine/amx.h"
 #include "engine/attention.h"
 #include "engine/ops.h"
+#include "runtime/preprocess.h"
 #include "service/mask_encoding.h"
 
 namespace {
@@ -103,6 +105,14 @@ int main(int argc, char** argv) {
             1e3 * bench::median_seconds(runs, [&] {
                 splitseg::interpolate_bilinear_positive(low, 1024, 1024, 768, 1024);
             });
+        // Other sizes take two resizes (to the 1024 frame, cropped, then to the image's size):
+        // a 640 x 480 image (down from 1024 x 768) and a 4032 x 3024 photo (up).
+        for (const auto& [w, h] : {std::pair{640, 480}, {4032, 3024}}) {
+            const splitseg::ImageGeometry geom =
+                splitseg::make_geometry(w, h, splitseg::ResizeMode::LongestSide);
+            j["mask_upscale_ms"][std::to_string(w) + "x" + std::to_string(h)] =
+                1e3 * bench::median_seconds(runs, [&] { splitseg::upscale_masks(low, geom); });
+        }
         const int64_t channels = 32, n = 16 * 512;
         const std::vector<float> y2 = random_values(channels * n, 1.0f, 15),
                                  bias = random_values(channels, 0.1f, 16),

@@ -1376,28 +1376,112 @@ struct RowTaps {
 };
 
 // dst[o] = w0[o] * src[i0[o]] + w1[o] * src[i1[o]] for the n outputs of a row of W inputs. When
-// an upscaling's 16 outputs read fewer than 16 inputs (from 5 / 4 for a 4x one), one load and two
-// permutes serve them, not 32 scalar loads.
+// 16 outputs read fewer than 32 inputs (an upscaling, or a downscaling by up to 2: from 5 / 4 for
+// a 4x one, 26 for 1024 -> 640), two loads and two permutes serve them, not 32 scalar loads.
 static void lerp_row(const float* src, int64_t W, const RowTaps& t, int64_t n, float* dst) {
     int64_t o = 0;
 #ifdef __AVX512F__
     for (; o + 16 <= n; o += 16) {
         const int32_t lo = t.i0[o];
-        if (t.i1[o + 15] - lo >= 16) break;  // a downscaling: the scalar loop
+        if (t.i1[o + 15] - lo >= 32) break;  // a downscaling by over 2: the scalar loop
         const int64_t left = W - lo;
-        const __mmask16 k = lanes_left(left);
-        const __m512 v = _mm512_maskz_loadu_ps(k, src + lo);
+        const __m512 v0 = _mm512_maskz_loadu_ps(lanes_left(left), src + lo);
+        const __m512 v1 = _mm512_maskz_loadu_ps(lanes_left(left - 16), src + lo + 16);
         const __m512i base = _mm512_set1_epi32(lo);
-        const __m512 a =
-            _mm512_permutexvar_ps(_mm512_sub_epi32(_mm512_loadu_si512(t.i0.data() + o), base), v);
-        const __m512 b =
-            _mm512_permutexvar_ps(_mm512_sub_epi32(_mm512_loadu_si512(t.i1.data() + o), base), v);
+        const __m512 a = _mm512_permutex2var_ps(
+            v0, _mm512_sub_epi32(_mm512_loadu_si512(t.i0.data() + o), base), v1);
+        const __m512 b = _mm512_permutex2var_ps(
+            v0, _mm512_sub_epi32(_mm512_loadu_si512(t.i1.data() + o), base), v1);
         _mm512_storeu_ps(dst + o,
                          _mm512_fmadd_ps(_mm512_loadu_ps(t.w1.data() + o), b,
                                          _mm512_mul_ps(_mm512_loadu_ps(t.w0.data() + o), a)));
     }
 #endif
     for (; o < n; ++o) dst[o] = t.w0[o] * src[t.i0[o]] + t.w1[o] * src[t.i1[o]];
+}
+
+// One resize of interpolate_bilinear, cropped to keep_h x keep_w: its taps down the height and
+// along the width.
+struct BilinearResize {
+    std::vector<LerpTap> ty;
+    RowTaps tx;
+    int64_t in_w, out_w;
+    bool copy_rows;  // the width is unchanged: the width pass would be the identity
+    BilinearResize(int64_t H, int64_t W, int64_t oh, int64_t ow, int64_t keep_h, int64_t keep_w)
+        : ty(lerp_taps(H, oh)),
+          tx(kept(lerp_taps(W, ow), keep_w)),
+          in_w(W),
+          out_w(keep_w),
+          copy_rows(W == ow) {
+        if (H < 1 || W < 1 || keep_h < 1 || keep_w < 1 || keep_h > oh || keep_w > ow)
+            throw std::invalid_argument("interpolate_bilinear: bad sizes " + std::to_string(H) +
+                                        "x" + std::to_string(W) + " -> " + std::to_string(oh) +
+                                        "x" + std::to_string(ow));
+        ty.resize(keep_h);
+    }
+    static std::vector<LerpTap> kept(std::vector<LerpTap> taps, int64_t n) {
+        taps.resize(std::min<size_t>(taps.size(), static_cast<size_t>(n)));
+        return taps;
+    }
+};
+
+// The output rows of one channel's resize, PyTorch's order of operations without a full-size
+// intermediate: each input row it needs (input(r) returns row r) is lerped along the width once
+// into a two-row cache (rows i0 and i0 + 1 differ in parity), then the rows are lerped down the
+// height. cache: 2 * out_w floats.
+template <typename InputRow>
+class ResizedRows {
+  public:
+    ResizedRows(const BilinearResize& resize, InputRow input, float* cache)
+        : resize_(resize), input_(input), cache_(cache) {}
+
+    // Output row oy, each value through emit(v), into dst [out_w].
+    template <typename T, typename Emit>
+    void row(int64_t oy, T* dst, Emit emit) {
+        const LerpTap t = resize_.ty[oy];
+        const int64_t n = resize_.out_w;
+        const float* r0 = width_lerped(t.i0);
+        // omp simd: a byte output may alias the rows as far as the compiler knows.
+        if (t.w1 == 0.0f) {
+#pragma omp simd
+            for (int64_t ox = 0; ox < n; ++ox) dst[ox] = emit(r0[ox]);
+            return;
+        }
+        const float* r1 = width_lerped(t.i1);
+#pragma omp simd
+        for (int64_t ox = 0; ox < n; ++ox) dst[ox] = emit(t.w0 * r0[ox] + t.w1 * r1[ox]);
+    }
+
+  private:
+    const float* width_lerped(int64_t r) {
+        if (resize_.copy_rows) return input_(r);
+        float* dst = cache_ + (r & 1) * resize_.out_w;
+        if (cached_[r & 1] != r) {
+            lerp_row(input_(r), resize_.in_w, resize_.tx, resize_.out_w, dst);
+            cached_[r & 1] = r;
+        }
+        return dst;
+    }
+
+    const BilinearResize& resize_;
+    InputRow input_;
+    float* cache_;
+    int64_t cached_[2] = {-1, -1};
+};
+
+// Blocks of output rows of every channel of an [C, rows, cols] output in parallel:
+// block(c, first_row, end_row, cache) with cache_floats of its thread's own.
+template <typename Block>
+static void for_row_blocks(int64_t C, int64_t rows, int64_t cols, int64_t cache_floats,
+                           const Block& block) {
+    const int64_t per_block = 32, blocks = (rows + per_block - 1) / per_block;
+    parallel_region(C * rows * cols > 65536, [&] {
+        std::vector<float> cache(cache_floats);
+#pragma omp for collapse(2) schedule(static)
+        for (int64_t c = 0; c < C; ++c)
+            for (int64_t b = 0; b < blocks; ++b)
+                block(c, b * per_block, std::min(rows, (b + 1) * per_block), cache.data());
+    });
 }
 
 // The resize of interpolate_bilinear into out [C, keep_h, keep_w], each value through emit(v).
@@ -1407,51 +1491,14 @@ static void interpolate_bilinear_into(const Tensor& x, int64_t oh, int64_t ow, i
     const int64_t C = x.dim(0), H = x.dim(1), W = x.dim(2);
     keep_h = keep_h > 0 ? keep_h : oh;
     keep_w = keep_w > 0 ? keep_w : ow;
-    if (H < 1 || W < 1 || keep_h > oh || keep_w > ow)
-        throw std::invalid_argument("interpolate_bilinear: bad sizes " + shape_str(x.shape()) +
-                                    " -> " + std::to_string(oh) + "x" + std::to_string(ow));
-    std::vector<LerpTap> ty = lerp_taps(H, oh), tx = lerp_taps(W, ow);
-    ty.resize(keep_h);
-    tx.resize(keep_w);
-    const RowTaps row_taps(tx);
-    const bool copy_rows = W == ow;  // the width pass would be the identity
-    // Blocks of output rows run in parallel; each lerps the input rows it needs along the width
-    // once into a two-row cache (rows i0 and i0 + 1 differ in parity), then lerps down the
-    // height: PyTorch's order of operations without a full-size intermediate.
-    const int64_t block = 16, nblocks = (keep_h + block - 1) / block;
-    parallel_region(C * keep_h * keep_w > 65536, [&] {
-        std::vector<float> cache(2 * keep_w);
-#pragma omp for collapse(2) schedule(static)
-        for (int64_t c = 0; c < C; ++c)
-            for (int64_t b = 0; b < nblocks; ++b) {
-                int64_t cached[2] = {-1, -1};
-                auto input_row = [&](int64_t r) -> const float* {
-                    const float* src = x.data() + (c * H + r) * W;
-                    if (copy_rows) return src;
-                    float* dst = cache.data() + (r & 1) * keep_w;
-                    if (cached[r & 1] != r) {
-                        lerp_row(src, W, row_taps, keep_w, dst);
-                        cached[r & 1] = r;
-                    }
-                    return dst;
-                };
-                for (int64_t oy = b * block; oy < std::min(keep_h, (b + 1) * block); ++oy) {
-                    const LerpTap t = ty[oy];
-                    const float* r0 = input_row(t.i0);
-                    const float* r1 = input_row(t.i1);
-                    T* dst = out + (c * keep_h + oy) * keep_w;
-                    // omp simd: a byte output may alias the rows as far as the compiler knows.
-                    if (t.w1 == 0.0f) {
-#pragma omp simd
-                        for (int64_t ox = 0; ox < keep_w; ++ox) dst[ox] = emit(r0[ox]);
-                        continue;
-                    }
-#pragma omp simd
-                    for (int64_t ox = 0; ox < keep_w; ++ox)
-                        dst[ox] = emit(t.w0 * r0[ox] + t.w1 * r1[ox]);
-                }
-            }
-    });
+    const BilinearResize resize(H, W, oh, ow, keep_h, keep_w);
+    for_row_blocks(C, keep_h, keep_w, 2 * keep_w,
+                   [&](int64_t c, int64_t y0, int64_t y1, float* cache) {
+                       auto input = [&](int64_t r) { return x.data() + (c * H + r) * W; };
+                       ResizedRows<decltype(input)> rows(resize, input, cache);
+                       for (int64_t oy = y0; oy < y1; ++oy)
+                           rows.row(oy, out + (c * keep_h + oy) * keep_w, emit);
+                   });
 }
 
 Tensor interpolate_bilinear(const Tensor& x, int64_t oh, int64_t ow, int64_t keep_h,
@@ -1468,6 +1515,37 @@ std::vector<uint8_t> interpolate_bilinear_positive(const Tensor& x, int64_t oh, 
     std::vector<uint8_t> masks(static_cast<size_t>(x.dim(0) * keep_h * keep_w));
     interpolate_bilinear_into(x, oh, ow, keep_h, keep_w, masks.data(),
                               [](float v) { return static_cast<uint8_t>(v > 0.0f); });
+    return masks;
+}
+
+std::vector<uint8_t> interpolate_bilinear_twice_positive(const Tensor& x, int64_t oh, int64_t ow,
+                                                         int64_t keep_h, int64_t keep_w,
+                                                         int64_t oh2, int64_t ow2) {
+    const int64_t C = x.dim(0), H = x.dim(1), W = x.dim(2);
+    const BilinearResize first(H, W, oh, ow, keep_h, keep_w);
+    const BilinearResize second(keep_h, keep_w, oh2, ow2, oh2, ow2);
+    std::vector<uint8_t> masks(static_cast<size_t>(C * oh2 * ow2));
+    // A thread's cache: the first resize's, the rows it made (by parity, as the second reads them
+    // two at a time), the second's.
+    const int64_t cache_floats = 4 * keep_w + 2 * ow2;
+    for_row_blocks(C, oh2, ow2, cache_floats, [&](int64_t c, int64_t y0, int64_t y1, float* cache) {
+        auto input = [&](int64_t r) { return x.data() + (c * H + r) * W; };
+        ResizedRows<decltype(input)> inner(first, input, cache);
+        float* const made = cache + 2 * keep_w;
+        int64_t made_row[2] = {-1, -1};
+        auto first_row = [&](int64_t r) -> const float* {
+            float* dst = made + (r & 1) * keep_w;
+            if (made_row[r & 1] != r) {
+                inner.row(r, dst, [](float v) { return v; });
+                made_row[r & 1] = r;
+            }
+            return dst;
+        };
+        ResizedRows<decltype(first_row)> outer(second, first_row, cache + 4 * keep_w);
+        for (int64_t oy = y0; oy < y1; ++oy)
+            outer.row(oy, masks.data() + (c * oh2 + oy) * ow2,
+                      [](float v) { return static_cast<uint8_t>(v > 0.0f); });
+    });
     return masks;
 }
 

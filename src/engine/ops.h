@@ -231,6 +231,12 @@ Tensor interpolate_bilinear(const Tensor& x, int64_t oh, int64_t ow, int64_t kee
 // the float image in between (a quarter of the bytes written, no second pass).
 std::vector<uint8_t> interpolate_bilinear_positive(const Tensor& x, int64_t oh, int64_t ow,
                                                    int64_t keep_h = 0, int64_t keep_w = 0);
+// interpolate_bilinear_positive(interpolate_bilinear(x, oh, ow, keep_h, keep_w), oh2, ow2): two
+// resizes (SAM's masks to its input frame, cropped, then to the image's size) without the float
+// image of the first in between; its rows are made as the second reads them.
+std::vector<uint8_t> interpolate_bilinear_twice_positive(const Tensor& x, int64_t oh, int64_t ow,
+                                                         int64_t keep_h, int64_t keep_w,
+                                                         int64_t oh2, int64_t ow2);
 // Bicubic resize of x [C, H, W] to [C, oh, ow] as torch.nn.functional.interpolate(mode="bicubic",
 // align_corners=false, antialias=false): Keys' kernel with A = -0.75, border pixels repeated.
 Tensor interpolate_bicubic(const Tensor& x, int64_t oh, int64_t ow);

@@ -313,7 +313,9 @@ std::vector<uint8_t> upscale_masks(const Tensor& low_res, const ImageGeometry& g
     if (resized_is_original(geom))  // the one resize (and crop) writes the masks
         return interpolate_bilinear_positive(low_res, geom.input_size, geom.input_size,
                                              geom.resized_h, geom.resized_w);
-    return interpolate_bilinear_positive(to_resized_frame(low_res, geom), geom.orig_h, geom.orig_w);
+    return interpolate_bilinear_twice_positive(low_res, geom.input_size, geom.input_size,
+                                               geom.resized_h, geom.resized_w, geom.orig_h,
+                                               geom.orig_w);
 }
 
 std::vector<uint8_t> masks_from_logits(const Tensor& logits, float threshold, uint8_t on_value) {

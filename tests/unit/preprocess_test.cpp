@@ -5,6 +5,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <random>
 
 #include "engine/ops.h"
@@ -259,11 +260,12 @@ TEST(InterpolateBilinear, MatchesTorchByHand) {
 
 // Along a row, against PyTorch's taps (source coordinates in float, as its kernel computes them)
 // with the sum in double, for upscalings whose 16 outputs read a few inputs (the vector path: 4x
-// as the masks', 3.125x, 14.3x, 5.3x) and a downscaling (the scalar one), with widths that end in
-// a partial vector.
+// as the masks', 3.125x, 14.3x, 5.3x), downscalings by up to 2 (the same path over two loads:
+// 1.6x as a 640 x 480 image's masks, 1.98x) and by more (the scalar one, 3.3x), with widths that
+// end in a partial vector.
 TEST(InterpolateBilinear, RowsMatchTorchsFormulaAtEveryScale) {
-    const std::pair<int64_t, int64_t> sizes[] = {
-        {256, 1024}, {16, 50}, {7, 100}, {192, 1021}, {100, 30}};
+    const std::pair<int64_t, int64_t> sizes[] = {{256, 1024}, {16, 50},    {7, 100},   {192, 1021},
+                                                 {100, 30},   {1024, 640}, {1024, 517}};
     for (const auto& [in, out] : sizes) {
         SCOPED_TRACE(std::to_string(in) + " -> " + std::to_string(out));
         const Tensor x = random_tensor({1, 1, in}, 11);
@@ -315,6 +317,23 @@ TEST(UpscaleMasks, EqualTheThresholdedLogits) {
                                    make_geometry(200, 90, ResizeMode::LongestSide, 64)}) {
         SCOPED_TRACE(::testing::Message() << g.orig_w << "x" << g.orig_h);
         EXPECT_EQ(upscale_masks(low, g), masks_from_logits(upscale_logits(low, g)));
+    }
+}
+
+// At full size the two resizes run in blocks of rows on several threads, and the first's rows are
+// made as the second reads them: a 640 x 480 image (down by 1.6, the two-load vector path), a
+// 300 x 200 one (down by 3.4, the scalar path), a 4032 x 3024 photo (up by 3.9), a 1000 x 1333
+// portrait (the width cropped).
+TEST(UpscaleMasks, EqualTheThresholdedLogitsAtFullSize) {
+    const Tensor low = random_tensor({2, 256, 256}, 8);
+    for (const auto& [w, h] : {std::pair{640, 480}, {300, 200}, {4032, 3024}, {1000, 1333}}) {
+        SCOPED_TRACE(::testing::Message() << w << "x" << h);
+        const ImageGeometry g = make_geometry(w, h, ResizeMode::LongestSide);
+        const std::vector<uint8_t> masks = upscale_masks(low, g);
+        ASSERT_EQ(masks, masks_from_logits(upscale_logits(low, g)));
+        const int64_t on = std::count(masks.begin(), masks.end(), 1);
+        EXPECT_GT(on, 0);  // random logits: both kinds of pixel
+        EXPECT_LT(on, static_cast<int64_t>(masks.size()));
     }
 }
 
