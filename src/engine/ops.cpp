@@ -452,25 +452,43 @@ void gelu_mix(const float* x, int64_t ldx, int64_t C, int64_t n, const float* bi
     }
 }
 
+#ifdef __AVX512F__
+static inline __m512 load16(__mmask16 k, const float* p) {
+    return _mm512_maskz_loadu_ps(k, p);
+}
+static inline __m512 load16(__mmask16 k, const uint16_t* p) {  // IEEE half
+    return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(k, p));
+}
+#endif
+static inline float value_of(float v) {
+    return v;
+}
+static inline float value_of(uint16_t half) {
+    return f16_to_f32(half);
+}
+
 // scaled_plus_product over `Rows` rows from r0 on: per 64 pixels, 4 vectors of each row's sums in
-// registers, each f row loaded once for the rows.
-template <int Rows>
-static void scaled_plus_product_rows(int64_t r0, int64_t n, const float* a, int64_t lda,
-                                     const float* s, const float* w, int64_t K, const float* f,
-                                     int64_t ldf, const float* bias, const float* add,
-                                     int64_t ld_add, float* y, int64_t ldy) {
+// registers, each f row loaded once for the rows. a is f32 or IEEE half (A: float or uint16_t),
+// times a_scale.
+template <int Rows, typename A>
+static void scaled_plus_product_rows(int64_t r0, int64_t n, const A* a, float a_scale,
+                                     int64_t lda, const float* s, const float* w, int64_t K,
+                                     const float* f, int64_t ldf, const float* bias,
+                                     const float* add, int64_t ld_add, float* y, int64_t ldy) {
 #ifdef __AVX512F__
     constexpr int kVectors = 4;
+    const __m512 scale = _mm512_set1_ps(a_scale);
     for (int64_t i0 = 0; i0 < n; i0 += 16 * kVectors) {
         __mmask16 k[kVectors];
-        for (int v = 0; v < kVectors; ++v) k[v] = lanes_left(n - i0 - 16 * v);
+        __m512 sv[kVectors];
+        for (int v = 0; v < kVectors; ++v) {
+            k[v] = lanes_left(n - i0 - 16 * v);
+            sv[v] = _mm512_mul_ps(_mm512_maskz_loadu_ps(k[v], s + i0 + 16 * v), scale);
+        }
         __m512 acc[Rows][kVectors];
         for (int r = 0; r < Rows; ++r)
-            for (int v = 0; v < kVectors; ++v) {
-                const int64_t i = i0 + 16 * v;
-                acc[r][v] = _mm512_mul_ps(_mm512_maskz_loadu_ps(k[v], a + (r0 + r) * lda + i),
-                                          _mm512_maskz_loadu_ps(k[v], s + i));
-            }
+            for (int v = 0; v < kVectors; ++v)
+                acc[r][v] = _mm512_mul_ps(load16(k[v], a + (r0 + r) * lda + i0 + 16 * v), sv[v]);
         for (int64_t j = 0; j < K; ++j) {
             __m512 fv[kVectors];
             for (int v = 0; v < kVectors; ++v)
@@ -493,8 +511,7 @@ static void scaled_plus_product_rows(int64_t r0, int64_t n, const float* a, int6
     for (int r = 0; r < Rows; ++r) {
         const int64_t row = r0 + r;
         float* yr = y + row * ldy;
-#pragma omp simd
-        for (int64_t i = 0; i < n; ++i) yr[i] = a[row * lda + i] * s[i];
+        for (int64_t i = 0; i < n; ++i) yr[i] = value_of(a[row * lda + i]) * (s[i] * a_scale);
         for (int64_t j = 0; j < K; ++j) {
             const float wj = w[row * K + j];
 #pragma omp simd
@@ -506,15 +523,32 @@ static void scaled_plus_product_rows(int64_t r0, int64_t n, const float* a, int6
 #endif
 }
 
-void scaled_plus_product(int64_t R, int64_t n, const float* a, int64_t lda, const float* s,
-                         const float* w, int64_t K, const float* f, int64_t ldf, const float* bias,
-                         const float* add, int64_t ld_add, float* y, int64_t ldy) {
+template <typename A>
+static void scaled_plus_product_of(int64_t R, int64_t n, const A* a, float a_scale, int64_t lda,
+                                   const float* s, const float* w, int64_t K, const float* f,
+                                   int64_t ldf, const float* bias, const float* add,
+                                   int64_t ld_add, float* y, int64_t ldy) {
     constexpr int kRows = 4;
     int64_t r0 = 0;
     for (; r0 + kRows <= R; r0 += kRows)
-        scaled_plus_product_rows<kRows>(r0, n, a, lda, s, w, K, f, ldf, bias, add, ld_add, y, ldy);
+        scaled_plus_product_rows<kRows>(r0, n, a, a_scale, lda, s, w, K, f, ldf, bias, add, ld_add,
+                                        y, ldy);
     for (; r0 < R; ++r0)
-        scaled_plus_product_rows<1>(r0, n, a, lda, s, w, K, f, ldf, bias, add, ld_add, y, ldy);
+        scaled_plus_product_rows<1>(r0, n, a, a_scale, lda, s, w, K, f, ldf, bias, add, ld_add, y,
+                                    ldy);
+}
+
+void scaled_plus_product(int64_t R, int64_t n, const float* a, int64_t lda, const float* s,
+                         const float* w, int64_t K, const float* f, int64_t ldf, const float* bias,
+                         const float* add, int64_t ld_add, float* y, int64_t ldy) {
+    scaled_plus_product_of(R, n, a, 1.0f, lda, s, w, K, f, ldf, bias, add, ld_add, y, ldy);
+}
+
+void scaled_plus_product(int64_t R, int64_t n, const uint16_t* a_f16, float a_scale, int64_t lda,
+                         const float* s, const float* w, int64_t K, const float* f, int64_t ldf,
+                         const float* bias, const float* add, int64_t ld_add, float* y,
+                         int64_t ldy) {
+    scaled_plus_product_of(R, n, a_f16, a_scale, lda, s, w, K, f, ldf, bias, add, ld_add, y, ldy);
 }
 
 void gelu(Tensor& x) {

@@ -174,6 +174,12 @@ void gelu_mix(const float* x, int64_t ldx, int64_t C, int64_t n, const float* bi
 void scaled_plus_product(int64_t R, int64_t n, const float* a, int64_t lda, const float* s,
                          const float* w, int64_t K, const float* f, int64_t ldf, const float* bias,
                          const float* add, int64_t ld_add, float* y, int64_t ldy);
+// The same with a in IEEE half times a_scale (a power of two that keeps it in half's range):
+// half the bytes of a matrix that the pass reads from memory.
+void scaled_plus_product(int64_t R, int64_t n, const uint16_t* a_f16, float a_scale, int64_t lda,
+                         const float* s, const float* w, int64_t K, const float* f, int64_t ldf,
+                         const float* bias, const float* add, int64_t ld_add, float* y,
+                         int64_t ldy);
 void relu(Tensor& x);
 void add_(Tensor& x, const Tensor& y);                    // x += y, same numel
 void add_scaled_(Tensor& x, const Tensor& y, float s);    // x += s * y

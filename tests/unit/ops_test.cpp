@@ -181,23 +181,34 @@ TEST(GeluMix, MatchesTheWeightedSumsOfGelu) {
 
 // scaled_plus_product against the sums in double, over row counts around its 4-row groups, pixel
 // counts around its 64-pixel steps (and their 16-lane vectors), with the bias or the added
-// matrix, and nothing written past the pixels.
+// matrix, the scaled matrix in f32 or in half times a scale, and nothing written past the pixels.
 TEST(ScaledPlusProduct, MatchesTheSumsInDouble) {
     std::mt19937 rng(12);
     std::normal_distribution<float> normal(0.0f, 1.0f);
     const int64_t K = 7, lda = 150, ldf = 140, ld_add = 145, ldy = 141;
+    const float a_scale = 8.0f;
     for (int64_t R : {1, 4, 6}) {
         for (int64_t n : {1, 16, 63, 64, 65, 130}) {
-            for (bool with_add : {false, true}) {
+            for (int variant = 0; variant < 4; ++variant) {
+                const bool with_add = variant & 1, half = variant & 2;
                 SCOPED_TRACE(std::to_string(R) + " rows, " + std::to_string(n) + " pixels" +
-                             (with_add ? ", add" : ", bias"));
+                             (with_add ? ", add" : ", bias") + (half ? ", half" : ""));
                 std::vector<float> a(R * lda), s(n), w(R * K), f(K * ldf), bias(R), add(R * ld_add);
                 for (std::vector<float>* v : {&a, &s, &w, &f, &bias, &add})
                     for (float& value : *v) value = normal(rng);
+                std::vector<uint16_t> a_f16(a.size());
+                for (size_t i = 0; i < a.size(); ++i) {
+                    a_f16[i] = f32_to_f16(a[i]);
+                    if (half) a[i] = f16_to_f32(a_f16[i]) * a_scale;  // what the half stands for
+                }
                 std::vector<float> y(R * ldy, -99.0f);
-                scaled_plus_product(R, n, a.data(), lda, s.data(), w.data(), K, f.data(), ldf,
-                                    bias.data(), with_add ? add.data() : nullptr, ld_add, y.data(),
-                                    ldy);
+                const float* b = with_add ? add.data() : nullptr;
+                if (half)
+                    scaled_plus_product(R, n, a_f16.data(), a_scale, lda, s.data(), w.data(), K,
+                                        f.data(), ldf, bias.data(), b, ld_add, y.data(), ldy);
+                else
+                    scaled_plus_product(R, n, a.data(), lda, s.data(), w.data(), K, f.data(), ldf,
+                                        bias.data(), b, ld_add, y.data(), ldy);
                 for (int64_t r = 0; r < R; ++r)
                     for (int64_t i = 0; i < ldy; ++i) {
                         if (i >= n) {

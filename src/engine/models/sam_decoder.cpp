@@ -382,6 +382,18 @@ Bf16 rounded(const Tensor& t) {
     return r;
 }
 
+// x in IEEE half, divided by *scale: the power of two (>= 1) that brings its largest magnitude
+// within half's range.
+std::vector<uint16_t> to_half(const Tensor& x, float* scale) {
+    float largest = 0.0f;
+    for (int64_t i = 0; i < x.numel(); ++i) largest = std::max(largest, std::fabs(x[i]));
+    *scale = 1.0f;
+    while (largest / *scale > 32768.0f) *scale *= 2.0f;
+    std::vector<uint16_t> half(x.numel());
+    for (int64_t i = 0; i < x.numel(); ++i) half[i] = f32_to_f16(x[i] / *scale);
+    return half;
+}
+
 // x [R, C, ...] as the matrix [C*..., R].
 Tensor transposed(const Tensor& x) {
     const int64_t R = x.dim(0), C = x.numel() / R;
@@ -1029,12 +1041,14 @@ Tensor to_upscaled_order(const Tensor& features, const std::vector<int32_t>& ord
     return y;
 }
 
-// The image tokens [C, g*g] and the mask weights hyper [M, C/8] -> masks [M, 4g, 4g]. terms_1,
-// terms_2: SAM 2's high-resolution terms in the upscaling order (DecoderImage), or empty. With
-// bf16 compute the second transposed convolution takes bf16 inputs.
+// The image tokens [C, g*g] and the mask weights hyper [M, C/8] -> masks [M, 4g, 4g]. prepared:
+// the image's term of the first convolution (in f32 or half), SAM 2's high-resolution terms in
+// the upscaling order (upscale_add_1, upscale_add_2; empty for SAM). With bf16 compute the second
+// transposed convolution takes bf16 inputs.
 Tensor upscale_to_masks(const SamDecoderWeights& w, const ImageTokens& image, const Tensor& hyper,
-                        const FirstUpscale& first, const Tensor& base, const Tensor& terms_1,
-                        const Tensor& terms_2, const std::vector<int32_t>& order, int64_t g) {
+                        const FirstUpscale& first, const DecoderImage& prepared,
+                        const std::vector<int32_t>& order, int64_t g) {
+    const Tensor &terms_1 = prepared.upscale_add_1, &terms_2 = prepared.upscale_add_2;
     const int64_t n0 = g * g, M = hyper.dim(0), K = first.weights.dim(1);
     const int64_t Kp = static_cast<int64_t>(first.weights_bf16.size()) / first.weights.dim(0);
     const int64_t O1 = w.upscale1.w.dim(1), O2 = w.upscale2.w.dim(1);
@@ -1052,10 +1066,18 @@ Tensor upscale_to_masks(const SamDecoderWeights& w, const ImageTokens& image, co
         for (int64_t b = 0; b < blocks; ++b) {
             const int64_t p0 = b * nb;
             // S_0 G_0 x_0 + the folded f32 rest + the bias (or SAM 2's terms), then the bf16 rest.
-            scaled_plus_product(O1 * 4, nb, base.data() + p0, n0, first.image_scale.data() + p0,
-                                first.weights.data(), K, first.factors.data() + p0, n0,
-                                row_bias.data(), terms_1.empty() ? nullptr : terms_1.data() + p0,
-                                n0, y1.data(), nb);
+            const float* rest_bias = terms_1.empty() ? nullptr : terms_1.data() + p0;
+            if (prepared.upscale_base_f16.empty())
+                scaled_plus_product(O1 * 4, nb, prepared.upscale_base.data() + p0, n0,
+                                    first.image_scale.data() + p0, first.weights.data(), K,
+                                    first.factors.data() + p0, n0, row_bias.data(), rest_bias, n0,
+                                    y1.data(), nb);
+            else
+                scaled_plus_product(O1 * 4, nb, prepared.upscale_base_f16.data() + p0,
+                                    prepared.upscale_base_scale, n0,
+                                    first.image_scale.data() + p0, first.weights.data(), K,
+                                    first.factors.data() + p0, n0, row_bias.data(), rest_bias, n0,
+                                    y1.data(), nb);
             if (Kp)
                 gemm_bf16(false, false, O1 * 4, nb, Kp, first.weights_bf16.data(), Kp,
                           first.factors_bf16.data() + b * Kp * nb, nb, 1.0f, y1.data(), nb);
@@ -1279,6 +1301,10 @@ DecoderImage SamDecoder::prepare(Tensor image_embed, Tensor high_res_0, Tensor h
     d.upscale_base = Tensor({G0.dim(0), g * g});
     gemm_wide(false, false, G0.dim(0), g * g, C, 1.0f, G0.data(), C, d.image_embed.data(), g * g,
               0.0f, d.upscale_base.data(), g * g);
+    if (precision_ == Precision::BF16) {
+        d.upscale_base_f16 = to_half(d.upscale_base, &d.upscale_base_scale);
+        d.upscale_base = Tensor();
+    }
     Tensor keys = d.image_embed;  // layer 0's image tokens without a mask
     add_channel_bias(keys, w.no_mask.data());
     Layer0Projections p = project_layer0(w.layers.front(), keys, plus(keys, dense_pe_));
@@ -1410,8 +1436,7 @@ DecoderOutput SamDecoder::decode(const DecoderImage& image, const Prompt& prompt
         std::memcpy(hyper.data() + i * Cu, h.data(), Cu * sizeof(float));
     }
     const FirstUpscale first = fold_click(w, im, prompt.mask_input ? &f : nullptr);
-    Tensor masks = upscale_to_masks(w, im, hyper, first, image.upscale_base, image.upscale_add_1,
-                                    image.upscale_add_2, upscale_order_2_, g);
+    Tensor masks = upscale_to_masks(w, im, hyper, first, image, upscale_order_2_, g);
 
     DecoderOutput out;
     if (dynamic) {

@@ -89,8 +89,12 @@ struct DecoderImage {
     // biases, in the upscaling's pixel order: [C/4, 4g*g], [C/8, 16g*g].
     Tensor upscale_add_1, upscale_add_2;
     // The image's term of the first upscaling convolution, folded through the transformer's
-    // norms (G_0 image_embed, sam_decoder.cpp's fold_first_upscale): [4 * C/4, g*g].
+    // norms (G_0 image_embed, sam_decoder.cpp's fold_first_upscale): [4 * C/4, g*g]. With bf16
+    // compute in IEEE half instead, times upscale_base_scale (a power of two that keeps it in
+    // half's range): every click reads it from memory, and half keeps 3 bits more than bf16.
     Tensor upscale_base;
+    std::vector<uint16_t> upscale_base_f16;
+    float upscale_base_scale = 1.0f;
 };
 
 struct SamDecoderWeights;
