@@ -14,6 +14,7 @@
 #include <array>
 #include <map>
 #include <mutex>
+#include <unordered_map>
 
 #include "engine/onednn.h"
 #endif
@@ -24,6 +25,7 @@
 #include <cmath>
 #include <cstring>
 #include <stdexcept>
+#include <type_traits>
 #include <vector>
 
 namespace splitseg {
@@ -62,39 +64,51 @@ void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alp
 }
 
 #ifndef SPLITSEG_WASM
-// One matmul primitive per problem (shapes, strides, beta), made on first use: creating one
-// costs far more than the small products of the prompt decoder it serves.
+// One matmul primitive per problem (shapes, strides, beta) and thread, made on first use: creating
+// one costs far more than the small products of the prompt decoder it serves (a thread's first
+// call of a shape finds the kernel in oneDNN's own primitive cache when another thread made it).
+// Each keeps its memory objects, pointed at a call's operands, and the thread's stream and
+// scratchpad serve every call: made per call, with the map's lock, they cost ~15 % of a small
+// product's time and four allocations (~130 products a click).
 using Bf16Problem = std::array<int64_t, 9>;  // trans_a, trans_b, M, N, K, lda, ldb, ldc, beta
 
 struct Bf16Product {
     dnnl::matmul matmul;
-    dnnl::memory::desc a, b, c, scratch;
+    std::unordered_map<int, dnnl::memory> args;  // src, weights, dst, scratchpad
 };
 
-static const Bf16Product& bf16_product(const Bf16Problem& p) {
-    static std::mutex mutex;
-    static std::map<Bf16Problem, Bf16Product> products;
-    std::lock_guard<std::mutex> lock(mutex);
-    auto it = products.find(p);
-    if (it != products.end()) return it->second;
-    const auto [trans_a, trans_b, M, N, K, lda, ldb, ldc, beta] = p;
-    using onednn::dt;
-    const auto a =
-        trans_a ? onednn::transposed(K, M, lda, dt::bf16) : onednn::rows(M, K, lda, dt::bf16);
-    const auto b =
-        trans_b ? onednn::transposed(N, K, ldb, dt::bf16) : onednn::rows(K, N, ldb, dt::bf16);
-    dnnl::primitive_attr attr = onednn::own_scratchpad();
-    if (beta) {
-        dnnl::post_ops ops;
-        ops.append_sum(1.0f);
-        attr.set_post_ops(ops);
+struct Bf16Products {
+    std::map<Bf16Problem, Bf16Product> products;
+    dnnl::stream stream{onednn::cpu()};
+    std::vector<char> scratch;
+
+    Bf16Product& product(const Bf16Problem& p) {
+        auto it = products.find(p);
+        if (it != products.end()) return it->second;
+        const auto [trans_a, trans_b, M, N, K, lda, ldb, ldc, beta] = p;
+        using onednn::dt;
+        const auto a =
+            trans_a ? onednn::transposed(K, M, lda, dt::bf16) : onednn::rows(M, K, lda, dt::bf16);
+        const auto b =
+            trans_b ? onednn::transposed(N, K, ldb, dt::bf16) : onednn::rows(K, N, ldb, dt::bf16);
+        dnnl::primitive_attr attr = onednn::own_scratchpad();
+        if (beta) {
+            dnnl::post_ops ops;
+            ops.append_sum(1.0f);
+            attr.set_post_ops(ops);
+        }
+        const dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(a, b, onednn::rows(M, N, ldc)),
+                                              attr, onednn::cpu());
+        scratch.resize(std::max(scratch.size(), pd.scratchpad_desc().get_size()));
+        const dnnl::engine& eng = onednn::cpu();
+        Bf16Product made{dnnl::matmul(pd),
+                         {{DNNL_ARG_SRC, dnnl::memory(a, eng, nullptr)},
+                          {DNNL_ARG_WEIGHTS, dnnl::memory(b, eng, nullptr)},
+                          {DNNL_ARG_DST, dnnl::memory(pd.dst_desc(), eng, nullptr)},
+                          {DNNL_ARG_SCRATCHPAD, dnnl::memory(pd.scratchpad_desc(), eng, nullptr)}}};
+        return products.emplace(p, std::move(made)).first->second;
     }
-    const dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(a, b, onednn::rows(M, N, ldc)), attr,
-                                          onednn::cpu());
-    return products
-        .emplace(p, Bf16Product{dnnl::matmul(pd), a, b, pd.dst_desc(), pd.scratchpad_desc()})
-        .first->second;
-}
+};
 #endif
 
 void gemm_bf16(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const uint16_t* A,
@@ -106,17 +120,14 @@ void gemm_bf16(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, cons
         (void)ldc;
     throw std::runtime_error("gemm_bf16: no bf16 products in the WASM build");
 #else
-    const Bf16Product& product =
-        bf16_product({trans_a, trans_b, M, N, K, lda, ldb, ldc, beta != 0.0f});
-    const dnnl::engine& eng = onednn::cpu();
-    const onednn::Scratchpad scratch(product.scratch.get_size());  // per call: calls run at once
-    dnnl::stream stream(eng);
-    product.matmul.execute(
-        stream, {{DNNL_ARG_SRC, dnnl::memory(product.a, eng, const_cast<uint16_t*>(A))},
-                 {DNNL_ARG_WEIGHTS, dnnl::memory(product.b, eng, const_cast<uint16_t*>(B))},
-                 {DNNL_ARG_DST, dnnl::memory(product.c, eng, C)},
-                 {DNNL_ARG_SCRATCHPAD, scratch.memory()}});
-    stream.wait();
+    thread_local Bf16Products mine;
+    Bf16Product& product = mine.product({trans_a, trans_b, M, N, K, lda, ldb, ldc, beta != 0.0f});
+    product.args[DNNL_ARG_SRC].set_data_handle(const_cast<uint16_t*>(A));
+    product.args[DNNL_ARG_WEIGHTS].set_data_handle(const_cast<uint16_t*>(B));
+    product.args[DNNL_ARG_DST].set_data_handle(C);
+    product.args[DNNL_ARG_SCRATCHPAD].set_data_handle(mine.scratch.data());
+    product.matmul.execute(mine.stream, product.args);
+    mine.stream.wait();
 #endif
 }
 
@@ -471,10 +482,10 @@ static inline float value_of(uint16_t half) {
 // registers, each f row loaded once for the rows. a is f32 or IEEE half (A: float or uint16_t),
 // times a_scale.
 template <int Rows, typename A>
-static void scaled_plus_product_rows(int64_t r0, int64_t n, const A* a, float a_scale,
-                                     int64_t lda, const float* s, const float* w, int64_t K,
-                                     const float* f, int64_t ldf, const float* bias,
-                                     const float* add, int64_t ld_add, float* y, int64_t ldy) {
+static void scaled_plus_product_rows(int64_t r0, int64_t n, const A* a, float a_scale, int64_t lda,
+                                     const float* s, const float* w, int64_t K, const float* f,
+                                     int64_t ldf, const float* bias, const float* add,
+                                     int64_t ld_add, float* y, int64_t ldy) {
 #ifdef __AVX512F__
     constexpr int kVectors = 4;
     const __m512 scale = _mm512_set1_ps(a_scale);
@@ -526,8 +537,8 @@ static void scaled_plus_product_rows(int64_t r0, int64_t n, const A* a, float a_
 template <typename A>
 static void scaled_plus_product_of(int64_t R, int64_t n, const A* a, float a_scale, int64_t lda,
                                    const float* s, const float* w, int64_t K, const float* f,
-                                   int64_t ldf, const float* bias, const float* add,
-                                   int64_t ld_add, float* y, int64_t ldy) {
+                                   int64_t ldf, const float* bias, const float* add, int64_t ld_add,
+                                   float* y, int64_t ldy) {
     constexpr int kRows = 4;
     int64_t r0 = 0;
     for (; r0 + kRows <= R; r0 += kRows)
@@ -617,6 +628,60 @@ static void write_normalised_row(const float* v, float a, const float* mean, con
 #endif
 }
 
+// Up to four rows of channels for add_channel_sums: the source's (src in f32 or src_bf16), what is
+// added to each (first), and the caller's block rows (add, or null).
+struct ChannelRows {
+    const float* src[4];
+    const uint16_t* src_bf16[4];
+    float first[4];
+    float* add[4];
+};
+
+// Per pixel, adds to sum and sum_sq each row's t = v - shift and t^2 in the rows' order, v =
+// src + first (+ add, which is left holding v).
+template <int Rows, typename S, bool Add>
+static void add_channel_sums_of(const S* const* src, const float* first, float* const* add,
+                                int64_t n, const float* shift, float* sum, float* sum_sq) {
+#pragma omp simd
+    for (int64_t i = 0; i < n; ++i) {
+        float s = sum[i], sq = sum_sq[i];
+        for (int r = 0; r < Rows; ++r) {
+            float v;
+            if constexpr (std::is_same_v<S, float>)
+                v = src[r][i] + first[r];
+            else
+                v = bf16_to_f32(src[r][i]) + first[r];
+            if constexpr (Add) {
+                v = add[r][i] + v;
+                add[r][i] = v;
+            }
+            const float t = v - shift[i];
+            s += t;
+            sq += t * t;
+        }
+        sum[i] = s;
+        sum_sq[i] = sq;
+    }
+}
+
+template <int Rows>
+static void add_channel_sums(const ChannelRows& rows, int64_t n, const float* shift, float* sum,
+                             float* sum_sq) {
+    const bool bf16 = rows.src_bf16[0] != nullptr, add = rows.add[0] != nullptr;
+    if (bf16 && add)
+        add_channel_sums_of<Rows, uint16_t, true>(rows.src_bf16, rows.first, rows.add, n, shift,
+                                                  sum, sum_sq);
+    else if (bf16)
+        add_channel_sums_of<Rows, uint16_t, false>(rows.src_bf16, rows.first, rows.add, n, shift,
+                                                   sum, sum_sq);
+    else if (add)
+        add_channel_sums_of<Rows, float, true>(rows.src, rows.first, rows.add, n, shift, sum,
+                                               sum_sq);
+    else
+        add_channel_sums_of<Rows, float, false>(rows.src, rows.first, rows.add, n, shift, sum,
+                                                sum_sq);
+}
+
 void layer_norm_channels_block(float* x, int64_t C, int64_t HW, int64_t i0, int64_t n,
                                const float* weight, const float* bias, float eps,
                                const ChannelNormExtras& extras) {
@@ -659,26 +724,31 @@ void layer_norm_channels_block(float* x, int64_t C, int64_t HW, int64_t i0, int6
 #pragma omp simd
     for (int64_t i = 0; i < n; ++i) shift[i] = s0[i] + a0 + (extras.add ? add_row(0)[i] : 0.0f);
     if (extras.add) std::memcpy(add_row(0), shift, n * sizeof(float));
-    for (int64_t c = 1; c < C; ++c) {
-        const float* s = src_row(c);
-        const float a = first(c);
-        if (extras.add) {
-            float* u = add_row(c);
-#pragma omp simd
-            for (int64_t i = 0; i < n; ++i) {
-                u[i] += s[i] + a;
-                const float t = u[i] - shift[i];
-                sum[i] += t;
-                sum_sq[i] += t * t;
-            }
-        } else {
-#pragma omp simd
-            for (int64_t i = 0; i < n; ++i) {
-                const float t = s[i] + a - shift[i];
-                sum[i] += t;
-                sum_sq[i] += t * t;
-            }
+    // The other channels kSumRows at a time: the sums are loaded and stored once per kSumRows
+    // rows (one row at a time, they were most of the pass's stores).
+    constexpr int kSumRows = 4;
+    ChannelRows rows;
+    int64_t c0 = 1;
+    auto gather = [&](int count) {  // rows [c0, c0 + count), the next ones asked for
+        for (int r = 0; r < count; ++r) {
+            const int64_t c = c0 + r, ahead = c + kSumRows;
+            if (ahead < C && extras.src_bf16)
+                prefetch(extras.src_bf16 + ahead * src_ld + src_at, n * 2);
+            else if (ahead < C)
+                prefetch(src + ahead * src_ld, n * 4);
+            rows.src[r] = src ? src + c * src_ld : nullptr;
+            rows.src_bf16[r] = extras.src_bf16 ? extras.src_bf16 + c * src_ld + src_at : nullptr;
+            rows.first[r] = first(c);
+            rows.add[r] = extras.add ? add_row(c) : nullptr;
         }
+    };
+    for (; c0 + kSumRows <= C; c0 += kSumRows) {
+        gather(kSumRows);
+        add_channel_sums<kSumRows>(rows, n, shift, sum, sum_sq);
+    }
+    for (; c0 < C; ++c0) {
+        gather(1);
+        add_channel_sums<1>(rows, n, shift, sum, sum_sq);
     }
     float* mean = sum;  // reused: the mean, then 1 / the standard deviation in sum_sq
     float* inv_std = sum_sq;

@@ -666,6 +666,64 @@ TEST(LinearPanels, MatchesTheProductInEveryRowCountAndWidth) {
     }
 }
 
+// gemm_bf16 against the sums in double of its bf16 operands: every transposition, beta 0 and 1,
+// strides wider than the rows. Each thread keeps its primitives and points them at a call's
+// operands: the same problem again with other operands, and problems on several threads at once,
+// must each compute their own.
+TEST(GemmBf16, MatchesTheSumsOfItsOperandsCallAfterCallAndOnEveryThread) {
+    struct Problem {
+        bool trans_a, trans_b;
+        int64_t M, N, K;
+        float beta;
+    };
+    const std::vector<Problem> problems = {{false, false, 24, 40, 56, 0.0f},
+                                           {false, true, 9, 33, 16, 1.0f},
+                                           {true, false, 17, 8, 70, 0.0f},
+                                           {true, true, 5, 64, 31, 1.0f}};
+    auto check = [](const Problem& p, uint32_t seed) {
+        std::mt19937 rng(seed);
+        std::normal_distribution<float> normal(0.0f, 1.0f);
+        // Row-major with 3 spare columns: A [M, K] (or [K, M]), B [K, N] (or [N, K]), C [M, N].
+        const int64_t a_rows = p.trans_a ? p.K : p.M, a_cols = p.trans_a ? p.M : p.K;
+        const int64_t b_rows = p.trans_b ? p.N : p.K, b_cols = p.trans_b ? p.K : p.N;
+        const int64_t lda = a_cols + 3, ldb = b_cols + 3, ldc = p.N + 3;
+        std::vector<uint16_t> a(a_rows * lda), b(b_rows * ldb);
+        for (uint16_t& v : a) v = f32_to_bf16(normal(rng));
+        for (uint16_t& v : b) v = f32_to_bf16(normal(rng));
+        std::vector<float> c(p.M * ldc);
+        for (float& v : c) v = normal(rng);
+        const std::vector<float> before = c;
+        gemm_bf16(p.trans_a, p.trans_b, p.M, p.N, p.K, a.data(), lda, b.data(), ldb, p.beta,
+                  c.data(), ldc);
+        int wrong = 0;
+        for (int64_t m = 0; m < p.M; ++m)
+            for (int64_t n = 0; n < ldc; ++n) {
+                if (n >= p.N) {
+                    wrong += c[m * ldc + n] != before[m * ldc + n];  // past the row: untouched
+                    continue;
+                }
+                double want = p.beta * before[m * ldc + n], magnitude = std::abs(want);
+                for (int64_t k = 0; k < p.K; ++k) {
+                    const double x = bf16_to_f32(p.trans_a ? a[k * lda + m] : a[m * lda + k]);
+                    const double y = bf16_to_f32(p.trans_b ? b[n * ldb + k] : b[k * ldb + n]);
+                    want += x * y;
+                    magnitude += std::abs(x * y);
+                }
+                wrong += std::abs(c[m * ldc + n] - want) > 1e-5 * magnitude + 1e-6;
+            }
+        return wrong;
+    };
+    for (uint32_t round = 0; round < 2; ++round)  // the second round: cached primitives
+        for (size_t i = 0; i < problems.size(); ++i)
+            EXPECT_EQ(check(problems[i], 100 * round + i), 0)
+                << "problem " << i << ", round " << round;
+    std::vector<int> wrong(4 * problems.size(), 0);
+#pragma omp parallel for num_threads(2) schedule(dynamic)
+    for (size_t i = 0; i < wrong.size(); ++i)
+        wrong[i] = check(problems[i % problems.size()], 1000 + static_cast<uint32_t>(i));
+    for (size_t i = 0; i < wrong.size(); ++i) EXPECT_EQ(wrong[i], 0) << "threaded call " << i;
+}
+
 TEST(Parallel, EveryIndexRunsOnceAtEveryNestingAndThreadCount) {
     const int threads = num_threads();
     for (int t : {1, 2}) {
