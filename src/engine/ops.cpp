@@ -978,7 +978,7 @@ void softmax_rows(float* x, int64_t rows, int64_t cols) {
     }
 }
 
-void softmax_columns(float* x, int64_t rows, int64_t cols) {
+void softmax_columns(float* x, int64_t rows, int64_t cols, const SoftmaxCopies& copies) {
     // Chunks of columns keep the running max and sum in registers/L1 and vectorise across columns.
     constexpr int64_t kChunk = 256;
     const int64_t chunks = (cols + kChunk - 1) / kChunk;
@@ -1005,6 +1005,9 @@ void softmax_columns(float* x, int64_t rows, int64_t cols) {
             float* row = x + r * cols + c0;
 #pragma omp simd
             for (int64_t j = 0; j < n; ++j) row[j] *= sum[j];
+            if (copies.f32)
+                std::memcpy(copies.f32 + r * copies.f32_ld + c0, row, n * sizeof(float));
+            if (copies.bf16) to_bf16(row, n, copies.bf16 + r * cols + c0);
         }
     });
 }

@@ -198,8 +198,15 @@ void softmax_numerators(float* x, int64_t rows, int64_t cols, float* inv_sum,
 // writing the sum back to row.
 void softmax_numerators_grid(const float* row, int64_t S, const float* by_row, const float* by_col,
                              float* inv_sum, uint16_t* bf16);
+// Where softmax_columns also writes the probabilities, row by row while each is in L1: f32 rows
+// f32_ld apart, rows rounded to bf16 (cols apart).
+struct SoftmaxCopies {
+    float* f32 = nullptr;
+    int64_t f32_ld = 0;
+    uint16_t* bf16 = nullptr;
+};
 // In place over each column of x [rows, cols]: softmax over the rows (few rows, many columns).
-void softmax_columns(float* x, int64_t rows, int64_t cols);
+void softmax_columns(float* x, int64_t rows, int64_t cols, const SoftmaxCopies& copies = {});
 
 // x [C, H, W] -> [O, H', W']. weight [O, C/groups, kh, kw], bias [O] or empty.
 Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, int stride, int padding,

@@ -407,6 +407,13 @@ Tensor transposed(const Tensor& x) {
 // for the normalisation.
 constexpr int64_t kImageBlock = 256;
 
+// Image tokens per block of the upscaling: the largest power of two <= 512 dividing HW.
+int64_t upscale_block(int64_t HW) {
+    int64_t nb = 512;
+    while (HW % nb) nb /= 2;
+    return nb;
+}
+
 // The image side of the two-way transformer: the image tokens [C, HW], the same plus the dense
 // positional encoding, and with bf16 compute both rounded for the products that read them. With
 // bf16 compute there are no f32 tokens: layer 0 normalises the prepared embedding plus its update
@@ -423,11 +430,44 @@ struct ImageTokens {
     // Per layer, how the image tokens changed: keys += vo^T p, then keys = LayerNorm(keys + bias)
     // with these per-token statistics. The folded first upscaling convolution reads them.
     struct Update {
-        Tensor vo, p;                      // [heads*T, C], [heads*T, HW]
+        Tensor vo, p;                      // [heads*T, C], [heads*T, HW] (bf16: not the last's)
         std::vector<float> mean, inv_std;  // [HW]
     };
     std::vector<Update> updates;
+    // With bf16 compute, the folded first upscaling's probability rows (FirstUpscale::
+    // factors_bf16), written by the last layer's update (write_fold_rows).
+    Bf16 fold_rows;
 };
+
+// The last layer's update writes the folded upscaling's probability rows for every layer while
+// its block is in cache (fold_click would read every layer's [heads*T, HW] f32 probabilities back
+// from memory): for the block's pixels [p0, p0 + n), row l * HT + j of upscale block b is
+// p_l[j] * S_l, S_l the product of the layers' 1 / std from the last down to l (fold_click's
+// arithmetic, in its order), rounded to bf16. p: the last layer's block [HT, n]; inv_std: its
+// statistics [HW].
+void write_fold_rows(ImageTokens& image, const float* p, const float* inv_std, int64_t HT,
+                     int64_t p0, int64_t n) {
+    const int64_t L = static_cast<int64_t>(image.updates.size()) + 1, Kp = L * HT;
+    const int64_t HW = image.HW, nb = upscale_block(HW);
+    for (int64_t s0 = p0; s0 < p0 + n;) {  // the parts of the block in each upscale block
+        const int64_t b = s0 / nb, t0 = s0 % nb, len = std::min(p0 + n - s0, nb - t0);
+        uint16_t* rows = image.fold_rows.data() + b * Kp * nb + t0;
+        float S[kImageBlock];
+        for (int64_t i = 0; i < len; ++i) S[i] = 1.0f * inv_std[s0 + i];
+        for (int64_t l = L - 1; l >= 0; --l) {
+            if (l < L - 1)
+                for (int64_t i = 0; i < len; ++i) S[i] *= image.updates[l].inv_std[s0 + i];
+            for (int64_t j = 0; j < HT; ++j) {
+                const float* pj =
+                    l == L - 1 ? p + j * n + (s0 - p0) : image.updates[l].p.data() + j * HW + s0;
+                uint16_t* dst = rows + (l * HT + j) * nb;
+#pragma omp simd
+                for (int64_t i = 0; i < len; ++i) dst[i] = f32_to_bf16_finite(pj[i] * S[i]);
+            }
+        }
+        s0 += len;
+    }
+}
 
 // x [C, HW] in ImageTokens' layout: blocks of kImageBlock pixels, block b [C, n] from element
 // b * kImageBlock * C on.
@@ -661,7 +701,9 @@ using BlockScores = std::function<void(int64_t p0, int64_t n, float* scores)>;
 // Each normalised block goes to `next` (the next layer's token->image attention, or the final
 // attention) while it is in cache, and into the image tokens when `keep` (the next layer's
 // image->token attention reads them; after the last layer nothing does).
-// Returns what the folded first upscaling reads: vo, P [heads*T, HW] and the pixel statistics.
+// Returns what the folded first upscaling reads: vo, P [heads*T, HW] and the pixel statistics;
+// with bf16 compute the last layer writes the fold's probability rows instead of P
+// (write_fold_rows: image.fold_rows sized for them).
 ImageTokens::Update update_image(const Attention& a, const Tensor& v, int heads, Tensor p_all,
                                  const BlockScores& scores, const float* keys_in,
                                  const Tensor& bias, const Norm& norm, const Tensor& dense_pe,
@@ -669,7 +711,9 @@ ImageTokens::Update update_image(const Attention& a, const Tensor& v, int heads,
                                  TokensToImageBlocks& next, bool keep) {
     const int64_t T = v.dim(0), D = v.dim(1), d = D / heads, HT = heads * T;
     const int64_t C = image.C, HW = image.HW;
-    if (scores) p_all = Tensor({HT, HW});
+    // With bf16 compute the last layer writes the fold's rows itself, and keeps no probabilities.
+    const bool fold_rows = image.bf16() && !keep;
+    if (scores && !fold_rows) p_all = Tensor({HT, HW});
     ImageTokens::Update u{Tensor({HT, C}), std::move(p_all), std::vector<float>(HW),
                           std::vector<float>(HW)};
     for (int h = 0; h < heads; ++h)  // Wo_h: the columns of head h
@@ -725,11 +769,12 @@ ImageTokens::Update update_image(const Attention& a, const Tensor& v, int heads,
                 for (int64_t r = 0; r < HT; ++r)
                     std::memcpy(p.data() + r * n, u.p.data() + r * HW + p0, n * sizeof(float));
             }
-            for (int h = 0; h < heads; ++h) softmax_columns(p.data() + h * T * n, T, n);
-            for (int64_t r = 0; r < HT; ++r)
-                std::memcpy(u.p.data() + r * HW + p0, p.data() + r * n, n * sizeof(float));
+            for (int h = 0; h < heads; ++h)
+                softmax_columns(p.data() + h * T * n, T, n,
+                                {.f32 = fold_rows ? nullptr : u.p.data() + h * T * HW + p0,
+                                 .f32_ld = HW,
+                                 .bf16 = image.bf16() ? p_bf16.data() + h * T * n : nullptr});
             if (image.bf16()) {
-                to_bf16(p.data(), HT * n, p_bf16.data());
                 for (int64_t j = 0; j < Cm; ++j)
                     to_bf16(mask->f.data() + j * HW + p0, n, p_bf16.data() + (HT + j) * n);
                 gemm_bf16(false, false, C, n, K, vo_t_bf16.data(), K, p_bf16.data(), n, 0.0f,
@@ -761,6 +806,7 @@ ImageTokens::Update update_image(const Attention& a, const Tensor& v, int heads,
             float* const x = image.bf16() ? nullptr : keep ? image.keys.data() + at : out_x.data();
             layer_norm_channels_block(x, C, HW, p0, n, norm.w.data(), norm.b.data(), kLayerNormEps,
                                       block);
+            if (fold_rows) write_fold_rows(image, p.data(), u.inv_std.data(), HT, p0, n);
             if (image.bf16()) {
                 next.add(n, block.x_bf16, block.x_pe_bf16);
             } else {
@@ -899,6 +945,8 @@ Tensor two_way_transformer(const SamDecoderWeights& w, int heads, const Tensor& 
         }
         // Layer 0's image tokens are the embedding plus the dense prompt (M f + its bias, or
         // no_mask), added here, and its image queries are prepared.
+        if (last && image.bf16())
+            image.fold_rows.resize(w.layers.size() * heads * queries.dim(0) * image.HW);
         if (i == 0) {
             Tensor bias = a.out.b;
             add_(bias, mask ? w.mask_conv3.b : w.no_mask);
@@ -930,20 +978,14 @@ Tensor two_way_transformer(const SamDecoderWeights& w, int heads, const Tensor& 
 // without full-size intermediates, and the pixels stay in the order the GEMMs produce them,
 // [sub-pixel][image token]; the masks are put in image order at the end.
 
-// Image tokens per block of the upscaling: the largest power of two <= 512 dividing HW.
-int64_t upscale_block(int64_t HW) {
-    int64_t nb = 512;
-    while (HW % nb) nb /= 2;
-    return nb;
-}
-
 // The first upscaling convolution of one click as a product (fold_first_upscale): its weights
 // [O*4, K] times each token's K factors [K, HW], plus the image's term S_0 *
 // DecoderImage::upscale_base. The factors' first L*heads*T rows are the layers' attention
 // probabilities (scaled): with bf16 compute their columns and rows are in weights_bf16
 // [O*4, L*heads*T] and factors_bf16 (per block of upscale_block(HW) tokens, [L*heads*T, nb]
-// dense) instead, and the f32 product keeps the rest, the token statistics whose terms nearly
-// cancel (a mean term against the normalised values) and would not survive the rounding.
+// dense, written by the last layer's update) instead, and the f32 product keeps the rest, the
+// token statistics whose terms nearly cancel (a mean term against the normalised values) and
+// would not survive the rounding.
 struct FirstUpscale {
     Tensor weights, factors;
     Bf16 weights_bf16, factors_bf16;
@@ -951,10 +993,10 @@ struct FirstUpscale {
 };
 
 // mask: the mask prompt's features [Cm, HW], or null.
-FirstUpscale fold_click(const SamDecoderWeights& w, const ImageTokens& im, const Tensor* mask) {
+FirstUpscale fold_click(const SamDecoderWeights& w, ImageTokens& im, const Tensor* mask) {
     const auto& f = w.fold;
     const int64_t L = static_cast<int64_t>(im.updates.size()), O4 = f.G[0].dim(0);
-    const int64_t C = im.C, HW = im.HW, nb = upscale_block(HW);
+    const int64_t C = im.C, HW = im.HW;
     const int64_t HT = im.updates[0].vo.dim(0), Cm = mask ? mask->dim(0) : 0;
     // Columns: per layer G_l vo_l^T against rows S_l p_l, then per layer [g_l | c_l] against
     // [-S_l m_l ; S_l], the last norm's bias against ones, and the mask's against S_0 f.
@@ -964,27 +1006,19 @@ FirstUpscale fold_click(const SamDecoderWeights& w, const ImageTokens& im, const
     Tensor gvo = im.bf16() ? Tensor({O4, Kp}) : Tensor();
     float* const p_cols = im.bf16() ? gvo.data() : u.weights.data();
     const int64_t p_ld = im.bf16() ? Kp : K;
-    if (im.bf16()) u.factors_bf16.resize(Kp * HW);
-    std::vector<float>& S = u.image_scale;  // S_l, built from the last layer down
+    if (im.bf16()) u.factors_bf16 = std::move(im.fold_rows);  // the last update wrote them
+    std::vector<float>& S = u.image_scale;                    // S_l, built from the last layer down
     for (int64_t l = L - 1; l >= 0; --l) {
         const ImageTokens::Update& up = im.updates[l];
         for (int64_t i = 0; i < HW; ++i) S[i] *= up.inv_std[i];
         gemm(false, true, O4, HT, C, 1.0f, f.G[l].data(), C, up.vo.data(), C, 0.0f, p_cols + l * HT,
              p_ld);
-        parallel_for(HT, true, [&](int64_t j) {
-            const float* p = up.p.data() + j * HW;
-            const int64_t row = l * HT + j;
-            if (!im.bf16()) {
-                float* dst = u.factors.data() + row * HW;
+        if (!im.bf16())
+            parallel_for(HT, true, [&](int64_t j) {
+                const float* p = up.p.data() + j * HW;
+                float* dst = u.factors.data() + (l * HT + j) * HW;
                 for (int64_t i = 0; i < HW; ++i) dst[i] = p[i] * S[i];
-                return;
-            }
-            for (int64_t b = 0; b < HW / nb; ++b) {
-                uint16_t* dst = u.factors_bf16.data() + (b * Kp + row) * nb;
-                for (int64_t t = 0; t < nb; ++t)
-                    dst[t] = f32_to_bf16_finite(p[b * nb + t] * S[b * nb + t]);
-            }
-        });
+            });
         Tensor c = f.c[l];
         if (l == 0) add_(c, mask ? f.mask_bias : f.no_mask);
         const int64_t k0 = ks + 2 * l;
@@ -1074,10 +1108,9 @@ Tensor upscale_to_masks(const SamDecoderWeights& w, const ImageTokens& image, co
                                     y1.data(), nb);
             else
                 scaled_plus_product(O1 * 4, nb, prepared.upscale_base_f16.data() + p0,
-                                    prepared.upscale_base_scale, n0,
-                                    first.image_scale.data() + p0, first.weights.data(), K,
-                                    first.factors.data() + p0, n0, row_bias.data(), rest_bias, n0,
-                                    y1.data(), nb);
+                                    prepared.upscale_base_scale, n0, first.image_scale.data() + p0,
+                                    first.weights.data(), K, first.factors.data() + p0, n0,
+                                    row_bias.data(), rest_bias, n0, y1.data(), nb);
             if (Kp)
                 gemm_bf16(false, false, O1 * 4, nb, Kp, first.weights_bf16.data(), Kp,
                           first.factors_bf16.data() + b * Kp * nb, nb, 1.0f, y1.data(), nb);
