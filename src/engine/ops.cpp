@@ -326,6 +326,32 @@ static inline __m512 widen_bf16x16(__m256i b) {
     return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(b), 16));
 }
 
+// 16 lanes' loads and stores: all of them, or (Masked) those of mask k.
+template <bool Masked>
+struct Lanes {
+    __mmask16 k = 0xFFFF;
+    __m512 load(const float* p) const {
+        if constexpr (Masked) return _mm512_maskz_loadu_ps(k, p);
+        return _mm512_loadu_ps(p);
+    }
+    __m512 load_bf16(const uint16_t* p) const {
+        if constexpr (Masked) return widen_bf16x16(_mm256_maskz_loadu_epi16(k, p));
+        return widen_bf16x16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+    }
+    __m512 load(const uint16_t* p) const {  // IEEE half
+        if constexpr (Masked) return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(k, p));
+        return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+    }
+    void store(float* p, __m512 v) const {
+        if constexpr (Masked) return _mm512_mask_storeu_ps(p, k, v);
+        _mm512_storeu_ps(p, v);
+    }
+    void store_bf16(uint16_t* p, __m512 v) const {
+        if constexpr (Masked) return _mm256_mask_storeu_epi16(p, k, bf16x16(v));
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), bf16x16(v));
+    }
+};
+
 // out[i] = x[i] (+ add[i] when given) rounded to bf16, i < n, by the conversion instruction:
 // 10-20 % less time than the compiler's vectorisation of f32_to_bf16_finite (a 56 x 256 block).
 static void round_to_bf16(const float* x, const float* add, int64_t n, uint16_t* out) {
@@ -425,8 +451,7 @@ void gelu_mix(const float* x, int64_t ldx, int64_t C, int64_t n, const float* bi
         const float* wm = w + m0 * C;
 #ifdef __AVX512F__
         // 32 pixels a step, two vectors: the GELUs' long dependency chains interleave.
-        for (int64_t i = 0; i < n; i += 32) {
-            const __mmask16 k0 = lanes_left(n - i), k1 = lanes_left(n - i - 16);
+        auto step = [&](int64_t i, const auto& l0, const auto& l1) {
             __m512 acc[2][kOutputs];
             for (auto& half : acc)
                 for (__m512& a : half) a = _mm512_setzero_ps();
@@ -434,11 +459,9 @@ void gelu_mix(const float* x, int64_t ldx, int64_t C, int64_t n, const float* bi
                 const float* xc = x + c * ldx + i;
                 const float* ac = add ? add + c * ld_add + i : nullptr;
                 const __m512 b = _mm512_set1_ps(add ? 0.0f : bias[c]);
-                const __m512 g0 = gelu16(_mm512_add_ps(_mm512_maskz_loadu_ps(k0, xc),
-                                                       ac ? _mm512_maskz_loadu_ps(k0, ac) : b));
+                const __m512 g0 = gelu16(_mm512_add_ps(l0.load(xc), ac ? l0.load(ac) : b));
                 const __m512 g1 =
-                    gelu16(_mm512_add_ps(_mm512_maskz_loadu_ps(k1, xc + 16),
-                                         ac ? _mm512_maskz_loadu_ps(k1, ac + 16) : b));
+                    gelu16(_mm512_add_ps(l1.load(xc + 16), ac ? l1.load(ac + 16) : b));
                 for (int64_t m = 0; m < mn; ++m) {
                     const __m512 wv = _mm512_set1_ps(wm[m * C + c]);
                     acc[0][m] = _mm512_fmadd_ps(wv, g0, acc[0][m]);
@@ -446,10 +469,13 @@ void gelu_mix(const float* x, int64_t ldx, int64_t C, int64_t n, const float* bi
                 }
             }
             for (int64_t m = 0; m < mn; ++m) {
-                _mm512_mask_storeu_ps(out + (m0 + m) * ld_out + i, k0, acc[0][m]);
-                _mm512_mask_storeu_ps(out + (m0 + m) * ld_out + i + 16, k1, acc[1][m]);
+                l0.store(out + (m0 + m) * ld_out + i, acc[0][m]);
+                l1.store(out + (m0 + m) * ld_out + i + 16, acc[1][m]);
             }
-        }
+        };
+        int64_t i = 0;
+        for (; i + 32 <= n; i += 32) step(i, Lanes<false>{}, Lanes<false>{});
+        if (i < n) step(i, Lanes<true>{lanes_left(n - i)}, Lanes<true>{lanes_left(n - i - 16)});
 #else
         for (int64_t i = 0; i < n; ++i) {
             float acc[kOutputs] = {};
@@ -463,14 +489,6 @@ void gelu_mix(const float* x, int64_t ldx, int64_t C, int64_t n, const float* bi
     }
 }
 
-#ifdef __AVX512F__
-static inline __m512 load16(__mmask16 k, const float* p) {
-    return _mm512_maskz_loadu_ps(k, p);
-}
-static inline __m512 load16(__mmask16 k, const uint16_t* p) {  // IEEE half
-    return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(k, p));
-}
-#endif
 static inline float value_of(float v) {
     return v;
 }
@@ -489,21 +507,17 @@ static void scaled_plus_product_rows(int64_t r0, int64_t n, const A* a, float a_
 #ifdef __AVX512F__
     constexpr int kVectors = 4;
     const __m512 scale = _mm512_set1_ps(a_scale);
-    for (int64_t i0 = 0; i0 < n; i0 += 16 * kVectors) {
-        __mmask16 k[kVectors];
+    auto step = [&](int64_t i0, const auto& lanes) {  // pixels [i0, i0 + 64)
         __m512 sv[kVectors];
-        for (int v = 0; v < kVectors; ++v) {
-            k[v] = lanes_left(n - i0 - 16 * v);
-            sv[v] = _mm512_mul_ps(_mm512_maskz_loadu_ps(k[v], s + i0 + 16 * v), scale);
-        }
+        for (int v = 0; v < kVectors; ++v)
+            sv[v] = _mm512_mul_ps(lanes[v].load(s + i0 + 16 * v), scale);
         __m512 acc[Rows][kVectors];
         for (int r = 0; r < Rows; ++r)
             for (int v = 0; v < kVectors; ++v)
-                acc[r][v] = _mm512_mul_ps(load16(k[v], a + (r0 + r) * lda + i0 + 16 * v), sv[v]);
+                acc[r][v] = _mm512_mul_ps(lanes[v].load(a + (r0 + r) * lda + i0 + 16 * v), sv[v]);
         for (int64_t j = 0; j < K; ++j) {
             __m512 fv[kVectors];
-            for (int v = 0; v < kVectors; ++v)
-                fv[v] = _mm512_maskz_loadu_ps(k[v], f + j * ldf + i0 + 16 * v);
+            for (int v = 0; v < kVectors; ++v) fv[v] = lanes[v].load(f + j * ldf + i0 + 16 * v);
             for (int r = 0; r < Rows; ++r) {
                 const __m512 wv = _mm512_set1_ps(w[(r0 + r) * K + j]);
                 for (int v = 0; v < kVectors; ++v)
@@ -513,10 +527,17 @@ static void scaled_plus_product_rows(int64_t r0, int64_t n, const A* a, float a_
         for (int r = 0; r < Rows; ++r)
             for (int v = 0; v < kVectors; ++v) {
                 const int64_t i = i0 + 16 * v;
-                const __m512 b = add ? _mm512_maskz_loadu_ps(k[v], add + (r0 + r) * ld_add + i)
-                                     : _mm512_set1_ps(bias[r0 + r]);
-                _mm512_mask_storeu_ps(y + (r0 + r) * ldy + i, k[v], _mm512_add_ps(acc[r][v], b));
+                const __m512 b =
+                    add ? lanes[v].load(add + (r0 + r) * ld_add + i) : _mm512_set1_ps(bias[r0 + r]);
+                lanes[v].store(y + (r0 + r) * ldy + i, _mm512_add_ps(acc[r][v], b));
             }
+    };
+    int64_t i0 = 0;
+    for (; i0 + 16 * kVectors <= n; i0 += 16 * kVectors) step(i0, std::array<Lanes<false>, 4>{});
+    if (i0 < n) {
+        std::array<Lanes<true>, kVectors> lanes;
+        for (int v = 0; v < kVectors; ++v) lanes[v].k = lanes_left(n - i0 - 16 * v);
+        step(i0, lanes);
     }
 #else
     for (int r = 0; r < Rows; ++r) {
@@ -596,22 +617,24 @@ static void write_normalised_row(const float* v, float a, const float* mean, con
                                  float w, float b, int64_t n, const NormalisedRow& out) {
 #ifdef __AVX512F__
     const __m512 av = _mm512_set1_ps(a), wv = _mm512_set1_ps(w), bv = _mm512_set1_ps(b);
-    for (int64_t i = 0; i < n; i += 16) {
-        const __mmask16 k = lanes_left(n - i);
-        __m512 y = _mm512_add_ps(_mm512_maskz_loadu_ps(k, v + i), av);
-        y = _mm512_mul_ps(_mm512_sub_ps(y, _mm512_maskz_loadu_ps(k, mean + i)),
-                          _mm512_maskz_loadu_ps(k, inv_std + i));
+    // Whole vectors with plain loads and stores (masked stores cost more on AMD's cores, where
+    // this pass spent most of its samples on them), the last part masked.
+    auto step = [&](const auto& lanes, int64_t i) {
+        __m512 y = _mm512_add_ps(lanes.load(v + i), av);
+        y = _mm512_mul_ps(_mm512_sub_ps(y, lanes.load(mean + i)), lanes.load(inv_std + i));
         y = _mm512_add_ps(_mm512_mul_ps(y, wv), bv);
         if (out.gelu) y = gelu16(y);
-        if (out.x) _mm512_mask_storeu_ps(out.x + i, k, y);
-        if (out.x_bf16) _mm256_mask_storeu_epi16(out.x_bf16 + i, k, bf16x16(y));
-        if (!out.pe && !out.pe_bf16) continue;
-        const __m512 p = out.pe ? _mm512_maskz_loadu_ps(k, out.pe + i)
-                                : widen_bf16x16(_mm256_maskz_loadu_epi16(k, out.pe_bf16 + i));
-        const __m512 y_pe = _mm512_add_ps(y, p);
-        if (out.x_pe) _mm512_mask_storeu_ps(out.x_pe + i, k, y_pe);
-        if (out.x_pe_bf16) _mm256_mask_storeu_epi16(out.x_pe_bf16 + i, k, bf16x16(y_pe));
-    }
+        if (out.x) lanes.store(out.x + i, y);
+        if (out.x_bf16) lanes.store_bf16(out.x_bf16 + i, y);
+        if (!out.pe && !out.pe_bf16) return;
+        const __m512 y_pe =
+            _mm512_add_ps(y, out.pe ? lanes.load(out.pe + i) : lanes.load_bf16(out.pe_bf16 + i));
+        if (out.x_pe) lanes.store(out.x_pe + i, y_pe);
+        if (out.x_pe_bf16) lanes.store_bf16(out.x_pe_bf16 + i, y_pe);
+    };
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) step(Lanes<false>{}, i);
+    if (i < n) step(Lanes<true>{lanes_left(n - i)}, i);
 #else
     float y[1024];  // n <= 1024 (layer_norm_channels_block)
 #pragma omp simd
