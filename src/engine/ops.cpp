@@ -11,9 +11,7 @@
 #else
 #include <dnnl.h>
 
-#include <array>
 #include <map>
-#include <mutex>
 #include <unordered_map>
 
 #include "engine/onednn.h"
@@ -21,6 +19,7 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <array>
 #include <bit>
 #include <cmath>
 #include <cstring>
@@ -343,12 +342,16 @@ struct Lanes {
         return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
     }
     void store(float* p, __m512 v) const {
-        if constexpr (Masked) return _mm512_mask_storeu_ps(p, k, v);
-        _mm512_storeu_ps(p, v);
+        if constexpr (Masked)
+            _mm512_mask_storeu_ps(p, k, v);
+        else
+            _mm512_storeu_ps(p, v);
     }
     void store_bf16(uint16_t* p, __m512 v) const {
-        if constexpr (Masked) return _mm256_mask_storeu_epi16(p, k, bf16x16(v));
-        _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), bf16x16(v));
+        if constexpr (Masked)
+            _mm256_mask_storeu_epi16(p, k, bf16x16(v));
+        else
+            _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), bf16x16(v));
     }
 };
 
@@ -533,7 +536,8 @@ static void scaled_plus_product_rows(int64_t r0, int64_t n, const A* a, float a_
             }
     };
     int64_t i0 = 0;
-    for (; i0 + 16 * kVectors <= n; i0 += 16 * kVectors) step(i0, std::array<Lanes<false>, 4>{});
+    for (; i0 + 16 * kVectors <= n; i0 += 16 * kVectors)
+        step(i0, std::array<Lanes<false>, kVectors>{});
     if (i0 < n) {
         std::array<Lanes<true>, kVectors> lanes;
         for (int v = 0; v < kVectors; ++v) lanes[v].k = lanes_left(n - i0 - 16 * v);

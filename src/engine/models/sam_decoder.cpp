@@ -943,10 +943,10 @@ Tensor two_way_transformer(const SamDecoderWeights& w, int heads, const Tensor& 
             layer_norm(next_queries, n.norm1.w, n.norm1.b, kLayerNormEps);
             next.emplace(n.token_to_image, plus(next_queries, tokens), heads, image);
         }
+        if (last && image.bf16())  // write_fold_rows: every layer's probability rows
+            image.fold_rows.resize(w.layers.size() * heads * queries.dim(0) * image.HW);
         // Layer 0's image tokens are the embedding plus the dense prompt (M f + its bias, or
         // no_mask), added here, and its image queries are prepared.
-        if (last && image.bf16())
-            image.fold_rows.resize(w.layers.size() * heads * queries.dim(0) * image.HW);
         if (i == 0) {
             Tensor bias = a.out.b;
             add_(bias, mask ? w.mask_conv3.b : w.no_mask);
