@@ -1005,7 +1005,9 @@ void softmax_rows(float* x, int64_t rows, int64_t cols) {
     }
 }
 
-void softmax_columns(float* x, int64_t rows, int64_t cols, const SoftmaxCopies& copies) {
+void softmax_columns(float* x, int64_t rows, int64_t cols, const SoftmaxCopies& copies,
+                     int64_t ld) {
+    if (ld == 0) ld = cols;
     // Chunks of columns keep the running max and sum in registers/L1 and vectorise across columns.
     constexpr int64_t kChunk = 256;
     const int64_t chunks = (cols + kChunk - 1) / kChunk;
@@ -1014,13 +1016,13 @@ void softmax_columns(float* x, int64_t rows, int64_t cols, const SoftmaxCopies& 
         float mx[kChunk], sum[kChunk];
         std::copy(x + c0, x + c0 + n, mx);
         for (int64_t r = 1; r < rows; ++r) {
-            const float* row = x + r * cols + c0;
+            const float* row = x + r * ld + c0;
 #pragma omp simd
             for (int64_t j = 0; j < n; ++j) mx[j] = row[j] > mx[j] ? row[j] : mx[j];
         }
         std::fill(sum, sum + n, 0.0f);
         for (int64_t r = 0; r < rows; ++r) {
-            float* row = x + r * cols + c0;
+            float* row = x + r * ld + c0;
 #pragma omp simd
             for (int64_t j = 0; j < n; ++j) {
                 row[j] = exp_approx(row[j] - mx[j]);
@@ -1029,7 +1031,7 @@ void softmax_columns(float* x, int64_t rows, int64_t cols, const SoftmaxCopies& 
         }
         for (int64_t j = 0; j < n; ++j) sum[j] = 1.0f / sum[j];
         for (int64_t r = 0; r < rows; ++r) {
-            float* row = x + r * cols + c0;
+            float* row = x + r * ld + c0;
 #pragma omp simd
             for (int64_t j = 0; j < n; ++j) row[j] *= sum[j];
             if (copies.f32)

@@ -205,8 +205,10 @@ struct SoftmaxCopies {
     int64_t f32_ld = 0;
     uint16_t* bf16 = nullptr;
 };
-// In place over each column of x [rows, cols]: softmax over the rows (few rows, many columns).
-void softmax_columns(float* x, int64_t rows, int64_t cols, const SoftmaxCopies& copies = {});
+// In place over each column of x [rows, cols] (rows ld apart; 0: cols): softmax over the rows
+// (few rows, many columns).
+void softmax_columns(float* x, int64_t rows, int64_t cols, const SoftmaxCopies& copies = {},
+                     int64_t ld = 0);
 
 // x [C, H, W] -> [O, H', W']. weight [O, C/groups, kh, kw], bias [O] or empty.
 Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, int stride, int padding,

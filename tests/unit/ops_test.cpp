@@ -118,33 +118,37 @@ TEST(Softmax, GridMatchesNumeratorsOfTheBiasedRow) {
 
 // gelu and add_gelu against 0.5 x (1 + erf(x / sqrt 2)) in double, over lengths around the
 // 16-lane steps and values from deep in the left tail to far right.
-// softmax_columns over each column's few rows, in chunks of columns (a partial last one), and
-// the copies it writes on the way: f32 rows at their own stride, rows rounded to bf16.
+// softmax_columns over each column's few rows, in chunks of columns (a partial last one), rows
+// further apart than the columns, and the copies it writes on the way: f32 rows at their own
+// stride, rows rounded to bf16.
 TEST(SoftmaxColumns, MatchesEachColumnsSoftmaxAndWritesItsCopies) {
     std::mt19937 rng(21);
     std::normal_distribution<float> normal(0.0f, 3.0f);
-    const int64_t rows = 7, cols = 300, ld = 310;
-    std::vector<float> x(rows * cols);
+    const int64_t rows = 7, cols = 300, x_ld = 305, ld = 310;
+    std::vector<float> x(rows * x_ld);
     for (float& v : x) v = normal(rng);
     const std::vector<float> scores = x;
     std::vector<float> copy(rows * ld, -5.0f);
     std::vector<uint16_t> rounded(rows * cols);
     softmax_columns(x.data(), rows, cols,
-                    {.f32 = copy.data(), .f32_ld = ld, .bf16 = rounded.data()});
+                    {.f32 = copy.data(), .f32_ld = ld, .bf16 = rounded.data()}, x_ld);
     for (int64_t c = 0; c < cols; ++c) {
         double mx = scores[c], sum = 0.0;
-        for (int64_t r = 1; r < rows; ++r) mx = std::max<double>(mx, scores[r * cols + c]);
-        for (int64_t r = 0; r < rows; ++r) sum += std::exp(scores[r * cols + c] - mx);
+        for (int64_t r = 1; r < rows; ++r) mx = std::max<double>(mx, scores[r * x_ld + c]);
+        for (int64_t r = 0; r < rows; ++r) sum += std::exp(scores[r * x_ld + c] - mx);
         for (int64_t r = 0; r < rows; ++r) {
-            const double want = std::exp(scores[r * cols + c] - mx) / sum;
-            const float got = x[r * cols + c];
+            const double want = std::exp(scores[r * x_ld + c] - mx) / sum;
+            const float got = x[r * x_ld + c];
             ASSERT_NEAR(got, want, 2e-6) << r << ", " << c;
             ASSERT_EQ(copy[r * ld + c], got) << r << ", " << c;
             ASSERT_EQ(rounded[r * cols + c], f32_to_bf16(got)) << r << ", " << c;
         }
     }
-    for (int64_t r = 0; r < rows; ++r)
+    for (int64_t r = 0; r < rows; ++r) {
         for (int64_t c = cols; c < ld; ++c) ASSERT_EQ(copy[r * ld + c], -5.0f) << "past the row";
+        for (int64_t c = cols; c < x_ld; ++c)
+            ASSERT_EQ(x[r * x_ld + c], scores[r * x_ld + c]) << "past the row";
+    }
 }
 
 TEST(Gelu, MatchesErfGeluInEveryLength) {

@@ -443,10 +443,10 @@ struct ImageTokens {
 // its block is in cache (fold_click would read every layer's [heads*T, HW] f32 probabilities back
 // from memory): for the block's pixels [p0, p0 + n), row l * HT + j of upscale block b is
 // p_l[j] * S_l, S_l the product of the layers' 1 / std from the last down to l (fold_click's
-// arithmetic, in its order), rounded to bf16. p: the last layer's block [HT, n]; inv_std: its
-// statistics [HW].
-void write_fold_rows(ImageTokens& image, const float* p, const float* inv_std, int64_t HT,
-                     int64_t p0, int64_t n) {
+// arithmetic, in its order), rounded to bf16. p: the last layer's block [HT, n], rows p_ld apart;
+// inv_std: its statistics [HW].
+void write_fold_rows(ImageTokens& image, const float* p, int64_t p_ld, const float* inv_std,
+                     int64_t HT, int64_t p0, int64_t n) {
     const int64_t L = static_cast<int64_t>(image.updates.size()) + 1, Kp = L * HT;
     const int64_t HW = image.HW, nb = upscale_block(HW);
     for (int64_t s0 = p0; s0 < p0 + n;) {  // the parts of the block in each upscale block
@@ -459,7 +459,7 @@ void write_fold_rows(ImageTokens& image, const float* p, const float* inv_std, i
                 for (int64_t i = 0; i < len; ++i) S[i] *= image.updates[l].inv_std[s0 + i];
             for (int64_t j = 0; j < HT; ++j) {
                 const float* pj =
-                    l == L - 1 ? p + j * n + (s0 - p0) : image.updates[l].p.data() + j * HW + s0;
+                    l == L - 1 ? p + j * p_ld + (s0 - p0) : image.updates[l].p.data() + j * HW + s0;
                 uint16_t* dst = rows + (l * HT + j) * nb;
 #pragma omp simd
                 for (int64_t i = 0; i < len; ++i) dst[i] = f32_to_bf16_finite(pj[i] * S[i]);
@@ -763,25 +763,26 @@ ImageTokens::Update update_image(const Attention& a, const Tensor& v, int heads,
 #pragma omp for schedule(static)
         for (int64_t b = 0; b < blocks; ++b) {
             const int64_t p0 = b * kBlock, n = std::min(kBlock, HW - p0);
-            if (scores) {
-                scores(p0, n, p.data());
-            } else {
-                for (int64_t r = 0; r < HT; ++r)
-                    std::memcpy(p.data() + r * n, u.p.data() + r * HW + p0, n * sizeof(float));
-            }
+            // The block's probabilities [HT, n], rows probs_ld apart: made from its scores in
+            // p (and copied into u.p unless the fold's rows are written), or in place in u.p.
+            if (scores) scores(p0, n, p.data());
+            float* const probs = scores ? p.data() : u.p.data() + p0;
+            const int64_t probs_ld = scores ? n : HW;
             for (int h = 0; h < heads; ++h)
-                softmax_columns(p.data() + h * T * n, T, n,
-                                {.f32 = fold_rows ? nullptr : u.p.data() + h * T * HW + p0,
-                                 .f32_ld = HW,
-                                 .bf16 = image.bf16() ? p_bf16.data() + h * T * n : nullptr});
+                softmax_columns(
+                    probs + h * T * probs_ld, T, n,
+                    {.f32 = scores && !fold_rows ? u.p.data() + h * T * HW + p0 : nullptr,
+                     .f32_ld = HW,
+                     .bf16 = image.bf16() ? p_bf16.data() + h * T * n : nullptr},
+                    probs_ld);
             if (image.bf16()) {
                 for (int64_t j = 0; j < Cm; ++j)
                     to_bf16(mask->f.data() + j * HW + p0, n, p_bf16.data() + (HT + j) * n);
                 gemm_bf16(false, false, C, n, K, vo_t_bf16.data(), K, p_bf16.data(), n, 0.0f,
                           update.data(), n);
             } else {
-                gemm(true, false, C, n, HT, 1.0f, u.vo.data(), C, p.data(), n, 0.0f, update.data(),
-                     n);
+                gemm(true, false, C, n, HT, 1.0f, u.vo.data(), C, probs, probs_ld, 0.0f,
+                     update.data(), n);
                 if (mask)
                     gemm(false, false, C, n, Cm, 1.0f, mask->conv.w.data(), Cm, mask->f.data() + p0,
                          HW, 1.0f, update.data(), n);
@@ -806,7 +807,7 @@ ImageTokens::Update update_image(const Attention& a, const Tensor& v, int heads,
             float* const x = image.bf16() ? nullptr : keep ? image.keys.data() + at : out_x.data();
             layer_norm_channels_block(x, C, HW, p0, n, norm.w.data(), norm.b.data(), kLayerNormEps,
                                       block);
-            if (fold_rows) write_fold_rows(image, p.data(), u.inv_std.data(), HT, p0, n);
+            if (fold_rows) write_fold_rows(image, probs, probs_ld, u.inv_std.data(), HT, p0, n);
             if (image.bf16()) {
                 next.add(n, block.x_bf16, block.x_pe_bf16);
             } else {
