@@ -492,12 +492,14 @@ void gelu_mix(const float* x, int64_t ldx, int64_t C, int64_t n, const float* bi
     }
 }
 
+#ifndef __AVX512F__  // the portable scaled_plus_product_rows' f32 or IEEE half values
 static inline float value_of(float v) {
     return v;
 }
 static inline float value_of(uint16_t half) {
     return f16_to_f32(half);
 }
+#endif
 
 // scaled_plus_product over `Rows` rows from r0 on: per 64 pixels, 4 vectors of each row's sums in
 // registers, each f row loaded once for the rows. a is f32 or IEEE half (A: float or uint16_t),
