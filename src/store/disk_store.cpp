@@ -135,8 +135,11 @@ std::optional<Blob> DiskStore::get(const std::string& key) {
         file = std::make_shared<MappedFile>(dir_ + "/" + key);
     } catch (const std::system_error& e) {
         if (e.code() != std::errc::no_such_file_or_directory) throw;
+        // Another process may have evicted it. A put() may also have renamed it in since the
+        // open failed (it renames under this lock): then the entry stays indexed.
         std::lock_guard lock(mu_);
-        erase_locked(key);  // another process may have evicted it
+        struct stat st {};
+        if (::fstatat(dir_fd_, key.c_str(), &st, 0) != 0) erase_locked(key);
         counters_.count_lookup(false);
         return std::nullopt;
     }
