@@ -576,10 +576,11 @@ static void scaled_plus_product_of(int64_t R, int64_t n, const A* a, float a_sca
                                     ldy);
 }
 
-void scaled_plus_product(int64_t R, int64_t n, const float* a, int64_t lda, const float* s,
-                         const float* w, int64_t K, const float* f, int64_t ldf, const float* bias,
-                         const float* add, int64_t ld_add, float* y, int64_t ldy) {
-    scaled_plus_product_of(R, n, a, 1.0f, lda, s, w, K, f, ldf, bias, add, ld_add, y, ldy);
+void scaled_plus_product(int64_t R, int64_t n, const float* a, float a_scale, int64_t lda,
+                         const float* s, const float* w, int64_t K, const float* f, int64_t ldf,
+                         const float* bias, const float* add, int64_t ld_add, float* y,
+                         int64_t ldy) {
+    scaled_plus_product_of(R, n, a, a_scale, lda, s, w, K, f, ldf, bias, add, ld_add, y, ldy);
 }
 
 void scaled_plus_product(int64_t R, int64_t n, const uint16_t* a_f16, float a_scale, int64_t lda,

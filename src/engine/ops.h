@@ -167,15 +167,15 @@ void gelu_mix(const float* x, int64_t ldx, int64_t C, int64_t n, const float* bi
               const float* add, int64_t ld_add, const float* w, int64_t M, float* out,
               int64_t ld_out);
 // A short product on top of a matrix scaled per column, y written once:
-//   y[r * ldy + i] = a[r * lda + i] * s[i] + sum_k w[r * K + k] * f[k * ldf + i] + b_r[i]
+//   y[r * ldy + i] = a_scale * a[r * lda + i] * s[i] + sum_k w[r * K + k] * f[k * ldf + i] + b_r[i]
 // for r < R, i < n, with b_r[i] = add[r * ld_add + i] when add is given, else bias[r]. Meant for
 // K up to a few dozen (the prompt decoder's first upscaling: the image's term scaled per token
-// plus the token statistics' terms).
-void scaled_plus_product(int64_t R, int64_t n, const float* a, int64_t lda, const float* s,
-                         const float* w, int64_t K, const float* f, int64_t ldf, const float* bias,
-                         const float* add, int64_t ld_add, float* y, int64_t ldy);
-// The same with a in IEEE half times a_scale (a power of two that keeps it in half's range):
-// half the bytes of a matrix that the pass reads from memory.
+// plus the token statistics' terms). a in f32, or in IEEE half (half the bytes of a matrix the
+// pass reads from memory) with a_scale a power of two that keeps it in half's range.
+void scaled_plus_product(int64_t R, int64_t n, const float* a, float a_scale, int64_t lda,
+                         const float* s, const float* w, int64_t K, const float* f, int64_t ldf,
+                         const float* bias, const float* add, int64_t ld_add, float* y,
+                         int64_t ldy);
 void scaled_plus_product(int64_t R, int64_t n, const uint16_t* a_f16, float a_scale, int64_t lda,
                          const float* s, const float* w, int64_t K, const float* f, int64_t ldf,
                          const float* bias, const float* add, int64_t ld_add, float* y,

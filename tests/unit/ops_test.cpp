@@ -236,12 +236,14 @@ TEST(ScaledPlusProduct, MatchesTheSumsInDouble) {
                 }
                 std::vector<float> y(R * ldy, -99.0f);
                 const float* b = with_add ? add.data() : nullptr;
+                auto product = [&](const auto* matrix, float scale) {
+                    scaled_plus_product(R, n, matrix, scale, lda, s.data(), w.data(), K, f.data(),
+                                        ldf, bias.data(), b, ld_add, y.data(), ldy);
+                };
                 if (half)
-                    scaled_plus_product(R, n, a_f16.data(), a_scale, lda, s.data(), w.data(), K,
-                                        f.data(), ldf, bias.data(), b, ld_add, y.data(), ldy);
+                    product(a_f16.data(), a_scale);
                 else
-                    scaled_plus_product(R, n, a.data(), lda, s.data(), w.data(), K, f.data(), ldf,
-                                        bias.data(), b, ld_add, y.data(), ldy);
+                    product(a.data(), 1.0f);
                 for (int64_t r = 0; r < R; ++r)
                     for (int64_t i = 0; i < ldy; ++i) {
                         if (i >= n) {

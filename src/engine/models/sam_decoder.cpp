@@ -1101,17 +1101,17 @@ Tensor upscale_to_masks(const SamDecoderWeights& w, const ImageTokens& image, co
         for (int64_t b = 0; b < blocks; ++b) {
             const int64_t p0 = b * nb;
             // S_0 G_0 x_0 + the folded f32 rest + the bias (or SAM 2's terms), then the bf16 rest.
-            const float* rest_bias = terms_1.empty() ? nullptr : terms_1.data() + p0;
-            if (prepared.upscale_base_f16.empty())
-                scaled_plus_product(O1 * 4, nb, prepared.upscale_base.data() + p0, n0,
+            auto first_conv = [&](const auto* base) {  // the image's term in f32 or half
+                scaled_plus_product(O1 * 4, nb, base + p0, prepared.upscale_base_scale, n0,
                                     first.image_scale.data() + p0, first.weights.data(), K,
-                                    first.factors.data() + p0, n0, row_bias.data(), rest_bias, n0,
-                                    y1.data(), nb);
+                                    first.factors.data() + p0, n0, row_bias.data(),
+                                    terms_1.empty() ? nullptr : terms_1.data() + p0, n0, y1.data(),
+                                    nb);
+            };
+            if (prepared.upscale_base_f16.empty())
+                first_conv(prepared.upscale_base.data());
             else
-                scaled_plus_product(O1 * 4, nb, prepared.upscale_base_f16.data() + p0,
-                                    prepared.upscale_base_scale, n0, first.image_scale.data() + p0,
-                                    first.weights.data(), K, first.factors.data() + p0, n0,
-                                    row_bias.data(), rest_bias, n0, y1.data(), nb);
+                first_conv(prepared.upscale_base_f16.data());
             if (Kp)
                 gemm_bf16(false, false, O1 * 4, nb, Kp, first.weights_bf16.data(), Kp,
                           first.factors_bf16.data() + b * Kp * nb, nb, 1.0f, y1.data(), nb);
