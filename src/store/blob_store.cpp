@@ -1,5 +1,6 @@
 #include "store/blob_store.h"
 
+#include <algorithm>
 #include <stdexcept>
 
 namespace splitseg {
@@ -11,11 +12,30 @@ Blob::Blob(std::vector<uint8_t> bytes) {
     owner_ = std::move(owned);
 }
 
-void StoreCounters::fill(StoreStats* s) const {
-    s->hits = hits.load(std::memory_order_relaxed);
-    s->misses = misses.load(std::memory_order_relaxed);
-    s->puts = puts.load(std::memory_order_relaxed);
-    s->evictions = evictions.load(std::memory_order_relaxed);
+StoreStats StoreCounters::stats(std::string tier, uint64_t entries, uint64_t bytes,
+                                uint64_t max_bytes) const {
+    StoreStats s;
+    s.tier = std::move(tier);
+    s.entries = entries;
+    s.bytes = bytes;
+    s.max_bytes = max_bytes;
+    s.hits = hits.load(std::memory_order_relaxed);
+    s.misses = misses.load(std::memory_order_relaxed);
+    s.puts = puts.load(std::memory_order_relaxed);
+    s.evictions = evictions.load(std::memory_order_relaxed);
+    return s;
+}
+
+void sort_by_key(std::vector<BlobInfo>& blobs) {
+    std::sort(blobs.begin(), blobs.end(),
+              [](const BlobInfo& a, const BlobInfo& b) { return a.key < b.key; });
+}
+
+StoreStats listed_stats(std::string tier, const std::vector<BlobInfo>& blobs,
+                        const StoreCounters& counters) {
+    uint64_t bytes = 0;
+    for (const BlobInfo& b : blobs) bytes += b.size;
+    return counters.stats(std::move(tier), blobs.size(), bytes);
 }
 
 bool is_valid_key(const std::string& key) {

@@ -53,8 +53,16 @@ struct StoreStats {
 struct StoreCounters {
     std::atomic<uint64_t> hits{0}, misses{0}, puts{0}, evictions{0};
     void count_lookup(bool hit) { (hit ? hits : misses).fetch_add(1, std::memory_order_relaxed); }
-    void fill(StoreStats* s) const;
+    // The stats of a tier that holds `entries` entries of `bytes` in all, with these counters.
+    StoreStats stats(std::string tier, uint64_t entries, uint64_t bytes,
+                     uint64_t max_bytes = 0) const;
 };
+
+// Sorts a listing by key (every store's list() returns one so).
+void sort_by_key(std::vector<BlobInfo>& blobs);
+// The counters' stats with entries and bytes counted off a listing (stores that keep no index).
+StoreStats listed_stats(std::string tier, const std::vector<BlobInfo>& blobs,
+                        const StoreCounters& counters);
 
 // Keys are 1 to 200 characters of [0-9a-z._-], not starting with '.' (so "." and "..", hidden
 // files and the disk tier's temporary files can never be keys) and never containing "..".

@@ -216,20 +216,14 @@ std::vector<BlobInfo> DiskStore::list() {
     std::vector<BlobInfo> out;
     for (Found& f : scan_dir(dir_fd_, dir_, [](const char*) {}))
         out.push_back({std::move(f.key), f.size});
-    std::sort(out.begin(), out.end(),
-              [](const BlobInfo& a, const BlobInfo& b) { return a.key < b.key; });
+    sort_by_key(out);
     return out;
 }
 
 StoreStats DiskStore::stats() {
-    StoreStats s;
-    s.tier = describe();
-    s.max_bytes = max_bytes_;
-    counters_.fill(&s);
+    std::string tier = describe();
     std::lock_guard lock(mu_);
-    s.entries = index_.size();
-    s.bytes = bytes_;
-    return s;
+    return counters_.stats(std::move(tier), index_.size(), bytes_, max_bytes_);
 }
 
 std::optional<uint64_t> DiskStore::evict_to(uint64_t max_bytes) {

@@ -1,7 +1,5 @@
 #include "store/memory_store.h"
 
-#include <algorithm>
-
 namespace splitseg {
 
 MemoryStore::MemoryStore(uint64_t max_bytes) : max_bytes_(max_bytes) {}
@@ -47,20 +45,14 @@ std::vector<BlobInfo> MemoryStore::list() {
         std::lock_guard lock(mu_);
         for (const Entry& e : order_) out.push_back({e.key, e.blob.size()});
     }
-    std::sort(out.begin(), out.end(),
-              [](const BlobInfo& a, const BlobInfo& b) { return a.key < b.key; });
+    sort_by_key(out);
     return out;
 }
 
 StoreStats MemoryStore::stats() {
-    StoreStats s;
-    s.tier = describe();
-    s.max_bytes = max_bytes_;
-    counters_.fill(&s);
+    std::string tier = describe();
     std::lock_guard lock(mu_);
-    s.entries = index_.size();
-    s.bytes = bytes_;
-    return s;
+    return counters_.stats(std::move(tier), index_.size(), bytes_, max_bytes_);
 }
 
 std::optional<uint64_t> MemoryStore::evict_to(uint64_t max_bytes) {

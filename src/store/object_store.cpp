@@ -1,6 +1,5 @@
 #include "store/object_store.h"
 
-#include <algorithm>
 #include <cctype>
 #include <cstdio>
 #include <ctime>
@@ -189,20 +188,12 @@ std::vector<BlobInfo> ObjectStore::list() {
             if (is_valid_key(e.key)) out.push_back(std::move(e));  // others are not ours
         marker = std::move(page.next_marker);
     } while (!marker.empty());
-    std::sort(out.begin(), out.end(),
-              [](const BlobInfo& a, const BlobInfo& b) { return a.key < b.key; });
+    sort_by_key(out);
     return out;
 }
 
 StoreStats ObjectStore::stats() {
-    StoreStats s;
-    s.tier = describe();
-    for (const BlobInfo& e : list()) {
-        ++s.entries;
-        s.bytes += e.size;
-    }
-    counters_.fill(&s);
-    return s;
+    return listed_stats(describe(), list(), counters_);
 }
 
 }  // namespace splitseg

@@ -67,13 +67,7 @@ std::vector<BlobInfo> TieredStore::list() {
 }
 
 StoreStats TieredStore::stats() {
-    StoreStats s;
-    s.tier = describe();
-    for (const BlobInfo& e : list()) {
-        ++s.entries;
-        s.bytes += e.size;
-    }
-    counters_.fill(&s);
+    StoreStats s = listed_stats(describe(), list(), counters_);
     for (const TierCounters& c : tier_counters_) {
         s.corrupt += c.corrupt.load(std::memory_order_relaxed);
         s.fill_errors += c.fill_errors.load(std::memory_order_relaxed);
