@@ -1,15 +1,34 @@
 // Test helpers that write torch.save checkpoints byte by byte: a protocol-2 pickle writer and a
-// stored-entry zip writer, so tests can make valid and deliberately broken files in memory.
+// stored-entry zip writer, so tests can make valid and deliberately broken files in memory; and
+// the check that a broken one is refused.
 #pragma once
+
+#include <gtest/gtest.h>
 
 #include <cstdint>
 #include <cstring>
 #include <string>
 #include <vector>
 
+#include "engine/weights/weight_file.h"
+
 namespace splitseg::testing {
 
 using Bytes = std::vector<uint8_t>;
+
+// Loading `bytes` as the file `name` fails with a FormatError that names the file and contains
+// `fragment`.
+inline void expect_format_error(const Bytes& bytes, const std::string& name,
+                                const std::string& fragment) {
+    try {
+        WeightFile::from_bytes(bytes, name);
+        ADD_FAILURE() << "loaded; expected an error containing '" << fragment << "'";
+    } catch (const FormatError& e) {
+        const std::string msg = e.what();
+        EXPECT_EQ(msg.rfind(name + ": ", 0), 0u) << msg;
+        EXPECT_NE(msg.find(fragment), std::string::npos) << msg;
+    }
+}
 
 inline void put_le(Bytes& out, uint64_t v, int n) {
     for (int i = 0; i < n; ++i) out.push_back(static_cast<uint8_t>(v >> (8 * i)));
