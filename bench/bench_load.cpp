@@ -11,14 +11,19 @@
 // This VM's speed moves with the minute (the same server binary's CPU a message by 30-40 %), so
 // the report also times a fixed decode on one thread while nothing else runs, before the server
 // starts and after it stops ("machine_probe"): runs are comparable where their probes agree.
+// The probe does not see short stalls of the whole VM during the run, which one late decode
+// queues 20 clicks behind: "machine_stalls" counts them (StallMeter).
 #include <fcntl.h>
 #include <poll.h>
+#include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <boost/asio/connect.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/steady_timer.hpp>
@@ -660,6 +665,67 @@ std::pair<double, double> machine_total_and_steal() {
     return {total, steal};
 }
 
+// How late a thread that sleeps 2 ms at a time wakes up, one such thread pinned to each CPU at
+// real-time priority (where the process may have it): a real-time thread preempts the server on
+// its CPU, so a wake-up tens of ms late is time the CPU did not run this machine at all. On this
+// VM /proc/stat's steal stays 0 while single decodes take 10x their time; this shows those
+// minutes. Counts the wake-ups of [from, to) only.
+class StallMeter {
+  public:
+    StallMeter() {
+        const int cpus = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+        late_.resize(cpus);
+        for (int cpu = 0; cpu < cpus; ++cpu) threads_.emplace_back([this, cpu] { watch(cpu); });
+    }
+    ~StallMeter() { stop(); }
+
+    json summary(Clock::time_point from, Clock::time_point to) {
+        stop();
+        int over_10 = 0, over_50 = 0;
+        double worst = 0, total = 0;
+        for (const auto& cpu : late_)
+            for (const auto& [at, ms] : cpu) {
+                if (at < from || at >= to || ms < 10) continue;
+                ++over_10;
+                over_50 += ms >= 50;
+                worst = std::max(worst, ms);
+                total += ms;
+            }
+        return {{"late_wakeups_over_10ms", over_10},
+                {"late_wakeups_over_50ms", over_50},
+                {"max_ms", std::round(worst * 10) / 10},
+                {"total_ms", std::round(total)},
+                {"realtime", realtime_.load()}};
+    }
+
+  private:
+    void watch(int cpu) {
+        cpu_set_t set;
+        CPU_ZERO(&set);
+        CPU_SET(cpu, &set);
+        pthread_setaffinity_np(pthread_self(), sizeof(set), &set);
+        const sched_param rt{.sched_priority = 1};
+        if (pthread_setschedparam(pthread_self(), SCHED_FIFO, &rt) != 0) realtime_ = false;
+        constexpr auto kPeriod = std::chrono::milliseconds(2);
+        while (!stopping_) {
+            const Clock::time_point due = Clock::now() + kPeriod;
+            std::this_thread::sleep_until(due);
+            const Clock::time_point woke = Clock::now();
+            const double late = std::chrono::duration<double, std::milli>(woke - due).count();
+            if (late >= 5) late_[cpu].push_back({woke, late});
+        }
+    }
+    void stop() {
+        stopping_ = true;
+        for (std::thread& t : threads_)
+            if (t.joinable()) t.join();
+    }
+
+    std::atomic<bool> stopping_{false}, realtime_{true};
+    std::vector<std::vector<std::pair<Clock::time_point, double>>> late_;  // per CPU
+    std::vector<std::thread> threads_;
+};
+
 Clock::duration seconds_of(double s) {
     return std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(s));
 }
@@ -700,6 +766,7 @@ json run_clicks(const Options& o, uint16_t port, const std::vector<std::string>&
     sample();
     const double cpu_before = thread_cpu_seconds();
     const auto [ticks_before, steal_before] = machine_total_and_steal();
+    StallMeter stalls;
     ioc.run_for(std::chrono::duration_cast<std::chrono::milliseconds>(
         std::chrono::duration<double>(o.warmup_s + o.duration_s + 60)));
     const double seconds = std::chrono::duration<double>(Clock::now() - state.measure_from).count();
@@ -727,7 +794,8 @@ json run_clicks(const Options& o, uint16_t port, const std::vector<std::string>&
         {"client_cpu_s", std::round(client_cpu * 100) / 100},
         {"click_reply_kb", clicks > 0 ? std::round(state.reply_bytes / clicks / 102.4) / 10 : 0.0},
         {"machine_steal_pct",
-         ticks > 0 ? std::round((steal_after - steal_before) / ticks * 1000) / 10 : 0.0}};
+         ticks > 0 ? std::round((steal_after - steal_before) / ticks * 1000) / 10 : 0.0},
+        {"machine_stalls", stalls.summary(state.measure_from, state.stop_at)}};
 }
 
 // Milliseconds of the model's prompt decoder on one thread for a session's fifth click (five
