@@ -167,20 +167,30 @@ void linear_add(Tensor& y, const Tensor& x, const Tensor& W, const Tensor& b) {
     linear_add(x.data(), M, K, W.data(), b.empty() ? nullptr : b.data(), N, y.data());
 }
 
-PanelWeights pack_panels(const Tensor& W) {
+PanelWeights pack_panels(const Tensor& W, bool half) {
     constexpr int64_t P = PanelWeights::kPanelColumns;
     if (W.ndim() != 2) throw std::invalid_argument("pack_panels: W is " + shape_str(W.shape()));
-    PanelWeights w{.in = W.dim(1), .out = W.dim(0), .panels = {}};
-    w.panels.assign((w.out + P - 1) / P * P * w.in, 0.0f);
+    PanelWeights w{.in = W.dim(1), .out = W.dim(0), .panels = {}, .half_panels = {}};
+    const int64_t size = (w.out + P - 1) / P * P * w.in;
+    if (half)
+        w.half_panels.assign(size, 0);
+    else
+        w.panels.assign(size, 0.0f);
     for (int64_t n = 0; n < w.out; ++n)
-        for (int64_t k = 0; k < w.in; ++k)
-            w.panels[(n / P * w.in + k) * P + n % P] = W[n * w.in + k];
+        for (int64_t k = 0; k < w.in; ++k) {
+            const int64_t at = (n / P * w.in + k) * P + n % P;
+            if (half)
+                w.half_panels[at] = f32_to_f16(W[n * w.in + k]);
+            else
+                w.panels[at] = W[n * w.in + k];
+        }
     return w;
 }
 
 namespace {
 
-// acc [R][P] = x [R, K] (row stride K) times one panel [K][P]: R * P accumulators, R <= 8.
+// acc [R][P] = x [R, K] (row stride K) times one panel [K][P] (in f32 or half): R * P
+// accumulators, R <= 8.
 template <int R>
 void rows_times_panel(const float* x, int64_t K, const float* panel, float* acc_out) {
     constexpr int64_t P = PanelWeights::kPanelColumns;
@@ -196,29 +206,69 @@ void rows_times_panel(const float* x, int64_t K, const float* panel, float* acc_
     std::memcpy(acc_out, acc, sizeof(acc));
 }
 
-using RowsTimesPanel = void (*)(const float*, int64_t, const float*, float*);
-constexpr int64_t kPanelRows = 8;
-constexpr RowsTimesPanel kRowsTimesPanel[kPanelRows] = {
-    rows_times_panel<1>, rows_times_panel<2>, rows_times_panel<3>, rows_times_panel<4>,
-    rows_times_panel<5>, rows_times_panel<6>, rows_times_panel<7>, rows_times_panel<8>};
-
-}  // namespace
-
-void linear_panels(const float* x, int64_t M, const PanelWeights& w, const float* b, float* y) {
+template <int R>
+void rows_times_panel(const float* x, int64_t K, const uint16_t* panel, float* acc_out) {
     constexpr int64_t P = PanelWeights::kPanelColumns;
-    const int64_t K = w.in, N = w.out, panels = (N + P - 1) / P;
+#ifdef __AVX512F__
+    static_assert(P == 32, "a half panel's row is two vectors");
+    __m512 acc[R][2];
+    for (int r = 0; r < R; ++r) acc[r][0] = acc[r][1] = _mm512_setzero_ps();
+    for (int64_t k = 0; k < K; ++k) {
+        const auto* w = reinterpret_cast<const __m256i*>(panel + k * P);
+        const __m512 w0 = _mm512_cvtph_ps(_mm256_loadu_si256(w));
+        const __m512 w1 = _mm512_cvtph_ps(_mm256_loadu_si256(w + 1));
+        for (int r = 0; r < R; ++r) {
+            const __m512 xk = _mm512_set1_ps(x[r * K + k]);
+            acc[r][0] = _mm512_fmadd_ps(xk, w0, acc[r][0]);
+            acc[r][1] = _mm512_fmadd_ps(xk, w1, acc[r][1]);
+        }
+    }
+    for (int r = 0; r < R; ++r) {
+        _mm512_storeu_ps(acc_out + r * P, acc[r][0]);
+        _mm512_storeu_ps(acc_out + r * P + 16, acc[r][1]);
+    }
+#else
+    float acc[R][P] = {};
+    for (int64_t k = 0; k < K; ++k)
+        for (int r = 0; r < R; ++r)
+            for (int64_t j = 0; j < P; ++j)
+                acc[r][j] += x[r * K + k] * f16_to_f32(panel[k * P + j]);
+    std::memcpy(acc_out, acc, sizeof(acc));
+#endif
+}
+
+constexpr int64_t kPanelRows = 8;
+
+template <typename Weight>
+void linear_panels_of(const float* x, int64_t M, const PanelWeights& w, const Weight* panels,
+                      const float* b, float* y) {
+    using RowsTimesPanel = void (*)(const float*, int64_t, const Weight*, float*);
+    static constexpr RowsTimesPanel kRowsTimesPanel[kPanelRows] = {
+        rows_times_panel<1>, rows_times_panel<2>, rows_times_panel<3>, rows_times_panel<4>,
+        rows_times_panel<5>, rows_times_panel<6>, rows_times_panel<7>, rows_times_panel<8>};
+    constexpr int64_t P = PanelWeights::kPanelColumns;
+    const int64_t K = w.in, N = w.out, count = (N + P - 1) / P;
     // Two threads pay off from 128K weights (the decoder's MLP), not for its 256 x 256 layers.
-    parallel_for(panels, K * N >= (1 << 17), [&](int64_t c) {
+    parallel_for(count, K * N >= (1 << 17), [&](int64_t c) {
         const int64_t n0 = c * P, nc = std::min(P, N - n0);
         float acc[kPanelRows * P];
         for (int64_t m0 = 0; m0 < M; m0 += kPanelRows) {
             const int64_t rows = std::min(kPanelRows, M - m0);
-            kRowsTimesPanel[rows - 1](x + m0 * K, K, w.panels.data() + c * K * P, acc);
+            kRowsTimesPanel[rows - 1](x + m0 * K, K, panels + c * K * P, acc);
             for (int64_t r = 0; r < rows; ++r)
                 for (int64_t j = 0; j < nc; ++j)
                     y[(m0 + r) * N + n0 + j] = acc[r * P + j] + (b ? b[n0 + j] : 0.0f);
         }
     });
+}
+
+}  // namespace
+
+void linear_panels(const float* x, int64_t M, const PanelWeights& w, const float* b, float* y) {
+    if (!w.half_panels.empty())
+        linear_panels_of(x, M, w, w.half_panels.data(), b, y);
+    else
+        linear_panels_of(x, M, w, w.panels.data(), b, y);
 }
 
 Tensor linear_panels(const Tensor& x, const PanelWeights& w, const Tensor& b) {

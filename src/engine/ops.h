@@ -96,12 +96,15 @@ void linear_add(Tensor& y, const Tensor& x, const Tensor& W, const Tensor& b);
 // tokens): panels of kPanelColumns output columns, each [K][kPanelColumns] contiguous, the last
 // zero-padded. A panel's column block stays in registers for up to 8 rows while W streams through
 // once. oneDNN's sgemm re-packs W in every call and took 5-10x longer from 16 rows on (K = 2048).
+// Packed in IEEE half instead (half_panels), W streams half the bytes: a few rows hold W's
+// products for too short a time to hide its load from memory.
 struct PanelWeights {
     static constexpr int64_t kPanelColumns = 32;
     int64_t in = 0, out = 0;
     std::vector<float> panels;
+    std::vector<uint16_t> half_panels;  // the same panels rounded to half, when packed so
 };
-PanelWeights pack_panels(const Tensor& W);  // W [N, K]
+PanelWeights pack_panels(const Tensor& W, bool half = false);  // W [N, K]
 // y [M, N] = x [M, K] * W^T + b[N] (b may be null). Meant for M up to a few dozen rows.
 void linear_panels(const float* x, int64_t M, const PanelWeights& w, const float* b, float* y);
 // x [..., K] -> [..., N]; b may be empty.

@@ -673,32 +673,37 @@ TEST(Attention, MatchesSoftmaxOfScaledScoresInEveryShape) {
 // the enclosing loop (it did once: the ViT's windows, one thread, skipped windows).
 // linear_panels against a double reference: row counts across its 8-row steps (a decoder's 7
 // tokens, 16 and more as a session adds points), output widths across the 32-column panels (a
-// padded last panel), and the MLP's 2048 x 256, which runs on two threads.
+// padded last panel), and the MLP's 2048 x 256, which runs on two threads; with the weights
+// packed in f32 and in half (against the product of the rounded weights).
 TEST(LinearPanels, MatchesTheProductInEveryRowCountAndWidth) {
     std::mt19937 rng(5);
     std::normal_distribution<float> normal(0.0f, 1.0f);
-    for (auto [K, N] : std::vector<std::pair<int64_t, int64_t>>{{3, 1}, {256, 33}, {2048, 256}}) {
-        Tensor W({N, K}), b({N});
-        for (int64_t i = 0; i < W.numel(); ++i) W[i] = normal(rng);
-        for (int64_t i = 0; i < N; ++i) b[i] = normal(rng);
-        const PanelWeights packed = pack_panels(W);
-        for (int64_t M : {1, 7, 8, 9, 16, 17, 23}) {
-            SCOPED_TRACE(testing::Message() << M << " x " << K << " -> " << N);
-            std::vector<float> x(M * K), y(M * N + 1, -7.0f);
-            for (float& v : x) v = normal(rng);
-            linear_panels(x.data(), M, packed, b.data(), y.data());
-            for (int64_t m = 0; m < M; ++m)
-                for (int64_t n = 0; n < N; ++n) {
-                    double want = b[n], magnitude = std::abs(b[n]);
-                    for (int64_t k = 0; k < K; ++k) {
-                        want += double(x[m * K + k]) * W[n * K + k];
-                        magnitude += std::abs(double(x[m * K + k]) * W[n * K + k]);
+    for (auto [K, N] : std::vector<std::pair<int64_t, int64_t>>{{3, 1}, {256, 33}, {2048, 256}})
+        for (bool half : {false, true}) {
+            Tensor W({N, K}), b({N});
+            for (int64_t i = 0; i < W.numel(); ++i) W[i] = normal(rng);
+            for (int64_t i = 0; i < N; ++i) b[i] = normal(rng);
+            const PanelWeights packed = pack_panels(W, half);
+            if (half)
+                for (int64_t i = 0; i < W.numel(); ++i) W[i] = f16_to_f32(f32_to_f16(W[i]));
+            for (int64_t M : {1, 7, 8, 9, 16, 17, 23}) {
+                SCOPED_TRACE(testing::Message()
+                             << M << " x " << K << " -> " << N << (half ? ", half" : ""));
+                std::vector<float> x(M * K), y(M * N + 1, -7.0f);
+                for (float& v : x) v = normal(rng);
+                linear_panels(x.data(), M, packed, b.data(), y.data());
+                for (int64_t m = 0; m < M; ++m)
+                    for (int64_t n = 0; n < N; ++n) {
+                        double want = b[n], magnitude = std::abs(b[n]);
+                        for (int64_t k = 0; k < K; ++k) {
+                            want += double(x[m * K + k]) * W[n * K + k];
+                            magnitude += std::abs(double(x[m * K + k]) * W[n * K + k]);
+                        }
+                        ASSERT_NEAR(y[m * N + n], want, 1e-6 * magnitude) << m << ", " << n;
                     }
-                    ASSERT_NEAR(y[m * N + n], want, 1e-6 * magnitude) << m << ", " << n;
-                }
-            EXPECT_EQ(y[M * N], -7.0f) << "wrote past the output";
+                EXPECT_EQ(y[M * N], -7.0f) << "wrote past the output";
+            }
         }
-    }
 }
 
 // gemm_bf16 against the sums in double of its bf16 operands: every transposition, beta 0 and 1,
