@@ -12,7 +12,8 @@
 // the report also times a fixed decode on one thread while nothing else runs, before the server
 // starts and after it stops ("machine_probe"): runs are comparable where their probes agree.
 // The probe does not see short stalls of the whole VM during the run, which one late decode
-// queues 20 clicks behind: "machine_stalls" counts them (StallMeter).
+// queues 20 clicks behind: "machine_stalls" counts them (StallMeter), and "server_major_faults"
+// the server's waits for pages the kernel dropped (ServerProcess::major_faults).
 #include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
@@ -270,17 +271,28 @@ class ServerProcess {
     // User + system CPU seconds the server has used so far: with the machine shared, the CPU
     // time per click is the figure that does not depend on what else runs.
     double cpu_seconds() const {
+        const std::vector<double> f = stat_fields(15);
+        return (f[14] + f[15]) / static_cast<double>(sysconf(_SC_CLK_TCK));  // utime, stime
+    }
+
+    // Page faults the server waited on the disk for so far. This VM's kernel runs DAMON with a
+    // "pageout" scheme: file pages (the program's code among them) unused for seconds are
+    // dropped, and the next use reads them back while the request waits.
+    double major_faults() const { return stat_fields(12)[12]; }  // majflt
+
+  private:
+    // /proc/<pid>/stat's numeric fields 3 to `last`, at their field numbers (1-based).
+    std::vector<double> stat_fields(int last) const {
         std::ifstream in("/proc/" + std::to_string(pid_) + "/stat");
         std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
         std::istringstream fields(text.substr(text.rfind(')') + 2));  // after "pid (comm) "
+        std::vector<double> out(last + 1);
         std::string field;
-        double ticks = 0;
-        for (int i = 3; i <= 15 && fields >> field; ++i)  // utime is field 14, stime 15
-            if (i >= 14) ticks += std::stod(field);
-        return ticks / static_cast<double>(sysconf(_SC_CLK_TCK));
+        for (int i = 3; i <= last && fields >> field; ++i)
+            out[i] = i == 3 ? 0.0 : std::stod(field);  // field 3 is the state, a letter
+        return out;
     }
 
-  private:
     uint16_t read_port(const std::string& log) {
         std::string text;
         const auto deadline = Clock::now() + std::chrono::seconds(180);
@@ -946,7 +958,7 @@ int run(const Options& o) {
             sessions.push_back(s["session_id"]);
         }
         const auto stages_before = stage_totals(http.send(http::verb::get, "/metrics").second);
-        const double cpu_before = server.cpu_seconds();
+        const double cpu_before = server.cpu_seconds(), faults_before = server.major_faults();
         // Background encodes: new images uploaded one after another while the clients click
         // (their encodes queue on the server's encode thread).
         std::string uploader_error;
@@ -967,6 +979,7 @@ int run(const Options& o) {
         if (!uploader_error.empty()) throw std::runtime_error("upload: " + uploader_error);
         report["load"]["encodes_queued_during"] = o.encode_during;
         const double cpu_used = server.cpu_seconds() - cpu_before;
+        report["load"]["server_major_faults"] = server.major_faults() - faults_before;
         // The server's CPU covers the warm-up too: per message answered, warm-up included.
         const double messages = report["load"]["messages_answered"].get<double>();
         report["load"]["server_cpu_s"] = std::round(cpu_used * 100) / 100;
