@@ -106,8 +106,9 @@ class SamDecoder {
     static bool detect(const WeightFile& w);
     // The variant follows from the key prefixes, the sizes from the tensors. Throws FormatError.
     // With Precision::BF16 the attention products over the 64x64 image tokens and the second
-    // upscaling convolution take bf16 inputs (f32 accumulation); the token side, the norms, the
-    // softmax and the first upscaling convolution stay f32.
+    // upscaling convolution take bf16 inputs (f32 accumulation), and the token side's MLPs and
+    // final attention read their weights in IEEE half; the rest of the token side, the norms,
+    // the softmax and the first upscaling convolution stay f32.
     static SamDecoder load(const WeightFile& w, Precision precision = Precision::F32);
 
     DecoderVariant variant() const { return cfg_.variant; }
