@@ -187,54 +187,53 @@ PanelWeights pack_panels(const Tensor& W, bool half) {
     return w;
 }
 
+// An f32 or IEEE half value as f32 (the portable loops over either).
+static inline float value_of(float v) {
+    return v;
+}
+static inline float value_of(uint16_t half) {
+    return f16_to_f32(half);
+}
+
 namespace {
 
-// acc [R][P] = x [R, K] (row stride K) times one panel [K][P] (in f32 or half): R * P
+// acc [R][P] = x [R, K] (row stride K) times one panel [K][P] (Weight: f32 or IEEE half): R * P
 // accumulators, R <= 8.
-template <int R>
-void rows_times_panel(const float* x, int64_t K, const float* panel, float* acc_out) {
+template <int R, typename Weight>
+void rows_times_panel(const float* x, int64_t K, const Weight* panel, float* acc_out) {
     constexpr int64_t P = PanelWeights::kPanelColumns;
+#ifdef __AVX512F__
+    if constexpr (std::is_same_v<Weight, uint16_t>) {  // widened by the instruction
+        static_assert(P == 32, "a half panel's row is two vectors");
+        __m512 acc[R][2];
+        for (int r = 0; r < R; ++r) acc[r][0] = acc[r][1] = _mm512_setzero_ps();
+        for (int64_t k = 0; k < K; ++k) {
+            const auto* w = reinterpret_cast<const __m256i*>(panel + k * P);
+            const __m512 w0 = _mm512_cvtph_ps(_mm256_loadu_si256(w));
+            const __m512 w1 = _mm512_cvtph_ps(_mm256_loadu_si256(w + 1));
+            for (int r = 0; r < R; ++r) {
+                const __m512 xk = _mm512_set1_ps(x[r * K + k]);
+                acc[r][0] = _mm512_fmadd_ps(xk, w0, acc[r][0]);
+                acc[r][1] = _mm512_fmadd_ps(xk, w1, acc[r][1]);
+            }
+        }
+        for (int r = 0; r < R; ++r) {
+            _mm512_storeu_ps(acc_out + r * P, acc[r][0]);
+            _mm512_storeu_ps(acc_out + r * P + 16, acc[r][1]);
+        }
+        return;
+    }
+#endif
     float acc[R][P] = {};
     for (int64_t k = 0; k < K; ++k) {
-        const float* w = panel + k * P;
+        const Weight* w = panel + k * P;
         for (int r = 0; r < R; ++r) {
             const float xk = x[r * K + k];
 #pragma omp simd
-            for (int64_t j = 0; j < P; ++j) acc[r][j] += xk * w[j];
+            for (int64_t j = 0; j < P; ++j) acc[r][j] += xk * value_of(w[j]);
         }
     }
     std::memcpy(acc_out, acc, sizeof(acc));
-}
-
-template <int R>
-void rows_times_panel(const float* x, int64_t K, const uint16_t* panel, float* acc_out) {
-    constexpr int64_t P = PanelWeights::kPanelColumns;
-#ifdef __AVX512F__
-    static_assert(P == 32, "a half panel's row is two vectors");
-    __m512 acc[R][2];
-    for (int r = 0; r < R; ++r) acc[r][0] = acc[r][1] = _mm512_setzero_ps();
-    for (int64_t k = 0; k < K; ++k) {
-        const auto* w = reinterpret_cast<const __m256i*>(panel + k * P);
-        const __m512 w0 = _mm512_cvtph_ps(_mm256_loadu_si256(w));
-        const __m512 w1 = _mm512_cvtph_ps(_mm256_loadu_si256(w + 1));
-        for (int r = 0; r < R; ++r) {
-            const __m512 xk = _mm512_set1_ps(x[r * K + k]);
-            acc[r][0] = _mm512_fmadd_ps(xk, w0, acc[r][0]);
-            acc[r][1] = _mm512_fmadd_ps(xk, w1, acc[r][1]);
-        }
-    }
-    for (int r = 0; r < R; ++r) {
-        _mm512_storeu_ps(acc_out + r * P, acc[r][0]);
-        _mm512_storeu_ps(acc_out + r * P + 16, acc[r][1]);
-    }
-#else
-    float acc[R][P] = {};
-    for (int64_t k = 0; k < K; ++k)
-        for (int r = 0; r < R; ++r)
-            for (int64_t j = 0; j < P; ++j)
-                acc[r][j] += x[r * K + k] * f16_to_f32(panel[k * P + j]);
-    std::memcpy(acc_out, acc, sizeof(acc));
-#endif
 }
 
 constexpr int64_t kPanelRows = 8;
@@ -244,8 +243,9 @@ void linear_panels_of(const float* x, int64_t M, const PanelWeights& w, const We
                       const float* b, float* y) {
     using RowsTimesPanel = void (*)(const float*, int64_t, const Weight*, float*);
     static constexpr RowsTimesPanel kRowsTimesPanel[kPanelRows] = {
-        rows_times_panel<1>, rows_times_panel<2>, rows_times_panel<3>, rows_times_panel<4>,
-        rows_times_panel<5>, rows_times_panel<6>, rows_times_panel<7>, rows_times_panel<8>};
+        rows_times_panel<1, Weight>, rows_times_panel<2, Weight>, rows_times_panel<3, Weight>,
+        rows_times_panel<4, Weight>, rows_times_panel<5, Weight>, rows_times_panel<6, Weight>,
+        rows_times_panel<7, Weight>, rows_times_panel<8, Weight>};
     constexpr int64_t P = PanelWeights::kPanelColumns;
     const int64_t K = w.in, N = w.out, count = (N + P - 1) / P;
     // Two threads pay off from 128K weights (the decoder's MLP), not for its 256 x 256 layers.
@@ -541,15 +541,6 @@ void gelu_mix(const float* x, int64_t ldx, int64_t C, int64_t n, const float* bi
 #endif
     }
 }
-
-#ifndef __AVX512F__  // the portable scaled_plus_product_rows' f32 or IEEE half values
-static inline float value_of(float v) {
-    return v;
-}
-static inline float value_of(uint16_t half) {
-    return f16_to_f32(half);
-}
-#endif
 
 // scaled_plus_product over `Rows` rows from r0 on: per 64 pixels, 4 vectors of each row's sums in
 // registers, each f row loaded once for the rows. a is f32 or IEEE half (A: float or uint16_t),
